@@ -1,0 +1,1 @@
+"""clip2video.engine."""

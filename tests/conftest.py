@@ -1,0 +1,29 @@
+"""Shared fixtures: where ../shared lives, and small generated videos."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DIR = PROJECT_ROOT.parent / "shared"
+SPLITS_DIR = SHARED_DIR / "data" / "splits"
+
+
+@pytest.fixture(scope="session")
+def splits_dir() -> Path:
+    """The real public split lists; tests that need them skip, saying why, where they are absent."""
+    if not SPLITS_DIR.is_dir():
+        pytest.skip(f"the public split lists are not at {SPLITS_DIR} (../shared beside the project root)")
+    return SPLITS_DIR
+
+
+@pytest.fixture(autouse=True)
+def _seed_everything():
+    """Fixed seeds for every test."""
+    import torch
+
+    np.random.seed(0)
+    torch.manual_seed(0)
