@@ -1,0 +1,141 @@
+"""CLI verb ``clip2video ablation``: run an experiment suite end to end."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from clip2video.experiments.suite import SuiteError, list_suites
+
+
+def parse_override(text: str) -> dict[str, Any]:
+    """``train.epochs=3`` -> ``{"train": {"epochs": 3}}`` (the value is parsed as JSON when it can be)."""
+    if "=" not in text:
+        raise SuiteError(f"--set {text!r}: expected KEY=VALUE, e.g. train.epochs=3")
+    key, raw = text.split("=", 1)
+    try:
+        value: Any = json.loads(raw)
+    except json.JSONDecodeError:
+        value = raw
+    out: dict[str, Any] = {}
+    node = out
+    parts = key.strip().split(".")
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+    node[parts[-1]] = value
+    return out
+
+
+def merge_overrides(items: list[str]) -> dict[str, Any]:
+    """Fold several ``--set`` items into one nested dict."""
+    merged: dict[str, Any] = {}
+    for item in items:
+        _deep_update(merged, parse_override(item))
+    return merged
+
+
+def _deep_update(base: dict, new: dict) -> None:
+    for key, value in new.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            _deep_update(base[key], value)
+        else:
+            base[key] = value
+
+
+def parse_checkpoints(items: list[str]) -> dict[str, Path]:
+    """``--checkpoint clip2video=path`` (or a bare path, which applies to every model)."""
+    out: dict[str, Path] = {}
+    for item in items:
+        name, sep, path = item.partition("=")
+        if sep:
+            out[name] = Path(path)
+        else:
+            out["*"] = Path(item)
+    return out
+
+
+def run_ablation(args: argparse.Namespace) -> int:
+    """Run a suite: train (or evaluate) each model, record, tabulate, plot, track."""
+    from clip2video.experiments.runner import run_suite
+
+    overrides = merge_overrides(args.set or [])
+    if args.models:
+        overrides["models"] = args.models
+    result = run_suite(
+        args.suite,
+        data_root=args.data_root,
+        clip_weights=args.clip_weights,
+        device=args.device,
+        eval_only=args.eval_only,
+        checkpoints=parse_checkpoints(args.checkpoint or []),
+        runs_dir=args.runs_dir,
+        results_dir=args.results_dir,
+        tracking_uri=args.tracking_uri,
+        tracking=not args.no_tracking,
+        overrides=overrides,
+        nproc=args.nproc,
+    )
+    print(result.summary())
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``ablation`` to the ``clip2video`` command."""
+    p = subparsers.add_parser(
+        "ablation",
+        help="run an experiment suite (train or evaluate each model, then tables, plots, MLflow)",
+        description=(
+            "Run an experiment suite from benchmarks/suites: train each model (or, with --eval-only, "
+            "evaluate released checkpoints / the zero-shot CLIP), evaluate on the protocol's test split "
+            "with the one evaluation engine, record runs/<suite>/, regenerate results/<suite>/ and log to "
+            "MLflow. The default suite `ablation` runs offline on the generated synthetic protocol."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument(
+        "--suite", default="ablation", help=f"suite name or TOML path; shipped: {', '.join(list_suites())}"
+    )
+    p.add_argument(
+        "--data-root",
+        type=Path,
+        default=Path("data"),
+        help="folder holding the datasets (and the generated synthetic data)",
+    )
+    p.add_argument(
+        "--clip-weights",
+        default=None,
+        help="override backbone weights: 'openai', a local ViT-B-32.pt, an open_clip checkpoint, or 'none'",
+    )
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 ...")
+    p.add_argument(
+        "--eval-only",
+        action="store_true",
+        help="skip training: evaluate --checkpoint files (or the pretrained CLIP, zero-shot)",
+    )
+    p.add_argument(
+        "--checkpoint",
+        action="append",
+        metavar="[MODEL=]PATH",
+        help="official-layout or harness checkpoint to evaluate (repeatable)",
+    )
+    p.add_argument("--models", nargs="+", default=None, help="run only these models of the suite")
+    p.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="override a suite setting, e.g. train.epochs=1 (repeatable)",
+    )
+    p.add_argument("--runs-dir", type=Path, default=Path("runs"), help="where run records and checkpoints go")
+    p.add_argument("--results-dir", type=Path, default=Path("results"), help="where tables and plots go")
+    p.add_argument(
+        "--tracking-uri",
+        default=None,
+        help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlruns.db)",
+    )
+    p.add_argument("--no-tracking", action="store_true", help="do not log to MLflow")
+    p.add_argument(
+        "--nproc", type=int, default=1, help="processes for distributed training/evaluation (CPU: gloo)"
+    )
+    p.set_defaults(func=run_ablation)
