@@ -1,0 +1,132 @@
+"""CLI verbs ``clip2video tables`` (regenerate results/) and ``clip2video drift`` (the metric-drift gate)."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from pathlib import Path
+
+from clip2video.errors import Clip2VideoError
+
+DEFAULT_BASELINES = Path("baselines") / "locked"
+
+
+def run_tables(args: argparse.Namespace) -> int:
+    """Rewrite ``results/<suite>/`` tables (and plots) from the recorded runs."""
+    from clip2video.report.tables import PAPER_DIR, regenerate
+
+    written = regenerate(
+        args.runs,
+        args.out,
+        args.suite or None,
+        paper_dir=args.paper_dir or PAPER_DIR,
+        plots=not args.no_plots,
+    )
+    for suite, files in written.items():
+        print(f"{suite}: {len(files)} files in {Path(args.out) / suite}")
+    return 0
+
+
+def _rerun(suite: str, args: argparse.Namespace) -> None:
+    """Run the suite with the lead's runner (records land in ``args.runs``)."""
+    try:
+        from clip2video.experiments.runner import run_suite
+    except ImportError as exc:
+        raise Clip2VideoError(
+            f"--rerun needs clip2video.experiments.runner.run_suite, which is not available ({exc}); "
+            f"run `clip2video ablation --suite {suite}` first and call drift without --rerun"
+        ) from exc
+    run_suite(suite, runs_dir=args.runs, data_root=args.data_root, device=args.device, tracking=False)
+
+
+def run_drift(args: argparse.Namespace) -> int:
+    """Compare the suite's metrics with the locked baseline; exit 1 naming each moved metric."""
+    from clip2video.report.drift import compare, default_mode, load_locked, suite_metrics, write_locked
+    from clip2video.report.records import read_suite_records
+    from clip2video.report.tables import resamples_of
+
+    if args.update and not (args.message and args.message.strip()):
+        raise Clip2VideoError('--update relocks the baseline: say why with --message "..."')
+    baseline = args.baseline or DEFAULT_BASELINES / f"{args.suite}.json"
+    if args.rerun:
+        _rerun(args.suite, args)
+    records = read_suite_records(args.runs, args.suite)
+    n_boot = resamples_of(records)
+    mode = args.mode if args.mode != "auto" else default_mode(records)
+    new = suite_metrics(records, n_boot=n_boot)
+    if args.update:
+        command = shlex.join(["clip2video", *sys.argv[1:]]) if sys.argv[1:] else "clip2video drift --update"
+        path = write_locked(
+            baseline, new, args.message, suite=args.suite, mode=mode, command=command, n_boot=n_boot
+        )
+        print(f"drift: locked {len(new)} models of suite {args.suite!r} in {path} ({args.message.strip()})")
+        return 0
+    locked = load_locked(baseline)
+    drifts = compare(locked, new, mode=mode)
+    checked = sum(len(m.get("metrics", {})) for m in locked["models"].values())
+    if drifts:
+        print(f"drift: {len(drifts)} metric(s) of suite {args.suite!r} moved from {baseline} ({mode} mode):")
+        for drift in drifts:
+            print(f"  {drift}")
+        print(
+            "If the change is intended, relock: clip2video drift "
+            f'--suite {args.suite} --update --message "why"'
+        )
+        return 1
+    print(
+        f"drift: suite {args.suite!r} matches {baseline}: {len(new)} models, {checked} locked metrics, "
+        f"{mode} mode (locked {locked.get('date', '?')}: {locked.get('message', '')})"
+    )
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``tables`` and ``drift`` to the ``clip2video`` command."""
+    fmt = argparse.ArgumentDefaultsHelpFormatter
+    t = subparsers.add_parser(
+        "tables",
+        help="regenerate results/<suite>/ tables and plots from the recorded runs",
+        description=(
+            "Rewrite results/<suite>/table.{md,tex,csv}, values.csv and the plots from runs/<suite>/: "
+            "bootstrap intervals, published reference rows (baselines/paper/*.csv) with differences, "
+            "paired bootstrap vs meanp, post-processed rows as a separate marked block."
+        ),
+        formatter_class=fmt,
+    )
+    t.add_argument(
+        "--suite", action="append", default=None, help="suite to tabulate (repeatable; default: all)"
+    )
+    t.add_argument("--runs", type=Path, default=Path("runs"), help="folder of recorded runs")
+    t.add_argument("--out", type=Path, default=Path("results"), help="results folder")
+    t.add_argument(
+        "--paper-dir", type=Path, default=None, help="published reference CSVs (default: baselines/paper)"
+    )
+    t.add_argument("--no-plots", action="store_true", help="tables only")
+    t.set_defaults(func=run_tables)
+
+    d = subparsers.add_parser(
+        "drift",
+        help="metric-drift gate: compare a suite's metrics with its locked baseline",
+        description=(
+            "Compare the suite's recorded metrics (or, with --rerun, a fresh run) with "
+            "baselines/locked/<suite>.json. Exact mode (CPU): every metric within 1e-9. Interval mode "
+            "(GPU): each metric inside the locked 95%% bootstrap interval. Exits 1 naming each moved "
+            "metric. --update --message relocks."
+        ),
+        formatter_class=fmt,
+    )
+    d.add_argument("--suite", default="smoke", help="suite name")
+    d.add_argument("--runs", type=Path, default=Path("runs"), help="folder of recorded runs")
+    d.add_argument(
+        "--baseline", type=Path, default=None, help="locked file (default: baselines/locked/<suite>.json)"
+    )
+    d.add_argument(
+        "--mode", choices=("auto", "exact", "interval"), default="auto", help="auto: exact on CPU runs"
+    )
+    d.add_argument("--rerun", action="store_true", help="run the suite first (CPU, no tracking)")
+    d.add_argument("--data-root", type=Path, default=Path("data"), help="data folder for --rerun")
+    d.add_argument("--device", default="cpu", help="device for --rerun")
+    d.add_argument("--update", action="store_true", help="relock the baseline with the current metrics")
+    d.add_argument("--message", default=None, help="why the baseline is relocked (required with --update)")
+    d.set_defaults(func=run_drift)
