@@ -1,0 +1,245 @@
+"""Frame sampling: the instants the official two-step pipeline uses, read straight from the video.
+
+The official pipeline extracts every video with ``ffmpeg -i video -r 5 -q 0 %08d.jpg`` and then
+picks at most ``max_frames`` of the extracted JPEGs. ``FrameSampler`` works out which *source*
+frame ffmpeg writes at each output index (``ffmpeg_output_frames``), applies the official picks to
+that list, and decodes only those source frames with decord. A frame folder (``<id>/00000001.jpg
+...``) is taken to *be* the extracted frames and is picked from directly. Both paths go through
+the same CLIP preprocessing (PIL bicubic resize of the short side, center crop, normalize).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from fractions import Fraction
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from clip2video.data.videos import frame_files, open_video
+from clip2video.errors import VideoReadError
+
+CLIP_MEAN: tuple[float, float, float] = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD: tuple[float, float, float] = (0.26862954, 0.26130258, 0.27577711)
+
+_DROP = Fraction(-11, 10)  # ffmpeg's CFR thresholds, in output-frame units
+_DUP = Fraction(11, 10)
+_NB0_SHIFT = Fraction(6, 10)
+
+
+def _as_fraction(fps: float | Fraction) -> Fraction:
+    """A frame rate as an exact fraction; NTSC rates (29.97, 23.976, 59.94) become n*1000/1001."""
+    if isinstance(fps, Fraction):
+        return fps
+    if not math.isfinite(fps) or fps <= 0:
+        raise ValueError(f"frame rate must be a positive number, got {fps}")
+    return Fraction(fps).limit_denominator(1001)
+
+
+@lru_cache(maxsize=4096)
+def _ffmpeg_map(num_source_frames: int, source_fps: Fraction, out_fps: Fraction) -> tuple[int, ...]:
+    ratio = source_fps / out_fps  # source frames per output frame
+    # frame duration in output units: min(1/ratio, 1), replaced by lrint(1/ratio) when that is > 0
+    rounded = round(1 / ratio)
+    duration = Fraction(rounded) if rounded > 0 else min(1 / ratio, Fraction(1))
+    out: list[int] = []
+    last_nb0 = [0, 0, 0]
+    previous: int | None = None
+    for i in range(num_source_frames):
+        delta0 = i / ratio - len(out)
+        delta = delta0 + duration
+        nb_frames, nb0 = 1, 0
+        if delta < _DROP:
+            nb_frames = 0
+        elif delta > _DUP:
+            nb_frames = round(delta)
+            if delta0 > _DUP:
+                nb0 = round(delta0 - _NB0_SHIFT)
+        nb0 = min(nb0, nb_frames)
+        last_nb0 = [nb0, *last_nb0[:2]]
+        for j in range(nb_frames):
+            out.append(previous if j < nb0 and previous is not None else i)
+        previous = i
+    if previous is not None:  # end of stream: ffmpeg repeats the last frame median(last nb0) times
+        out.extend([previous] * sorted(last_nb0)[1])
+    return tuple(out)
+
+
+def ffmpeg_output_frames(num_source_frames: int, source_fps: float, extraction_fps: float = 5.0) -> list[int]:
+    """Source frame index of every frame ``ffmpeg -i video -r <extraction_fps> out/%08d.jpg`` writes.
+
+    Rule found empirically with ffmpeg 5.1 (Debian 12) on index-coded videos (see
+    tests/test_ffmpeg_parity.py) and matching the constant-frame-rate logic of its ``-r`` output
+    option. With ``r = source_fps / extraction_fps``, source frame ``i`` sits at output time
+    ``t_i = i / r`` and lasts ``d = min(1/r, 1)`` (``d = round(1/r)`` when that is >= 1); with ``k``
+    frames written so far and ``delta = t_i + d - k``:
+
+    * ``delta < -1.1``: frame ``i`` is dropped;
+    * ``-1.1 <= delta <= 1.1``: frame ``i`` is written once, as output ``k``;
+    * ``delta > 1.1`` (only below ~5.5 fps): it is written ``round(delta)`` times, the first
+      ``round(delta - d - 0.6)`` of them showing frame ``i - 1`` when ``delta - d > 1.1``.
+
+    So output 0 is frame 0 and output 1 is frame 1 (not the frame at 0.2 s), and from then on
+    output ``k`` is the first frame with ``(i + 1) / r >= k - 1.1``: the frame that starts in
+    ``[t - 1/source_fps, t)`` with ``t = (k - 1.1) / extraction_fps`` (0.22 s before ``k / 5`` s). Ties (``delta == -1.1`` exactly, e.g. at 50 fps)
+    keep the frame, as ffmpeg does. Exact rational arithmetic, cached per (length, rate).
+    """
+    if num_source_frames < 0:
+        raise ValueError(f"num_source_frames must be >= 0, got {num_source_frames}")
+    return list(_ffmpeg_map(int(num_source_frames), _as_fraction(source_fps), _as_fraction(extraction_fps)))
+
+
+@dataclass
+class FrameSampler:
+    """The official frame selection and CLIP preprocessing, for video files and frame folders.
+
+    ``extraction_fps``: the rate the official pipeline extracts frames at (5); ``stride``: keep
+    every ``stride``-th extracted frame as a candidate (2 on MSR-VTT, 1 on MSVD/VATEX);
+    ``max_frames``: at most this many frames (12); ``image_size``: CLIP's input size;
+    ``train``: jitter the interior picks as the official training loader does.
+    """
+
+    extraction_fps: float = 5.0
+    stride: int = 1
+    max_frames: int = 12
+    image_size: int = 224
+    train: bool = False
+
+    def __post_init__(self) -> None:
+        if self.stride < 1 or self.max_frames < 1 or self.image_size < 1 or self.extraction_fps <= 0:
+            raise ValueError(
+                f"FrameSampler needs stride >= 1, max_frames >= 1, image_size >= 1 and extraction_fps > 0, "
+                f"got {self}"
+            )
+        self._transform = None
+
+    # ----- which frames -------------------------------------------------------------------------
+    def extracted_count(self, num_source_frames: int, source_fps: float) -> int:
+        """How many frames ``ffmpeg -r extraction_fps`` writes for this video."""
+        return len(ffmpeg_output_frames(num_source_frames, source_fps, self.extraction_fps))
+
+    def extracted_to_source(self, k: int, source_fps: float, num_source_frames: int) -> int:
+        """The source frame ffmpeg shows at extracted index ``k`` (0-based; rule in ffmpeg_output_frames)."""
+        mapping = ffmpeg_output_frames(num_source_frames, source_fps, self.extraction_fps)
+        if not 0 <= k < len(mapping):
+            raise IndexError(f"extracted index {k} out of range: ffmpeg writes {len(mapping)} frames")
+        return mapping[k]
+
+    def pick(self, n_extracted: int, rng: np.random.Generator | None = None) -> list[int]:
+        """The official picks among ``n_extracted`` extracted frames (indices into them).
+
+        ``c = n // stride`` candidates at ``linspace(0, n-1, c).astype(int)``; all of them if
+        ``c <= max_frames``, else ``linspace(0, c-1, max_frames).astype(int)`` among them. When
+        ``train``, each interior pick moves by a random integer in ``[-h, h)`` with
+        ``h = (pick[1] - pick[0]) // 2`` counted in candidates, when ``h > 2`` (as the official
+        loader does; ``rng=None`` draws from numpy's global state like it). One deviation: a video
+        with at least one but fewer than ``stride`` extracted frames keeps its first frame, where
+        the official loader would return an empty video.
+        """
+        if n_extracted <= 0:
+            return []
+        count = max(n_extracted // self.stride, 1)
+        candidates = np.linspace(0, n_extracted - 1, num=count).astype(int)
+        if count <= self.max_frames:
+            return candidates.tolist()
+        picks = np.linspace(0, count - 1, num=self.max_frames).astype(int)
+        if self.train:
+            half = int(picks[1] - picks[0]) // 2
+            if half > 2:
+                size = self.max_frames - 2
+                if rng is None:
+                    jitter = np.random.randint(-half, half, size)
+                else:
+                    jitter = rng.integers(-half, half, size)
+                picks[1:-1] += jitter
+        return candidates[picks].tolist()
+
+    def source_indices(
+        self, num_source_frames: int, source_fps: float, rng: np.random.Generator | None = None
+    ) -> list[int]:
+        """Source (decoder) frame indices of the frames the official pipeline would use."""
+        mapping = ffmpeg_output_frames(num_source_frames, source_fps, self.extraction_fps)
+        return [mapping[k] for k in self.pick(len(mapping), rng)]
+
+    # ----- pixels -------------------------------------------------------------------------------
+    def preprocess(self, images: list) -> torch.Tensor:
+        """CLIP's preprocessing of PIL images (or uint8 HxWx3 arrays) -> FloatTensor[T, 3, S, S]."""
+        from PIL import Image
+
+        if self._transform is None:
+            import open_clip
+
+            self._transform = open_clip.image_transform(
+                self.image_size, is_train=False, mean=CLIP_MEAN, std=CLIP_STD
+            )
+        tensors = []
+        for image in images:
+            if not isinstance(image, Image.Image):
+                image = Image.fromarray(np.asarray(image, dtype=np.uint8))
+            tensors.append(self._transform(image.convert("RGB")))
+        return torch.stack(tensors)
+
+    def _pad(self, frames: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        size = self.image_size
+        out = torch.zeros(self.max_frames, 3, size, size, dtype=torch.float32)
+        mask = torch.zeros(self.max_frames, dtype=torch.long)
+        if frames is not None:
+            count = frames.shape[0]
+            out[:count] = frames
+            mask[:count] = 1
+        return out, mask
+
+    def load(
+        self, path: str | Path, rng: np.random.Generator | None = None, video_id: str | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Frames ``FloatTensor[max_frames, 3, S, S]`` and mask ``LongTensor[max_frames]`` of a video.
+
+        ``path`` is a video file (decoded with decord, only the picked frames) or a frame folder
+        (its sorted images are the extracted frames). Fewer frames than ``max_frames`` are
+        zero-padded and masked, never repeated. Every read failure is a VideoReadError naming
+        ``video_id`` (default: the file's stem) and the path.
+        """
+        path = Path(path)
+        vid = video_id or (path.name if path.is_dir() else path.stem)
+        if path.is_dir():
+            return self._pad(self._load_folder(path, vid, rng))
+        return self._pad(self._load_file(path, vid, rng))
+
+    def _load_folder(self, folder: Path, vid: str, rng: np.random.Generator | None) -> torch.Tensor:
+        from PIL import Image
+
+        files = frame_files(folder)
+        if not files:
+            raise VideoReadError(vid, folder, "frame folder holds no .jpg/.png frames; re-extract the video")
+        images = []
+        for k in self.pick(len(files), rng):
+            try:
+                with Image.open(files[k]) as image:
+                    images.append(image.convert("RGB"))
+            except OSError as exc:
+                raise VideoReadError(vid, files[k], f"cannot read frame image ({exc})") from exc
+        return self.preprocess(images)
+
+    def _load_file(self, path: Path, vid: str, rng: np.random.Generator | None) -> torch.Tensor:
+        reader = open_video(path, vid)
+        fps = float(reader.get_avg_fps())
+        if not math.isfinite(fps) or fps <= 0:
+            raise VideoReadError(vid, path, f"the video reports no usable frame rate ({fps}); re-encode it")
+        indices = self.source_indices(len(reader), fps, rng)
+        unique = sorted(set(indices))
+        try:
+            batch = reader.get_batch(unique).asnumpy()
+        except Exception as exc:  # decord: RuntimeError or decord._ffi.base.DECORDError
+            raise VideoReadError(
+                vid,
+                path,
+                f"decord failed reading frames {unique[0]}..{unique[-1]} of {len(reader)} "
+                f"({type(exc).__name__}: {str(exc).strip()[:300]}); the file is probably truncated or corrupt",
+            ) from exc
+        if batch.shape[0] != len(unique):
+            raise VideoReadError(vid, path, f"decord returned {batch.shape[0]} of {len(unique)} frames")
+        row = {index: n for n, index in enumerate(unique)}
+        return self.preprocess([batch[row[index]] for index in indices])
