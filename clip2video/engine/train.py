@@ -1,0 +1,475 @@
+"""Co-learning training loop for every registry model (models.md, "Training").
+
+* Loss: :func:`~clip2video.engine.losses.co_learning_loss` over the *global* batch (all ranks).
+* Optimizer: CLIP4Clip's BertAdam recipe (:mod:`clip2video.engine.optim`), warmup + cosine over
+  the whole run, global gradient-norm clipping, logit scale clamped at 100 after each step.
+* Gradient accumulation is exact (GradCache): the micro-batches are first encoded without
+  gradients, the full-batch loss gives the gradient of every embedding, then each micro-batch is
+  re-encoded with gradients and back-propagated with its slice of those gradients. The update is
+  the one of a single big batch (the negatives are the whole batch), at a micro-batch's memory.
+* Data order is a pure function of ``(seed, epoch)``; checkpoints every epoch hold everything else
+  (model, optimizer, scheduler, RNG, history), so ``resume=True`` ends with the same weights and
+  metrics as an uninterrupted run.
+* Model selection never looks at a test split unless ``select_on="test"`` is asked for, and then
+  the result says ``selected_on_test=True`` so every row it touches can be marked.
+* Under torchrun (``torch.distributed`` initialized) each rank trains on its slice of every
+  global batch; see :mod:`clip2video.engine.ddp`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+import random
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, Sampler
+from tqdm.auto import tqdm
+
+from clip2video.engine import ddp
+from clip2video.engine.checkpoint import (
+    CheckpointError,
+    capture_rng_state,
+    load_checkpoint,
+    restore_rng_state,
+    save_checkpoint,
+)
+from clip2video.engine.losses import co_learning_loss
+from clip2video.engine.optim import build_optimizer, warmup_cosine
+
+SELECT_ON = ("final", "val", "test")
+LAST_CHECKPOINT = "last.pt"
+BEST_CHECKPOINT = "best.pt"
+# Settings that may differ between an interrupted run and its resumption (they do not change results).
+RESUME_FREE_KEYS = frozenset({"device", "num_workers", "progress", "log_every"})
+
+
+@dataclass
+class TrainConfig:
+    """Every training setting; the defaults reproduce CLIP4Clip's recipe (models.md)."""
+
+    epochs: int = 5
+    batch_size: int = 128  # the global batch: all ranks and micro-batches together
+    grad_accum: int = 1  # micro-batches per optimizer step (per rank)
+    lr: float = 1e-4
+    coef_lr: float = 1e-3  # clip.* parameters train at lr * coef_lr
+    weight_decay: float = 0.2
+    betas: tuple[float, float] = (0.9, 0.98)
+    eps: float = 1e-6
+    bias_correction: bool = False  # BertAdam has none; True (with clip_grad_per_param=0) is AdamW
+    warmup: float = 0.1  # fraction of the whole run
+    clip_grad: float = 1.0  # global gradient-norm clipping; 0 disables
+    clip_grad_per_param: float = 1.0  # BertAdam's per-parameter clipping inside its step; 0 disables
+    logit_scale_max: float | None = 100.0  # CLIP4Clip clamps logit_scale.exp() at 100 after each step
+    seed: int = 42
+    device: str = "auto"  # "auto": CUDA when available, else CPU
+    amp: bool = True  # bf16 autocast on CUDA; the CPU always runs float32
+    num_workers: int = 0
+    select_on: str = "final"  # "final" | "val" | "test" (test only when asked; the result is marked)
+    select_metric: str = "t2v_R1"  # higher is better
+    val_every: int = 1
+    log_every: int = 10  # tracker steps
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        self.betas = tuple(self.betas)  # type: ignore[assignment]
+        if self.select_on not in SELECT_ON:
+            raise ValueError(f"TrainConfig.select_on must be one of {SELECT_ON}, got {self.select_on!r}")
+        for key in ("epochs", "batch_size", "grad_accum", "val_every", "log_every"):
+            if getattr(self, key) < 1:
+                raise ValueError(f"TrainConfig.{key} must be >= 1, got {getattr(self, key)}")
+        if not 0.0 <= self.warmup < 1.0:
+            raise ValueError(f"TrainConfig.warmup is a fraction of the run in [0, 1), got {self.warmup}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain values (checkpoints, tracking)."""
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train` returns; ``final_metrics`` belong to the selected epoch."""
+
+    final_metrics: dict[str, float]
+    best_epoch: int  # 0-based epoch whose weights the model holds now
+    history: list[dict[str, Any]]
+    checkpoint_path: Path  # the checkpoint holding the selected weights
+    selected_on: str = "final"
+    selected_on_test: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class MetricsTracker(Protocol):
+    """Anything with ``log_metrics`` (the MLflow wrapper lives in ``clip2video.tracking``)."""
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None: ...
+
+
+class GlobalBatchSampler(Sampler[list[int]]):
+    """Index lists of this rank's micro-batches, global batch after global batch.
+
+    The permutation is a pure function of ``(seed, epoch)``: rank ``r`` of ``world`` takes rows
+    ``[r * B / world, (r + 1) * B / world)`` of each global batch ``B`` and splits them into
+    ``micro_batches`` consecutive micro-batches. The incomplete last batch is dropped.
+    """
+
+    def __init__(
+        self,
+        num_items: int,
+        batch_size: int,
+        *,
+        seed: int,
+        epoch: int,
+        rank: int = 0,
+        world: int = 1,
+        micro_batches: int = 1,
+    ) -> None:
+        if batch_size % (world * micro_batches):
+            raise ValueError(
+                f"batch_size {batch_size} must be divisible by world size {world} x grad_accum "
+                f"{micro_batches}: pick a batch size that splits evenly"
+            )
+        self.num_items, self.batch_size = num_items, batch_size
+        self.seed, self.epoch, self.rank, self.world = seed, epoch, rank, world
+        self.micro_batches = micro_batches
+        self.steps = num_items // batch_size
+
+    def order(self) -> np.ndarray:
+        """The epoch's global permutation of item indices."""
+        return np.random.default_rng([self.seed, self.epoch]).permutation(self.num_items)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        perm = self.order()
+        local = self.batch_size // self.world
+        micro = local // self.micro_batches
+        for step in range(self.steps):
+            start = step * self.batch_size + self.rank * local
+            for m in range(self.micro_batches):
+                yield perm[start + m * micro : start + (m + 1) * micro].tolist()
+
+    def __len__(self) -> int:
+        return self.steps * self.micro_batches
+
+
+def resolve_device(name: str) -> torch.device:
+    """``"auto"`` is ``cuda:LOCAL`` when CUDA is available (the current device), else the CPU."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", torch.cuda.current_device())
+        return torch.device("cpu")
+    return torch.device(name)
+
+
+def _autocast(device: torch.device, amp: bool) -> contextlib.AbstractContextManager:
+    if amp and device.type == "cuda":
+        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def _seed_all(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _cpu_cuda_rng(device: torch.device) -> tuple[torch.Tensor, torch.Tensor | None]:
+    cuda = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
+    return torch.get_rng_state(), cuda
+
+
+def _set_cpu_cuda_rng(state: tuple[torch.Tensor, torch.Tensor | None], device: torch.device) -> None:
+    torch.set_rng_state(state[0])
+    if state[1] is not None:
+        torch.cuda.set_rng_state(state[1], device)
+
+
+def _encode(
+    model: nn.Module, batch: Sequence[torch.Tensor], amp_ctx: Callable
+) -> tuple[torch.Tensor, torch.Tensor]:
+    ids, mask, frames, fmask = batch[:4]
+    with amp_ctx():
+        text = model.encode_text(ids, mask)
+        video = model.encode_video(frames, fmask)
+    return text.float(), video.float()
+
+
+def compute_gradients(
+    model: nn.Module,
+    micro_batches: Sequence[Sequence[torch.Tensor]],
+    *,
+    device: torch.device,
+    amp: bool = False,
+) -> dict[str, float]:
+    """Accumulate into ``.grad`` the gradient of the co-learning loss over the global batch.
+
+    ``micro_batches`` are this rank's slices (tensors already on ``device``). One micro-batch is
+    encoded with gradients directly; several use GradCache (see the module docstring), restoring
+    the RNG state before each re-encoding so that dropout, if any, matches. Under torchrun the
+    gradients are averaged over ranks before returning. Returns the logged loss values.
+    """
+    amp_ctx = lambda: _autocast(device, amp)  # noqa: E731
+    rank, world = ddp.rank_and_world()
+    if len(micro_batches) == 1:
+        text, video = _encode(model, micro_batches[0], amp_ctx)
+        text, video = ddp.all_gather_with_grad(text), ddp.all_gather_with_grad(video)
+        loss, logs = co_learning_loss(model, text, video)
+        loss.backward()
+    else:
+        rng_states, texts, videos = [], [], []
+        with torch.no_grad():
+            for batch in micro_batches:
+                rng_states.append(_cpu_cuda_rng(device))
+                t, v = _encode(model, batch, amp_ctx)
+                texts.append(t)
+                videos.append(v)
+        local_text, local_video = torch.cat(texts), torch.cat(videos)
+        text = ddp.all_gather_nograd(local_text).requires_grad_(True)
+        video = ddp.all_gather_nograd(local_video).requires_grad_(True)
+        loss, logs = co_learning_loss(model, text, video)
+        loss.backward()
+        n_local = local_text.shape[0]
+        # Every rank computed the same full loss: its slice's share of the summed gradient is
+        # ``world`` times the slice of dL/d(embeddings); average_gradients divides by ``world``.
+        grad_text = text.grad[rank * n_local : (rank + 1) * n_local] * world
+        grad_video = video.grad[rank * n_local : (rank + 1) * n_local] * world
+        end_state = _cpu_cuda_rng(device)
+        offset = 0
+        for batch, state in zip(micro_batches, rng_states, strict=True):
+            _set_cpu_cuda_rng(state, device)
+            t, v = _encode(model, batch, amp_ctx)
+            n = t.shape[0]
+            torch.autograd.backward([t, v], [grad_text[offset : offset + n], grad_video[offset : offset + n]])
+            offset += n
+        _set_cpu_cuda_rng(end_state, device)
+    ddp.average_gradients(model)
+    return logs
+
+
+def _clamp_logit_scale(model: nn.Module, max_scale: float | None) -> None:
+    if max_scale is None:
+        return
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name == "logit_scale" or name.endswith(".logit_scale"):
+                p.clamp_(max=math.log(max_scale))
+
+
+def _to_device(batch: Sequence[Any], device: torch.device) -> list[Any]:
+    return [b.to(device, non_blocking=True) if isinstance(b, torch.Tensor) else b for b in batch]
+
+
+def _check_resume_config(saved: dict[str, Any], config: TrainConfig, path: Path) -> None:
+    current = config.to_dict()
+    differ = sorted(
+        k
+        for k in set(saved) | set(current)
+        if k not in RESUME_FREE_KEYS and _norm(saved.get(k)) != _norm(current.get(k))
+    )
+    if differ:
+        detail = ", ".join(f"{k}: {saved.get(k)!r} -> {current.get(k)!r}" for k in differ)
+        raise CheckpointError(
+            f"cannot resume from {path}: settings changed ({detail}); resume with the original "
+            "settings or start a new run in another out_dir"
+        )
+
+
+def _norm(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
+
+
+def _is_better(value: float, best: float | None) -> bool:
+    return best is None or value > best
+
+
+def train(
+    model: nn.Module,
+    train_dataset: Dataset,
+    config: TrainConfig,
+    *,
+    out_dir: str | Path,
+    val_fn: Callable[[nn.Module, int], dict[str, float]] | None = None,
+    resume: bool = False,
+    tracker: MetricsTracker | None = None,
+    on_epoch_end: Callable[[int, dict[str, Any]], None] | None = None,
+) -> TrainResult:
+    """Train ``model`` on ``train_dataset`` (items ``(ids, mask, frames, fmask, video_index)``).
+
+    ``val_fn(model, epoch)`` returns validation metrics (the evaluation engine) after every
+    ``val_every``-th and the last epoch; with ``select_on="val"`` (or ``"test"``, marked) the best
+    epoch on ``select_metric`` is restored at the end. Checkpoints go to ``out_dir/last.pt``
+    (every epoch) and ``out_dir/best.pt`` (the selected epoch). ``resume=True`` continues from
+    ``last.pt``. ``on_epoch_end(epoch, record)`` runs after each epoch's checkpoint is written.
+    """
+    out_dir = Path(out_dir)
+    rank, world = ddp.rank_and_world()
+    device = resolve_device(config.device)
+    if config.select_on != "final" and val_fn is None:
+        raise ValueError(f"select_on={config.select_on!r} needs a val_fn that returns metrics")
+    steps_per_epoch = len(train_dataset) // config.batch_size
+    if steps_per_epoch == 0:
+        raise ValueError(
+            f"the training set has {len(train_dataset)} pairs, fewer than one batch of "
+            f"{config.batch_size}: lower batch_size"
+        )
+    total_steps = steps_per_epoch * config.epochs
+    model.to(device)
+    optimizer = build_optimizer(
+        model,
+        lr=config.lr,
+        coef_lr=config.coef_lr,
+        weight_decay=config.weight_decay,
+        betas=config.betas,
+        eps=config.eps,
+        max_grad_norm=config.clip_grad_per_param,
+        bias_correction=config.bias_correction,
+    )
+    scheduler = warmup_cosine(optimizer, total_steps, config.warmup)
+    last_path, best_path = out_dir / LAST_CHECKPOINT, out_dir / BEST_CHECKPOINT
+
+    start_epoch, global_step, history = 0, 0, []
+    if resume:
+        state = load_checkpoint(last_path, map_location="cpu")
+        _check_resume_config(state["config"], config, last_path)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        start_epoch, global_step, history = state["epoch"] + 1, state["step"], list(state["history"])
+        restore_rng_state(state["rng"])
+    else:
+        _seed_all(config.seed)
+        ddp.broadcast_parameters(model)
+
+    best_value: float | None = None
+    best_epoch = history[-1]["epoch"] if history else -1
+    for record in history:
+        value = record.get("val", {}).get(config.select_metric)
+        if value is not None and _is_better(value, best_value):
+            best_value, best_epoch = value, record["epoch"]
+
+    show = config.progress and rank == 0
+    for epoch in range(start_epoch, config.epochs):
+        if hasattr(train_dataset, "set_epoch"):
+            train_dataset.set_epoch(epoch)
+        sampler = GlobalBatchSampler(
+            len(train_dataset),
+            config.batch_size,
+            seed=config.seed,
+            epoch=epoch,
+            rank=rank,
+            world=world,
+            micro_batches=config.grad_accum,
+        )
+        loader = DataLoader(
+            train_dataset,
+            batch_sampler=sampler,
+            num_workers=config.num_workers,
+            pin_memory=device.type == "cuda",
+            generator=torch.Generator().manual_seed(config.seed + epoch),
+        )
+        model.train()
+        step_losses: list[float] = []
+        bar = tqdm(
+            total=steps_per_epoch, desc=f"train {epoch + 1}/{config.epochs}", unit="step", disable=not show
+        )
+        tick, micro = time.perf_counter(), []
+        for batch in loader:
+            micro.append(_to_device(batch, device))
+            if len(micro) < config.grad_accum:
+                continue
+            logs = compute_gradients(model, micro, device=device, amp=config.amp)
+            micro = []
+            if config.clip_grad > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip_grad)
+            lr_now = optimizer.param_groups[1]["lr"]
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            _clamp_logit_scale(model, config.logit_scale_max)
+            global_step += 1
+            step_losses.append(logs["loss"])
+            now = time.perf_counter()
+            bar.set_postfix(
+                loss=f"{logs['loss']:.4f}",
+                lr=f"{lr_now:.2e}",
+                samples_s=f"{config.batch_size / max(now - tick, 1e-9):.1f}",
+            )
+            tick = now
+            bar.update(1)
+            if tracker is not None and rank == 0 and global_step % config.log_every == 0:
+                tracker.log_metrics({"train/loss": logs["loss"], "train/lr": lr_now}, step=global_step)
+        bar.close()
+
+        record: dict[str, Any] = {
+            "epoch": epoch,
+            "step": global_step,
+            "loss": float(np.mean(step_losses)),
+            "lr": optimizer.param_groups[1]["lr"],
+            "lr_clip": optimizer.param_groups[0]["lr"],
+            "step_losses": step_losses,
+        }
+        if val_fn is not None and ((epoch + 1) % config.val_every == 0 or epoch + 1 == config.epochs):
+            model.eval()
+            metrics = val_fn(model, epoch) if rank == 0 else None
+            record["val"] = {k: float(v) for k, v in dict(ddp.broadcast_object(metrics)).items()}
+        history.append(record)
+        if tracker is not None and rank == 0:
+            logged = {"train/epoch_loss": record["loss"]}
+            logged.update({f"val/{k}": v for k, v in record.get("val", {}).items()})
+            tracker.log_metrics(logged, step=global_step)
+
+        if config.select_on == "final":
+            best_epoch = epoch
+        else:
+            value = record.get("val", {}).get(config.select_metric)
+            if value is not None and _is_better(value, best_value):
+                best_value, best_epoch = value, epoch
+                if rank == 0:
+                    save_checkpoint(
+                        best_path, {"model": model.state_dict(), "epoch": epoch, "val": record["val"]}
+                    )
+            elif value is None and "val" in record:
+                raise KeyError(
+                    f"val_fn returned no {config.select_metric!r} (select_metric); keys: {sorted(record['val'])}"
+                )
+        if rank == 0:
+            save_checkpoint(
+                last_path,
+                {
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "epoch": epoch,
+                    "step": global_step,
+                    "rng": capture_rng_state(),
+                    "data_order": {"seed": config.seed, "next_epoch": epoch + 1, "world": world},
+                    "config": config.to_dict(),
+                    "history": history,
+                },
+            )
+        ddp.barrier()
+        if on_epoch_end is not None:
+            on_epoch_end(epoch, record)
+
+    selected_path = last_path
+    if config.select_on != "final" and best_epoch >= 0:
+        best_state = load_checkpoint(best_path, map_location="cpu")
+        model.load_state_dict(best_state["model"])
+        selected_path = best_path
+    selected = next((r for r in history if r["epoch"] == best_epoch), history[-1])
+    final_metrics = {"train_loss": selected["loss"], **selected.get("val", {})}
+    return TrainResult(
+        final_metrics=final_metrics,
+        best_epoch=selected["epoch"],
+        history=history,
+        checkpoint_path=selected_path,
+        selected_on=config.select_on,
+        selected_on_test=config.select_on == "test",
+    )

@@ -1,0 +1,284 @@
+"""Training loop: exact gradient accumulation, selection, schedule, sampler; plus the stand-ins
+(a tiny retrieval model with the registry contract and a pair dataset) that the other training
+tests import."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from clip2video.engine.losses import symmetric_ce
+from clip2video.engine.train import GlobalBatchSampler, TrainConfig, compute_gradients, train
+
+WIDTH, FRAMES, WORDS, VOCAB, PIX = 8, 4, 5, 40, 2
+
+
+class TinyClip(nn.Module):
+    """A CLIP-shaped stub: token embedding, final LayerNorm, text projection, frame encoder, logit scale."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.token_embedding = nn.Embedding(VOCAB, WIDTH)
+        self.ln_final = nn.LayerNorm(WIDTH)
+        self.text_projection = nn.Parameter(torch.randn(WIDTH, WIDTH) * WIDTH**-0.5)
+        self.visual = nn.Linear(3 * PIX * PIX, WIDTH)
+        self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
+
+
+class StandInModel(nn.Module):
+    """Registry contract (encode_text / encode_video / similarity_parts) at toy size.
+
+    ``tab=True`` returns ``[global | aligned]`` embeddings and two parts (w, 1 - w), as TAB models do.
+    """
+
+    def __init__(self, *, tab: bool = False, w: float = 0.5, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.clip = TinyClip()
+        self.temporal = nn.Linear(WIDTH, WIDTH)
+        self.norm = nn.LayerNorm(WIDTH)
+        self.drop = nn.Dropout(dropout)
+        self.tab, self.w = tab, w
+        if tab:
+            self.centers = nn.Parameter(torch.randn(WIDTH, WIDTH) * WIDTH**-0.5)
+
+    def encode_text(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        h = self.clip.ln_final(self.clip.token_embedding(ids)) @ self.clip.text_projection
+        m = mask.unsqueeze(-1).float()
+        t = self.drop((h * m).sum(1) / m.sum(1).clamp(min=1))
+        return self._out(t)
+
+    def encode_video(self, frames: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        x = self.clip.visual(frames.flatten(2))
+        x = self.drop(x + self.temporal(self.norm(x)))
+        m = mask.unsqueeze(-1).float()
+        return self._out((x * m).sum(1) / m.sum(1).clamp(min=1))
+
+    def _out(self, e: torch.Tensor) -> torch.Tensor:
+        g = F.normalize(e, dim=-1)
+        if not self.tab:
+            return g
+        return torch.cat([g, F.normalize(torch.tanh(e @ self.centers), dim=-1)], dim=-1)
+
+    def similarity_parts(self, text: torch.Tensor, video: torch.Tensor) -> list[tuple[float, torch.Tensor]]:
+        scale = self.clip.logit_scale.exp()
+        if not self.tab:
+            return [(1.0, scale * text @ video.t())]
+        g = scale * text[:, :WIDTH] @ video[:, :WIDTH].t()
+        a = scale * text[:, WIDTH:] @ video[:, WIDTH:].t()
+        return [(self.w, g), (1.0 - self.w, a)]
+
+    def similarity(self, text: torch.Tensor, video: torch.Tensor) -> torch.Tensor:
+        return sum(w * s for w, s in self.similarity_parts(text, video))
+
+
+class ToyPairs(torch.utils.data.Dataset):
+    """Pairs whose caption and video share a latent class; ``set_epoch`` re-draws frame noise as a
+    pure function of (seed, epoch, index), like the real PairDataset's train-time sampling."""
+
+    def __init__(self, n: int = 16, *, seed: int = 0, classes: int = 8) -> None:
+        g = torch.Generator().manual_seed(seed)
+        self.labels = torch.arange(n) % classes
+        self.words = torch.randint(1, VOCAB, (classes, WORDS), generator=g)
+        self.protos = torch.randn(classes, 3 * PIX * PIX, generator=g)
+        self.seed, self.epoch = seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int):
+        c = int(self.labels[i])
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch * 10_007 + i)
+        ids = self.words[c].clone()
+        mask = torch.ones(WORDS, dtype=torch.long)
+        mask[-1] = int(i % 2)
+        frames = self.protos[c] + 0.3 * torch.randn(FRAMES, 3 * PIX * PIX, generator=g)
+        fmask = torch.ones(FRAMES, dtype=torch.long)
+        fmask[-1] = 0
+        return ids, mask, frames.view(FRAMES, 3, PIX, PIX), fmask, i
+
+
+def batch_of(dataset: ToyPairs, indices: list[int]) -> list[torch.Tensor]:
+    """Collate items like the DataLoader does."""
+    return list(torch.utils.data.default_collate([dataset[i] for i in indices]))
+
+
+def recall_at_1(model: nn.Module, dataset: ToyPairs) -> dict[str, float]:
+    """Validation by hand: text-to-video R@1 over the whole toy set (each caption's own pair)."""
+    ids, mask, frames, fmask, _ = batch_of(dataset, list(range(len(dataset))))
+    with torch.no_grad():
+        sim = model.similarity(model.encode_text(ids, mask), model.encode_video(frames, fmask))
+    return {"t2v_R1": float((sim.argmax(1) == torch.arange(len(dataset))).float().mean() * 100)}
+
+
+def grads_of(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+def cfg(**kw) -> TrainConfig:
+    base = dict(
+        epochs=2, batch_size=4, lr=1e-2, coef_lr=1.0, warmup=0.1, seed=3, progress=False, device="cpu"
+    )
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+# ---------------------------------------------------------------- gradient accumulation
+
+
+@pytest.mark.parametrize("tab", [False, True])
+def test_grad_accumulation_equals_one_big_batch(tab):
+    torch.manual_seed(1)
+    model = StandInModel(tab=tab)
+    data = ToyPairs(8)
+    batch = batch_of(data, [0, 3, 5, 6])
+    compute_gradients(model, [batch], device=torch.device("cpu"))
+    one = grads_of(model)
+    model.zero_grad(set_to_none=True)
+    halves = [[b[:2] for b in batch], [b[2:] for b in batch]]
+    logs = compute_gradients(model, halves, device=torch.device("cpu"))
+    two = grads_of(model)
+    assert one.keys() == two.keys() and "clip.logit_scale" in one
+    for name in one:
+        torch.testing.assert_close(two[name], one[name], rtol=1e-5, atol=1e-7, msg=name)
+    # the logged loss is the loss over the full batch (all four negatives), computed independently
+    with torch.no_grad():
+        t, v = model.encode_text(batch[0], batch[1]), model.encode_video(batch[2], batch[3])
+        expected = sum(w * symmetric_ce(s) for w, s in model.similarity_parts(t, v))
+    assert logs["loss"] == pytest.approx(float(expected), rel=1e-5)
+
+
+def test_grad_accumulation_replays_dropout_masks():
+    """GradCache re-encodes each micro-batch with the RNG state of its first pass: the result is the
+    gradient of one graph through the same dropout masks."""
+    torch.manual_seed(2)
+    model = StandInModel(dropout=0.5).train()
+    data = ToyPairs(8)
+    batch = batch_of(data, [1, 2, 4, 7])
+    micro = [[b[:2] for b in batch], [b[2:] for b in batch]]
+    state = torch.get_rng_state()
+    compute_gradients(model, micro, device=torch.device("cpu"))
+    cached = grads_of(model)
+    model.zero_grad(set_to_none=True)
+    torch.set_rng_state(state)
+    ts, vs = [], []
+    for ids, mask, frames, fmask, _ in micro:  # the same RNG consumption order as the first pass
+        ts.append(model.encode_text(ids, mask))
+        vs.append(model.encode_video(frames, fmask))
+    ((_, logits),) = model.similarity_parts(torch.cat(ts), torch.cat(vs))
+    symmetric_ce(logits).backward()
+    for name, g in grads_of(model).items():
+        torch.testing.assert_close(cached[name], g, rtol=1e-5, atol=1e-7, msg=name)
+
+
+# ---------------------------------------------------------------- sampler
+
+
+def test_global_batch_sampler_order_and_sharding():
+    one = list(GlobalBatchSampler(10, 4, seed=5, epoch=2))
+    assert len(one) == 2 and all(len(b) == 4 for b in one)  # 10 // 4 steps; the incomplete batch dropped
+    perm = np.random.default_rng([5, 2]).permutation(10)
+    assert one == [perm[0:4].tolist(), perm[4:8].tolist()]
+    assert one == list(GlobalBatchSampler(10, 4, seed=5, epoch=2))  # pure function of (seed, epoch)
+    assert one != list(GlobalBatchSampler(10, 4, seed=5, epoch=3))
+    r0 = list(GlobalBatchSampler(10, 4, seed=5, epoch=2, rank=0, world=2, micro_batches=2))
+    r1 = list(GlobalBatchSampler(10, 4, seed=5, epoch=2, rank=1, world=2, micro_batches=2))
+    assert all(len(b) == 1 for b in r0 + r1)
+    for step in range(2):  # rank 0 takes the first half of each global batch, in micro-batches
+        assert r0[2 * step] + r0[2 * step + 1] + r1[2 * step] + r1[2 * step + 1] == one[step]
+    with pytest.raises(ValueError, match="divisible"):
+        GlobalBatchSampler(10, 6, seed=0, epoch=0, world=4)
+
+
+# ---------------------------------------------------------------- the loop
+
+
+def test_training_learns_and_logs(tmp_path):
+    torch.manual_seed(0)
+    model, data = StandInModel(tab=True), ToyPairs(16)
+    before = recall_at_1(model, data)["t2v_R1"]
+    seen = []
+
+    class Tracker:
+        def log_metrics(self, metrics, step):
+            seen.append((step, dict(metrics)))
+
+    config = cfg(epochs=6, lr=2e-2, log_every=1)
+    result = train(
+        model, data, config, out_dir=tmp_path, val_fn=lambda m, e: recall_at_1(m, data), tracker=Tracker()
+    )
+    assert [r["epoch"] for r in result.history] == list(range(6))
+    assert result.history[-1]["loss"] < result.history[0]["loss"]
+    assert result.final_metrics["t2v_R1"] > before
+    assert result.best_epoch == 5 and result.selected_on == "final" and not result.selected_on_test
+    assert result.checkpoint_path == tmp_path / "last.pt" and result.checkpoint_path.is_file()
+    steps = [s for s, m in seen if "train/loss" in m]
+    assert steps == list(range(1, 6 * 4 + 1))  # 16 pairs / batch 4 = 4 steps per epoch
+    assert any("val/t2v_R1" in m for _, m in seen)
+
+
+def test_learning_rates_follow_the_schedule(tmp_path):
+    model, data = StandInModel(), ToyPairs(16)
+    result = train(model, data, cfg(epochs=3, lr=1e-3, coef_lr=1e-3, warmup=0.25), out_dir=tmp_path)
+    total = 12  # 3 epochs x 4 steps
+    for record in result.history:
+        x = record["step"] / total  # the lr the next step would use
+        factor = x / 0.25 if x < 0.25 else 0.5 * (1 + math.cos(math.pi * x))
+        assert record["lr"] == pytest.approx(1e-3 * factor)
+        assert record["lr_clip"] == pytest.approx(1e-6 * factor)
+
+
+def test_select_on_val_restores_best_epoch(tmp_path):
+    model, data = StandInModel(), ToyPairs(8)
+    scores = iter([10.0, 90.0, 30.0])
+    snapshots = {}
+
+    def val_fn(m, epoch):
+        snapshots[epoch] = {k: v.clone() for k, v in m.state_dict().items()}
+        return {"t2v_R1": next(scores), "t2v_R5": 1.0}
+
+    result = train(model, data, cfg(epochs=3, select_on="val"), out_dir=tmp_path, val_fn=val_fn)
+    assert result.best_epoch == 1 and result.final_metrics["t2v_R1"] == 90.0
+    assert not result.selected_on_test and result.checkpoint_path == tmp_path / "best.pt"
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, snapshots[1][k]), k
+    assert not torch.equal(model.state_dict()["temporal.weight"], snapshots[2]["temporal.weight"])
+
+
+def test_select_on_test_only_when_asked_and_marked(tmp_path):
+    data = ToyPairs(8)
+    assert TrainConfig().select_on == "final"
+    result = train(
+        StandInModel(), data, cfg(select_on="test"), out_dir=tmp_path, val_fn=lambda m, e: {"t2v_R1": 5.0 - e}
+    )
+    assert result.selected_on_test and result.selected_on == "test" and result.best_epoch == 0
+    with pytest.raises(ValueError, match="val_fn"):
+        train(StandInModel(), data, cfg(select_on="val"), out_dir=tmp_path / "x")
+    with pytest.raises(ValueError, match="select_on"):
+        TrainConfig(select_on="best")
+
+
+def test_amp_is_float32_on_cpu(tmp_path):
+    data = ToyPairs(8)
+    runs = []
+    for amp in (True, False):
+        torch.manual_seed(4)
+        model = StandInModel()
+        train(model, data, cfg(amp=amp), out_dir=tmp_path / str(amp))
+        runs.append(model.state_dict())
+    for k in runs[0]:
+        assert torch.equal(runs[0][k], runs[1][k]), k
+
+
+def test_clear_errors(tmp_path):
+    with pytest.raises(ValueError, match="fewer than one batch"):
+        train(StandInModel(), ToyPairs(3), cfg(), out_dir=tmp_path)
+    with pytest.raises(ValueError, match="divisible"):
+        train(StandInModel(), ToyPairs(8), cfg(grad_accum=3), out_dir=tmp_path)
