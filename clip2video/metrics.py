@@ -509,6 +509,9 @@ def query_ranks(
     _check_options(tie_policy, v2t)
     matrix = _as_matrix(sim)
     _caption_video_array(caption_video, matrix.shape[0], matrix.shape[1])
+    if not isinstance(chunk_size, (int, np.integer)) or chunk_size <= 0:
+        raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
+    _check_no_nan(matrix, int(chunk_size))
     return ranks_from_scores(
         lambda start, stop: matrix[start:stop],
         caption_video,
@@ -546,6 +549,23 @@ def _check_options(tie_policy: str, v2t: str) -> None:
         raise ValueError(
             "tie_policy='legacy' reproduces the official code, which has no 'first-hit' v2t: "
             "use v2t='official' with legacy, or another tie_policy with first-hit"
+        )
+
+
+def _check_no_nan(matrix: torch.Tensor, chunk_size: int) -> None:
+    """Raise naming the rows of ``matrix`` that hold NaN (scanned in chunks of rows)."""
+    if not matrix.is_floating_point():
+        return
+    bad = [
+        torch.nonzero(torch.isnan(matrix[start : start + chunk_size]).any(1)).squeeze(1).cpu() + start
+        for start in range(0, matrix.shape[0], chunk_size)
+    ]
+    rows = torch.cat(bad)
+    if len(rows):
+        raise ValueError(
+            f"sim has NaN in {len(rows)} row(s): {rows[:_SHOWN].tolist()}"
+            + (" ..." if len(rows) > _SHOWN else "")
+            + " (caption indices); fix the model outputs or drop those captions, NaN is never ranked"
         )
 
 
