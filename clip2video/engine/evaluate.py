@@ -1,0 +1,685 @@
+"""The evaluation engine: encode every caption and video once -> one similarity -> metrics.
+
+Evaluation and training validation both go through these functions:
+
+* :func:`encode_texts` / :func:`encode_videos` encode each item exactly once (each video is
+  decoded once, by iterating its dataset once), under ``torch.inference_mode`` and, with
+  ``amp=True`` on CUDA, bf16 autocast.
+* :func:`encode_split` finds the split's videos, encodes them (through an
+  :class:`~clip2video.engine.cache.EmbeddingCache` when given one) and returns
+  :class:`Embeddings`; under ``torch.distributed`` every rank encodes its shard.
+* :func:`evaluate_embeddings` turns embeddings into a similarity matrix (optionally with a TAB
+  mixing weight ``w`` and a post-processing row, DSL or QB-Norm) and then into per-query ranks and
+  metrics through :mod:`clip2video.metrics`, the one ranking core. Without ``keep_sim`` only one
+  chunk of similarity rows exists at a time.
+* :func:`evaluate` glues the two; :func:`time_reversal_diagnostic` measures how much a model
+  uses frame order.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from clip2video import metrics as _metrics
+from clip2video.engine.cache import EmbeddingCache, model_fingerprint, strings_digest
+from clip2video.engine.postprocess import PostProcess
+from clip2video.errors import VideoReadError
+
+if TYPE_CHECKING:
+    from clip2video.metrics import QueryRanks
+
+__all__ = [
+    "Embeddings",
+    "EvalResult",
+    "autocast_context",
+    "encode_split",
+    "encode_texts",
+    "encode_video_items",
+    "encode_videos",
+    "evaluate",
+    "evaluate_embeddings",
+    "evaluate_rows",
+    "find_split_videos",
+    "model_device",
+    "own_scores",
+    "reverse_frames",
+    "similarity_function",
+    "time_reversal_diagnostic",
+]
+
+DEFAULT_CHUNK = 1024
+
+
+# ----------------------------------------------------------------------------- results
+
+
+@dataclass
+class Embeddings:
+    """Encoded test set: ``text[N, E]``, ``video[M, E]``; ``caption_video[i]`` indexes ``video``."""
+
+    text: Tensor
+    video: Tensor
+    caption_video: np.ndarray
+    video_ids: list[str]
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.caption_video = np.asarray(self.caption_video, dtype=np.int64)
+        if self.text.shape[0] != len(self.caption_video):
+            raise ValueError(
+                f"Embeddings: {self.text.shape[0]} caption embeddings but {len(self.caption_video)} "
+                "caption_video entries"
+            )
+        if self.video.shape[0] != len(self.video_ids):
+            raise ValueError(
+                f"Embeddings: {self.video.shape[0]} video embeddings but {len(self.video_ids)} video ids"
+            )
+
+
+@dataclass
+class EvalResult:
+    """Metrics and per-query ranks of one row; ``sim`` is kept only with ``keep_sim=True``.
+
+    ``row_name`` is ``""`` for the plain row and the post-processing suffix (``+DSL(T=100)``,
+    ``+QB-Norm(...)``) for a marked row.
+    """
+
+    metrics: dict[str, float]
+    ranks: QueryRanks
+    sim: Tensor | None = None
+    row_name: str = ""
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+# ----------------------------------------------------------------------------- encoding
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """Device of the model's first parameter (CPU for a parameterless model)."""
+    for p in model.parameters():
+        return p.device
+    return torch.device("cpu")
+
+
+def autocast_context(device: torch.device | str, amp: bool) -> contextlib.AbstractContextManager:
+    """bf16 autocast on CUDA when ``amp``; a no-op otherwise (float32 on the CPU)."""
+    device = torch.device(device)
+    if amp and device.type == "cuda":
+        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def reverse_frames(frames: Tensor, mask: Tensor) -> Tensor:
+    """Reverse each video's real frames in time; padded slots and the mask stay where they are.
+
+    ``frames`` is ``[F, ...]`` with ``mask[F]`` or ``[B, F, ...]`` with ``mask[B, F]``; the real
+    frames (mask 1) at positions ``p_0 < ... < p_{n-1}`` receive the frames of ``p_{n-1}, ..., p_0``.
+    Returns a new tensor.
+    """
+    single = mask.dim() == 1
+    f = frames.unsqueeze(0) if single else frames
+    m = mask.unsqueeze(0) if single else mask
+    if f.shape[:2] != m.shape:
+        raise ValueError(
+            f"reverse_frames: frames {tuple(frames.shape)} do not match mask {tuple(mask.shape)}"
+        )
+    out = f.clone()
+    for b in range(m.shape[0]):
+        pos = torch.nonzero(m[b] > 0).flatten()
+        out[b, pos] = f[b, pos.flip(0)]
+    return out[0] if single else out
+
+
+def encode_texts(
+    model: nn.Module,
+    ids: Tensor,
+    mask: Tensor,
+    *,
+    batch_size: int = 256,
+    device: torch.device | str | None = None,
+    amp: bool = False,
+    progress: bool = True,
+) -> Tensor:
+    """``model.encode_text`` over ``ids[N, L]`` in batches; returns float32 ``[N, E]`` on ``device``."""
+    device = torch.device(device) if device is not None else model_device(model)
+    n = ids.shape[0]
+    out: list[Tensor] = []
+    with torch.inference_mode(), autocast_context(device, amp):
+        for start in tqdm(
+            range(0, n, batch_size), desc="encode captions", unit="batch", disable=not progress
+        ):
+            stop = min(start + batch_size, n)
+            emb = model.encode_text(ids[start:stop].to(device), mask[start:stop].to(device))
+            out.append(emb.float())
+    if not out:
+        raise ValueError("encode_texts: no captions to encode")
+    return torch.cat(out)
+
+
+def _video_loader(
+    dataset_or_loader: Dataset | DataLoader, batch_size: int, num_workers: int
+) -> DataLoader | Iterable:
+    if isinstance(dataset_or_loader, DataLoader):
+        return dataset_or_loader
+    return DataLoader(
+        dataset_or_loader, batch_size=batch_size, shuffle=False, num_workers=num_workers, drop_last=False
+    )
+
+
+def encode_video_items(
+    model: nn.Module,
+    dataset_or_loader: Dataset | DataLoader,
+    *,
+    batch_size: int = 16,
+    num_workers: int = 0,
+    device: torch.device | str | None = None,
+    amp: bool = False,
+    reverse_frames: bool = False,
+    progress: bool = True,
+) -> tuple[Tensor, Tensor]:
+    """Encode every item ``(index, frames, mask)`` once; returns ``(indices[M], embeddings[M, E])``.
+
+    The indices are those the items carry (a ``Subset`` keeps the original dataset's indices),
+    in iteration order. With ``reverse_frames`` each video's real frames are reversed in time.
+    """
+    device = torch.device(device) if device is not None else model_device(model)
+    loader = _video_loader(dataset_or_loader, batch_size, num_workers)
+    indices: list[Tensor] = []
+    out: list[Tensor] = []
+    with torch.inference_mode(), autocast_context(device, amp):
+        for index, frames, mask in tqdm(loader, desc="encode videos", unit="batch", disable=not progress):
+            if reverse_frames:
+                frames = _reverse(frames, mask)
+            emb = model.encode_video(frames.to(device), mask.to(device))
+            out.append(emb.float())
+            indices.append(torch.as_tensor(index, dtype=torch.long).reshape(-1).cpu())
+    if not out:
+        return torch.zeros(0, dtype=torch.long), torch.zeros(0, 0, device=device)
+    return torch.cat(indices), torch.cat(out)
+
+
+_reverse = reverse_frames  # the keyword argument of encode_video_items shadows the function name
+
+
+def encode_videos(
+    model: nn.Module,
+    dataset_or_loader: Dataset | DataLoader,
+    *,
+    batch_size: int = 16,
+    num_workers: int = 0,
+    device: torch.device | str | None = None,
+    amp: bool = False,
+    reverse_frames: bool = False,
+    progress: bool = True,
+) -> Tensor:
+    """Encode a video dataset (items ``(i, frames, mask)``, ``i`` in ``0..M-1``) into ``[M, E]``.
+
+    Each video is decoded once; row ``i`` of the result is item ``i``'s embedding.
+    """
+    idx, emb = encode_video_items(
+        model,
+        dataset_or_loader,
+        batch_size=batch_size,
+        num_workers=num_workers,
+        device=device,
+        amp=amp,
+        reverse_frames=reverse_frames,
+        progress=progress,
+    )
+    total = len(dataset_or_loader.dataset if isinstance(dataset_or_loader, DataLoader) else dataset_or_loader)
+    if len(idx) != total or (len(idx) and not torch.equal(torch.sort(idx).values, torch.arange(total))):
+        raise ValueError(
+            f"encode_videos: the dataset yielded indices {idx.tolist()[:20]}... for {total} items; "
+            "items must be (i, frames, mask) with each i in 0..len-1 exactly once"
+        )
+    out = torch.empty_like(emb)
+    out[idx.to(emb.device)] = emb
+    return out
+
+
+# ----------------------------------------------------------------------------- split -> embeddings
+
+
+def find_split_videos(videos_dir: str | os.PathLike[str], video_ids: Sequence[str]) -> list[Path]:
+    """Path of every split video; one VideoReadError naming every missing id."""
+    from clip2video.data.videos import find_video
+
+    paths: list[Path] = []
+    missing: list[str] = []
+    for vid in video_ids:
+        try:
+            paths.append(find_video(videos_dir, vid))
+        except VideoReadError:
+            missing.append(vid)
+    if missing:
+        raise VideoReadError(
+            ", ".join(missing),
+            videos_dir,
+            f"{len(missing)} of {len(video_ids)} test videos are missing; add them, point at the right "
+            "folder, or evaluate with allow_missing (which drops them and records it)",
+        )
+    return paths
+
+
+def _settings(obj: Any) -> dict[str, Any]:
+    """Public plain-valued attributes of a sampler/tokenizer (its settings), with its class."""
+    if obj is None:
+        return {}
+    plain = (int, float, str, bool, tuple, list, type(None))
+    items = {k: v for k, v in vars(obj).items() if not k.startswith("_") and isinstance(v, plain)}
+    return {"class": type(obj).__qualname__, **items}
+
+
+def _files_digest(paths: Sequence[Path]) -> str:
+    """Digest of the video paths with their sizes and modification times (regenerated data misses)."""
+    parts = []
+    for p in paths:
+        st = p.stat()
+        parts.append(f"{p.resolve()}|{st.st_size}|{st.st_mtime_ns}")
+    return strings_digest(parts)
+
+
+def _protocol_name(protocol: Any) -> str:
+    return protocol if isinstance(protocol, str) else str(getattr(protocol, "name", protocol))
+
+
+def _default_sampler(protocol: Any) -> Any:
+    from clip2video.data.frames import FrameSampler
+
+    return FrameSampler(
+        extraction_fps=protocol.extraction_fps,
+        stride=protocol.stride,
+        max_frames=protocol.max_frames,
+        image_size=protocol.image_size,
+    )
+
+
+def _default_tokenizer(protocol: Any) -> Any:
+    from clip2video.data.text import CaptionTokenizer
+
+    return CaptionTokenizer(max_words=protocol.max_words)
+
+
+def _video_dataset(paths: Sequence[Path], video_ids: Sequence[str], sampler: Any) -> Dataset:
+    from clip2video.data.datasets import VideoDataset
+
+    try:
+        return VideoDataset(list(paths), list(video_ids), sampler)
+    except TypeError:
+        return VideoDataset(list(paths), sampler)
+
+
+def _cached(
+    cache: EmbeddingCache | None, parts: Mapping[str, Any], fn: Callable[[], dict[str, Any]]
+) -> tuple[dict[str, Any], str]:
+    """``fn()`` through the cache; every rank agrees on hit/miss and only rank 0 writes."""
+    from clip2video.engine.distributed import all_agree, rank_and_world
+
+    if cache is None:
+        return fn(), "off"
+    rank, _ = rank_and_world()
+    entry = cache.get(parts)
+    if all_agree(entry is not None):
+        cache.hits += 1
+        return entry, "hit"
+    cache.misses += 1
+    value = fn()
+    if rank == 0:
+        cache.put(parts, value)
+    return value, "miss"
+
+
+def encode_split(
+    model: nn.Module,
+    split: Any,
+    protocol: Any,
+    videos_dir: str | os.PathLike[str],
+    *,
+    sampler: Any = None,
+    tokenizer: Any = None,
+    cache: EmbeddingCache | None = None,
+    split_name: str = "test",
+    batch_size: int = 16,
+    text_batch_size: int = 256,
+    num_workers: int = 0,
+    device: torch.device | str | None = None,
+    amp: bool = False,
+    reverse: bool = False,
+    video_dataset: Dataset | None = None,
+    progress: bool = True,
+) -> Embeddings:
+    """Encode a split's captions and videos once each (or read them from ``cache``).
+
+    ``split`` is a ``SplitData`` (video_ids, captions, caption_video); ``protocol`` a Protocol or
+    its name (the sampler and tokenizer default to the protocol's settings). ``reverse`` encodes
+    time-reversed frames. ``video_dataset`` overrides the dataset built from the split's files.
+    Under an initialised ``torch.distributed`` group every rank encodes its shard and all ranks
+    receive the full embeddings.
+    """
+    from clip2video.engine.distributed import encode_texts_distributed, encode_videos_distributed
+
+    if sampler is None:
+        sampler = _default_sampler(protocol)
+    if tokenizer is None:
+        tokenizer = _default_tokenizer(protocol)
+    video_ids = list(split.video_ids)
+    captions = list(split.captions)
+    paths = find_split_videos(videos_dir, video_ids) if video_dataset is None else []
+    fingerprint = model_fingerprint(model) if cache is not None else None
+    common = {"model": fingerprint, "protocol": _protocol_name(protocol), "split": split_name}
+    text_parts = {
+        **common,
+        "kind": "text",
+        "text": _settings(tokenizer),
+        "captions": strings_digest(captions),
+    }
+    video_parts = {
+        **common,
+        "kind": "video",
+        "frames": _settings(sampler),
+        "reverse": bool(reverse),
+        "videos": strings_digest(video_ids),
+        "files": _files_digest(paths) if paths else None,
+    }
+
+    def text_fn() -> dict[str, Any]:
+        ids, mask = tokenizer(captions)
+        emb = encode_texts_distributed(
+            model, ids, mask, batch_size=text_batch_size, device=device, amp=amp, progress=progress
+        )
+        return {"text": emb}
+
+    def video_fn() -> dict[str, Any]:
+        dataset = video_dataset if video_dataset is not None else _video_dataset(paths, video_ids, sampler)
+        emb = encode_videos_distributed(
+            model,
+            dataset,
+            batch_size=batch_size,
+            num_workers=num_workers,
+            device=device,
+            amp=amp,
+            reverse_frames=reverse,
+            progress=progress,
+        )
+        return {"video": emb}
+
+    text, text_state = _cached(cache, text_parts, text_fn)
+    video, video_state = _cached(cache, video_parts, video_fn)
+    dev = torch.device(device) if device is not None else model_device(model)
+    meta = {
+        "protocol": _protocol_name(protocol),
+        "split": split_name,
+        "reverse": bool(reverse),
+        "text_cache": text_state,
+        "video_cache": video_state,
+        "dropped": dict(getattr(split, "dropped", {}) or {}),
+    }
+    return Embeddings(
+        text=text["text"].to(dev),
+        video=video["video"].to(dev),
+        caption_video=np.asarray(split.caption_video, dtype=np.int64),
+        video_ids=video_ids,
+        meta=meta,
+    )
+
+
+# ----------------------------------------------------------------------------- similarity -> metrics
+
+
+def similarity_function(model: nn.Module, w: float | None = None) -> Callable[[Tensor, Tensor], Tensor]:
+    """``(text, video) -> sim`` of ``model``; ``w`` re-mixes TAB's two parts without re-encoding.
+
+    With ``w`` the similarity is ``w * global + (1 - w) * aligned`` from
+    ``model.similarity_parts``; a model without TAB (one part) rejects ``w``.
+    """
+    if w is None:
+        return model.similarity
+
+    def mixed(text: Tensor, video: Tensor) -> Tensor:
+        parts = model.similarity_parts(text, video)
+        if len(parts) != 2:
+            raise ValueError(
+                f"w={w} re-weights TAB's global and aligned similarities, but {type(model).__name__} "
+                f"has {len(parts)} similarity part(s); evaluate it without w"
+            )
+        (_, glob), (_, aligned) = parts
+        return w * glob + (1.0 - w) * aligned
+
+    return mixed
+
+
+def _score_rows(sim_fn: Callable[[Tensor, Tensor], Tensor], emb: Embeddings) -> Callable[[int, int], Tensor]:
+    def rows(start: int, stop: int) -> Tensor:
+        with torch.inference_mode():
+            return sim_fn(emb.text[start:stop], emb.video).float()
+
+    return rows
+
+
+def _full_sim(sim_fn: Callable[[Tensor, Tensor], Tensor], emb: Embeddings, chunk_size: int) -> Tensor:
+    rows = _score_rows(sim_fn, emb)
+    n = emb.text.shape[0]
+    return torch.cat([rows(s, min(s + chunk_size, n)) for s in range(0, n, chunk_size)])
+
+
+def evaluate_embeddings(
+    model: nn.Module,
+    emb: Embeddings,
+    *,
+    tie_policy: str = "pessimistic",
+    v2t: str = "official",
+    w: float | None = None,
+    post: PostProcess | None = None,
+    keep_sim: bool = True,
+    chunk_size: int = DEFAULT_CHUNK,
+) -> EvalResult:
+    """Similarity -> per-query ranks -> metrics for one row, from already-encoded embeddings.
+
+    ``post`` (a :class:`~clip2video.engine.postprocess.DualSoftmax` or ``QBNorm``) turns the
+    result into a marked row (``row_name`` = its suffix; QB-Norm reports t2v only). Without
+    ``keep_sim`` and ``post``, ranks come from :func:`clip2video.metrics.ranks_from_scores` and at
+    most ``chunk_size`` similarity rows exist at a time. Post-processing needs the whole matrix.
+    """
+    sim_fn = similarity_function(model, w)
+    num_videos = emb.video.shape[0]
+    sim: Tensor | None = None
+    if post is None and not keep_sim:
+        ranks = _metrics.ranks_from_scores(
+            _score_rows(sim_fn, emb),
+            emb.caption_video,
+            num_videos,
+            chunk_size=chunk_size,
+            tie_policy=tie_policy,
+            v2t=v2t,
+        )
+    else:
+        sim = _full_sim(sim_fn, emb, chunk_size)
+        if post is not None:
+            sim = post.apply(sim, lambda text: _full_sim(sim_fn, _bank(emb, text), chunk_size))
+        ranks = _metrics.query_ranks(sim, emb.caption_video, tie_policy=tie_policy, v2t=v2t)
+    metrics = _metrics.metrics_from_ranks(ranks)
+    row_name = ""
+    if post is not None:
+        row_name = post.row_name
+        metrics = {k: v for k, v in metrics.items() if k.split("_", 1)[0] in post.directions}
+    meta = {"tie_policy": tie_policy, "v2t": v2t, "w": w, **emb.meta}
+    return EvalResult(
+        metrics=metrics, ranks=ranks, sim=sim if keep_sim else None, row_name=row_name, meta=meta
+    )
+
+
+def _bank(emb: Embeddings, text: Tensor) -> Embeddings:
+    """Bank captions scored against ``emb``'s gallery (their caption_video is irrelevant)."""
+    return Embeddings(
+        text=text.to(emb.video.device),
+        video=emb.video,
+        caption_video=np.zeros(text.shape[0], dtype=np.int64),
+        video_ids=emb.video_ids,
+    )
+
+
+def evaluate_rows(
+    model: nn.Module,
+    emb: Embeddings,
+    *,
+    posts: Sequence[PostProcess] = (),
+    tie_policy: str = "pessimistic",
+    v2t: str = "official",
+    w: float | None = None,
+    keep_sim: bool = False,
+    chunk_size: int = DEFAULT_CHUNK,
+) -> dict[str, EvalResult]:
+    """The plain row (key ``""``) and one separate, marked row per post-processing spec."""
+    rows = {
+        "": evaluate_embeddings(
+            model, emb, tie_policy=tie_policy, v2t=v2t, w=w, keep_sim=keep_sim, chunk_size=chunk_size
+        )
+    }
+    for post in posts:
+        rows[post.row_name] = evaluate_embeddings(
+            model,
+            emb,
+            tie_policy=tie_policy,
+            v2t=v2t,
+            w=w,
+            post=post,
+            keep_sim=keep_sim,
+            chunk_size=chunk_size,
+        )
+    return rows
+
+
+def evaluate(
+    model: nn.Module,
+    split: Any,
+    videos_dir: str | os.PathLike[str],
+    sampler: Any = None,
+    tokenizer: Any = None,
+    *,
+    protocol: Any = "custom",
+    cache: EmbeddingCache | None = None,
+    split_name: str = "test",
+    tie_policy: str = "pessimistic",
+    v2t: str = "official",
+    w: float | None = None,
+    post: PostProcess | None = None,
+    keep_sim: bool = True,
+    chunk_size: int = DEFAULT_CHUNK,
+    batch_size: int = 16,
+    num_workers: int = 0,
+    device: torch.device | str | None = None,
+    amp: bool = False,
+    reverse: bool = False,
+    progress: bool = True,
+) -> EvalResult | None:
+    """Find videos -> encode once (or read the cache) -> similarity -> metrics.
+
+    Under ``torch.distributed`` all ranks encode their shards and rank 0 ranks: the other ranks
+    return None.
+    """
+    from clip2video.engine.distributed import rank_and_world
+
+    emb = encode_split(
+        model,
+        split,
+        protocol,
+        videos_dir,
+        sampler=sampler,
+        tokenizer=tokenizer,
+        cache=cache,
+        split_name=split_name,
+        batch_size=batch_size,
+        num_workers=num_workers,
+        device=device,
+        amp=amp,
+        reverse=reverse,
+        progress=progress,
+    )
+    if rank_and_world()[0] != 0:
+        return None
+    return evaluate_embeddings(
+        model, emb, tie_policy=tie_policy, v2t=v2t, w=w, post=post, keep_sim=keep_sim, chunk_size=chunk_size
+    )
+
+
+# ----------------------------------------------------------------------------- time reversal
+
+
+def own_scores(
+    model: nn.Module,
+    text: Tensor,
+    video: Tensor,
+    caption_video: np.ndarray | Sequence[int],
+    *,
+    w: float | None = None,
+    chunk_size: int = DEFAULT_CHUNK,
+) -> Tensor:
+    """``sim[i, caption_video[i]]`` for every caption, without building the whole matrix."""
+    sim_fn = similarity_function(model, w)
+    cv = torch.as_tensor(np.asarray(caption_video, dtype=np.int64), device=video.device)
+    out = []
+    with torch.inference_mode():
+        for s in range(0, text.shape[0], chunk_size):
+            t = text[s : s + chunk_size]
+            v = video[cv[s : s + chunk_size]]
+            out.append(torch.diagonal(sim_fn(t, v)).float())
+    return torch.cat(out)
+
+
+def time_reversal_diagnostic(
+    model: nn.Module,
+    split: Any,
+    videos_dir: str | os.PathLike[str],
+    sampler: Any = None,
+    tokenizer: Any = None,
+    *,
+    protocol: Any = "custom",
+    cache: EmbeddingCache | None = None,
+    atol: float = 1e-4,
+    tie_policy: str = "pessimistic",
+    v2t: str = "official",
+    w: float | None = None,
+    emb: Embeddings | None = None,
+    rev_emb: Embeddings | None = None,
+    **encode_kwargs: Any,
+) -> dict[str, float]:
+    """How much does the model use frame order? Metrics on time-reversed frames, and score changes.
+
+    Returns the plain metrics, the same metrics on reversed frames (keys prefixed ``rev_``),
+    ``order_changed_share`` (percentage of captions whose score for their own video changes by
+    more than ``atol`` when that video's real frames are reversed), ``mean_abs_score_change``,
+    ``max_abs_score_change``, ``atol`` and ``num_queries``. An order-blind model (meanp) gives 0.
+    Pass ``emb`` / ``rev_emb`` to reuse embeddings already encoded; other keyword arguments go to
+    :func:`encode_split`.
+    """
+    kwargs = dict(sampler=sampler, tokenizer=tokenizer, cache=cache, **encode_kwargs)
+    if emb is None:
+        emb = encode_split(model, split, protocol, videos_dir, reverse=False, **kwargs)
+    if rev_emb is None:
+        rev_emb = encode_split(model, split, protocol, videos_dir, reverse=True, **kwargs)
+    plain = evaluate_embeddings(model, emb, tie_policy=tie_policy, v2t=v2t, w=w, keep_sim=False)
+    rev = evaluate_embeddings(model, rev_emb, tie_policy=tie_policy, v2t=v2t, w=w, keep_sim=False)
+    before = own_scores(model, emb.text, emb.video, emb.caption_video, w=w)
+    after = own_scores(model, emb.text, rev_emb.video, emb.caption_video, w=w)
+    diff = (after - before).abs()
+    out: dict[str, float] = dict(plain.metrics)
+    out.update({f"rev_{k}": v for k, v in rev.metrics.items()})
+    out.update(
+        order_changed_share=float(100.0 * (diff > atol).double().mean()),
+        mean_abs_score_change=float(diff.double().mean()),
+        max_abs_score_change=float(diff.max()),
+        atol=float(atol),
+        num_queries=float(diff.numel()),
+    )
+    return out
