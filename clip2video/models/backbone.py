@@ -1,0 +1,251 @@
+"""The CLIP backbone, built with open_clip (ViT layouts in OpenAI naming only).
+
+Sources (``clip_weights``):
+
+- ``None``: random initialisation of the architecture ``clip`` names (an open_clip config name
+  such as ``"ViT-B-32"``, or a config dict ``{"embed_dim", "vision_cfg", "text_cfg"}``);
+- ``"openai"``: open_clip's download of OpenAI's weights for ``clip`` (cached copies are used
+  offline; without network and cache it fails within seconds, naming the file to pass);
+- a local path: OpenAI's archive (``ViT-B-32.pt``, TorchScript or state dict, as the official
+  code takes it) or an open_clip checkpoint of the standard CLIP layout. The architecture is
+  read from the tensors' shapes (heads = width // 64), as the official code does.
+
+Every model is built in float32 (open_clip's ``build_model_from_openai_state_dict`` would cast
+to fp16). ``quick_gelu`` is True by default, as OpenAI's CLIP was trained with QuickGELU.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import socket
+import threading
+from pathlib import Path
+from typing import Any
+
+import open_clip
+import torch
+from open_clip.model import CLIP
+
+from clip2video.errors import WeightsError
+
+# Keys of OpenAI archives that are not weights.
+NON_WEIGHT_KEYS = ("input_resolution", "context_length", "vocab_size")
+REQUIRED_CLIP_KEYS = (
+    "visual.conv1.weight",
+    "visual.positional_embedding",
+    "visual.proj",
+    "text_projection",
+    "positional_embedding",
+    "token_embedding.weight",
+    "ln_final.weight",
+)
+HUB_HOST = ("huggingface.co", 443)
+PROBE_TIMEOUT_S = 2.0
+
+
+def is_url_or_tag(value: str) -> bool:
+    """True for an open_clip pretrained tag (no path separator, not an existing file)."""
+    return not Path(value).exists() and os.sep not in value and not value.endswith((".pt", ".bin"))
+
+
+def infer_clip_config(state_dict: dict[str, torch.Tensor], prefix: str = "") -> dict[str, Any]:
+    """open_clip config dict of a ViT CLIP state dict in OpenAI naming, read from tensor shapes."""
+    missing = [prefix + k for k in REQUIRED_CLIP_KEYS if prefix + k not in state_dict]
+    if missing:
+        raise WeightsError(
+            f"not a ViT CLIP state dict in OpenAI naming: missing {', '.join(missing)} "
+            "(pass OpenAI's ViT-B-32.pt or an open_clip checkpoint of the standard CLIP layout)"
+        )
+
+    def get(key: str) -> torch.Tensor:
+        return state_dict[prefix + key]
+
+    def count_blocks(tower: str) -> int:
+        start = prefix + tower + "resblocks."
+        return len({k[len(start) :].split(".")[0] for k in state_dict if k.startswith(start)})
+
+    vision_width = get("visual.conv1.weight").shape[0]
+    patch = get("visual.conv1.weight").shape[-1]
+    grid = round((get("visual.positional_embedding").shape[0] - 1) ** 0.5)
+    text_width = get("ln_final.weight").shape[0]
+    return {
+        "embed_dim": int(get("text_projection").shape[1]),
+        "vision_cfg": {
+            "image_size": int(patch * grid),
+            "layers": count_blocks("visual.transformer."),
+            "width": int(vision_width),
+            "patch_size": int(patch),
+            "head_width": 64,
+        },
+        "text_cfg": {
+            "context_length": int(get("positional_embedding").shape[0]),
+            "vocab_size": int(get("token_embedding.weight").shape[0]),
+            "width": int(text_width),
+            "heads": max(1, text_width // 64),
+            "layers": count_blocks("transformer."),
+        },
+    }
+
+
+def named_clip_config(name: str) -> dict[str, Any]:
+    """open_clip's config dict for a model name such as ``ViT-B-32``."""
+    cfg = open_clip.get_model_config(name)
+    if cfg is None:
+        vits = [m for m in open_clip.list_models() if m.startswith("ViT-B")]
+        raise WeightsError(f"unknown open_clip model {name!r}; ViT-B examples: {', '.join(vits[:8])}")
+    if "custom_text" in cfg or "timm_model_name" in cfg.get("vision_cfg", {}):
+        raise WeightsError(f"open_clip model {name!r} is not a ViT CLIP in OpenAI layout")
+    return {k: copy.deepcopy(cfg[k]) for k in ("embed_dim", "vision_cfg", "text_cfg")}
+
+
+def build_clip_from_config(cfg: dict[str, Any], quick_gelu: bool = True) -> CLIP:
+    """A float32 open_clip ``CLIP`` from a config dict (random init)."""
+    text_width = cfg["text_cfg"].get("width", 512)
+    text_cfg = {"heads": max(1, text_width // 64), **cfg["text_cfg"]}
+    model = CLIP(
+        cfg["embed_dim"], vision_cfg=dict(cfg["vision_cfg"]), text_cfg=text_cfg, quick_gelu=quick_gelu
+    )
+    return model.float()
+
+
+def read_clip_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """Tensors of a CLIP file: TorchScript archive, torch.save'd state dict, or safetensors."""
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(
+            f"CLIP weights file {path} does not exist: pass OpenAI's ViT-B-32.pt or an open_clip checkpoint"
+        )
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        state = load_file(str(path))
+    else:
+        try:
+            state = torch.jit.load(str(path), map_location="cpu").state_dict()
+        except Exception:
+            try:
+                state = torch.load(path, map_location="cpu", weights_only=True)
+            except Exception as exc:
+                raise WeightsError(f"cannot read CLIP weights {path}: {exc}") from exc
+    return clean_state_dict(state, source=str(path))
+
+
+def clean_state_dict(state: Any, source: str) -> dict[str, torch.Tensor]:
+    """Unwrap ``{"state_dict": ...}``, strip ``module.``, drop non-weight entries, cast to float32."""
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise WeightsError(f"{source}: expected a state dict, found {type(state).__name__}")
+    out: dict[str, torch.Tensor] = {}
+    for key, value in state.items():
+        key = key.removeprefix("module.")
+        if key.split(".")[-1] in NON_WEIGHT_KEYS or not isinstance(value, torch.Tensor):
+            continue
+        out[key] = value.float() if value.is_floating_point() else value
+    return out
+
+
+def load_clip_weights(model: CLIP, state_dict: dict[str, torch.Tensor], source: str) -> None:
+    """Load a CLIP state dict strictly, naming missing / unexpected / mis-shaped keys."""
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state_dict))
+    unexpected = sorted(set(state_dict) - set(own))
+    wrong = [k for k in own if k in state_dict and own[k].shape != state_dict[k].shape]
+    if missing or unexpected or wrong:
+        raise WeightsError(
+            f"{source} does not match the CLIP architecture: missing {missing[:8]}, "
+            f"unexpected {unexpected[:8]}, wrong shape {wrong[:8]}"
+        )
+    model.load_state_dict(state_dict)
+
+
+def _probe(host: tuple[str, int], timeout: float) -> bool:
+    """Whether a TCP connection to ``host`` opens within ``timeout`` seconds (DNS included)."""
+    result: list[bool] = []
+
+    def target() -> None:
+        try:
+            with socket.create_connection(host, timeout=timeout):
+                result.append(True)
+        except OSError:
+            result.append(False)
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    return bool(result and result[0])
+
+
+def _cached_pretrained(name: str, tag: str) -> str | None:
+    """Path of open_clip's cached download of ``name``/``tag``, if any."""
+    cfg = open_clip.get_pretrained_cfg(name, tag)
+    hub = cfg.get("hf_hub", "")
+    if not hub:
+        return None
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:
+        return None
+    repo, filename = os.path.split(hub)  # a trailing slash means open_clip's default file names
+    names = [filename] if filename else ["open_clip_model.safetensors", "open_clip_pytorch_model.bin"]
+    for fname in names:
+        found = try_to_load_from_cache(repo, fname)
+        if isinstance(found, str):
+            return found
+    return None
+
+
+def _offline_reason() -> str | None:
+    """Why a download cannot work now, or None when the hub answers."""
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
+        return "HF_HUB_OFFLINE is set"
+    if not _probe(HUB_HOST, PROBE_TIMEOUT_S):
+        return f"{HUB_HOST[0]} cannot be reached"
+    return None
+
+
+def fetch_pretrained(name: str, tag: str) -> str:
+    """Local path of open_clip's pretrained ``tag`` for ``name``; fails fast when offline."""
+    if not open_clip.get_pretrained_cfg(name, tag):
+        raise WeightsError(f"open_clip has no pretrained weights {tag!r} for {name!r}")
+    cached = _cached_pretrained(name, tag)
+    if cached:
+        return cached
+    reason = _offline_reason()
+    if reason:
+        raise WeightsError(
+            f"cannot download CLIP weights {name}/{tag} ({reason}). Pass a local file instead: "
+            f"clip_weights='/path/to/{name}.pt' (OpenAI's archive, {open_clip.get_pretrained_url(name, tag)}) "
+            "or an open_clip checkpoint"
+        )
+    path = open_clip.pretrained.download_pretrained(open_clip.get_pretrained_cfg(name, tag))
+    if not path:
+        raise WeightsError(f"open_clip could not download {name}/{tag}: pass a local file as clip_weights")
+    return path
+
+
+def build_clip(
+    clip: str | dict[str, Any] = "ViT-B-32",
+    clip_weights: str | Path | None = None,
+    quick_gelu: bool = True,
+) -> tuple[CLIP, dict[str, Any]]:
+    """The CLIP backbone and its architecture dict (JSON-serialisable).
+
+    With weights from a file, the architecture comes from the file's tensors.
+    """
+    if clip_weights is None:
+        cfg = named_clip_config(clip) if isinstance(clip, str) else copy.deepcopy(clip)
+        return build_clip_from_config(cfg, quick_gelu), cfg
+    weights = str(clip_weights)
+    if is_url_or_tag(weights):
+        if not isinstance(clip, str):
+            raise WeightsError(
+                f"clip_weights={weights!r} is a pretrained tag: name the model, e.g. clip='ViT-B-32'"
+            )
+        weights = fetch_pretrained(clip, weights)
+    state = read_clip_state_dict(weights)
+    cfg = infer_clip_config(state)
+    model = build_clip_from_config(cfg, quick_gelu)
+    load_clip_weights(model, state, weights)
+    return model, cfg
