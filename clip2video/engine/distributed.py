@@ -17,6 +17,8 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from clip2video.engine.ddp import is_distributed, rank_and_world
+
 __all__ = [
     "all_agree",
     "assemble_by_index",
@@ -28,18 +30,6 @@ __all__ = [
     "rank_and_world",
     "shard_indices",
 ]
-
-
-def is_distributed() -> bool:
-    """True inside an initialised process group with more than one process."""
-    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
-
-
-def rank_and_world() -> tuple[int, int]:
-    """``(rank, world_size)``; ``(0, 1)`` outside a process group."""
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
 
 
 def shard_indices(total: int, rank: int, world: int, *, contiguous: bool = False) -> list[int]:

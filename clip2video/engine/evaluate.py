@@ -277,7 +277,11 @@ def _settings(obj: Any) -> dict[str, Any]:
     if obj is None:
         return {}
     plain = (int, float, str, bool, tuple, list, type(None))
-    items = {k: v for k, v in vars(obj).items() if not k.startswith("_") and isinstance(v, plain)}
+    items = {
+        k: v
+        for k, v in getattr(obj, "__dict__", {}).items()
+        if not k.startswith("_") and isinstance(v, plain)
+    }
     return {"class": type(obj).__qualname__, **items}
 
 
@@ -321,21 +325,24 @@ def _video_dataset(paths: Sequence[Path], video_ids: Sequence[str], sampler: Any
 
 
 def _cached(
-    cache: EmbeddingCache | None, parts: Mapping[str, Any], fn: Callable[[], dict[str, Any]]
+    cache: EmbeddingCache | None,
+    parts: Mapping[str, Any],
+    fn: Callable[[], dict[str, Any]],
+    collective: bool,
 ) -> tuple[dict[str, Any], str]:
-    """``fn()`` through the cache; every rank agrees on hit/miss and only rank 0 writes."""
+    """``fn()`` through the cache; with ``collective`` all ranks agree on hit/miss, rank 0 writes."""
     from clip2video.engine.distributed import all_agree, rank_and_world
 
     if cache is None:
         return fn(), "off"
-    rank, _ = rank_and_world()
     entry = cache.get(parts)
-    if all_agree(entry is not None):
+    hit = all_agree(entry is not None) if collective else entry is not None
+    if hit:
         cache.hits += 1
         return entry, "hit"
     cache.misses += 1
     value = fn()
-    if rank == 0:
+    if not collective or rank_and_world()[0] == 0:
         cache.put(parts, value)
     return value, "miss"
 
@@ -357,6 +364,7 @@ def encode_split(
     amp: bool = False,
     reverse: bool = False,
     video_dataset: Dataset | None = None,
+    distributed: bool | None = None,
     progress: bool = True,
 ) -> Embeddings:
     """Encode a split's captions and videos once each (or read them from ``cache``).
@@ -364,10 +372,17 @@ def encode_split(
     ``split`` is a ``SplitData`` (video_ids, captions, caption_video); ``protocol`` a Protocol or
     its name (the sampler and tokenizer default to the protocol's settings). ``reverse`` encodes
     time-reversed frames. ``video_dataset`` overrides the dataset built from the split's files.
-    Under an initialised ``torch.distributed`` group every rank encodes its shard and all ranks
-    receive the full embeddings.
+    Under an initialised ``torch.distributed`` group (``distributed=None``: whenever one exists;
+    ``False``: never, e.g. when only rank 0 validates) every rank must call this: each encodes its
+    shard and all ranks receive the full embeddings.
     """
-    from clip2video.engine.distributed import encode_texts_distributed, encode_videos_distributed
+    from clip2video.engine import distributed as dist_mod
+
+    collective = dist_mod.is_distributed() if distributed is None else bool(distributed)
+    if collective and not dist_mod.is_distributed():
+        raise ValueError("encode_split(distributed=True) needs an initialised torch.distributed group")
+    encode_text_fn = dist_mod.encode_texts_distributed if collective else encode_texts
+    encode_video_fn = dist_mod.encode_videos_distributed if collective else encode_videos
 
     if sampler is None:
         sampler = _default_sampler(protocol)
@@ -395,14 +410,14 @@ def encode_split(
 
     def text_fn() -> dict[str, Any]:
         ids, mask = tokenizer(captions)
-        emb = encode_texts_distributed(
+        emb = encode_text_fn(
             model, ids, mask, batch_size=text_batch_size, device=device, amp=amp, progress=progress
         )
         return {"text": emb}
 
     def video_fn() -> dict[str, Any]:
         dataset = video_dataset if video_dataset is not None else _video_dataset(paths, video_ids, sampler)
-        emb = encode_videos_distributed(
+        emb = encode_video_fn(
             model,
             dataset,
             batch_size=batch_size,
@@ -414,8 +429,8 @@ def encode_split(
         )
         return {"video": emb}
 
-    text, text_state = _cached(cache, text_parts, text_fn)
-    video, video_state = _cached(cache, video_parts, video_fn)
+    text, text_state = _cached(cache, text_parts, text_fn, collective)
+    video, video_state = _cached(cache, video_parts, video_fn, collective)
     dev = torch.device(device) if device is not None else model_device(model)
     meta = {
         "protocol": _protocol_name(protocol),
@@ -581,14 +596,17 @@ def evaluate(
     device: torch.device | str | None = None,
     amp: bool = False,
     reverse: bool = False,
+    distributed: bool | None = None,
     progress: bool = True,
 ) -> EvalResult | None:
     """Find videos -> encode once (or read the cache) -> similarity -> metrics.
 
-    Under ``torch.distributed`` all ranks encode their shards and rank 0 ranks: the other ranks
-    return None.
+    Under ``torch.distributed`` (see :func:`encode_split`'s ``distributed``) all ranks encode their
+    shards and rank 0 ranks: the other ranks return None.
     """
-    from clip2video.engine.distributed import rank_and_world
+    from clip2video.engine.distributed import is_distributed, rank_and_world
+
+    collective = is_distributed() if distributed is None else bool(distributed)
 
     emb = encode_split(
         model,
@@ -604,9 +622,10 @@ def evaluate(
         device=device,
         amp=amp,
         reverse=reverse,
+        distributed=distributed,
         progress=progress,
     )
-    if rank_and_world()[0] != 0:
+    if collective and rank_and_world()[0] != 0:
         return None
     return evaluate_embeddings(
         model, emb, tie_policy=tie_policy, v2t=v2t, w=w, post=post, keep_sim=keep_sim, chunk_size=chunk_size
