@@ -7,6 +7,7 @@ H.264 and JPEG, so ``decode_index`` recovers the index of any decoded or extract
 
 from __future__ import annotations
 
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -74,3 +75,53 @@ def make_video(
     width, height = size
     frames = index_coded_frames(num_frames, height, width, texture=texture)
     return write_video(path, frames, fps, lossless=lossless)
+
+
+def make_bframe_video(
+    path: str | Path, num_frames: int, fps: float, size: tuple[int, int] = (64, 64)
+) -> Path:
+    """An index-coded lossy H.264 video with B-frames and short GOPs (reordered decoding)."""
+    import av
+
+    width, height = size
+    frames = index_coded_frames(num_frames, height, width)
+    rate = Fraction(30000, 1001) if abs(fps - 29.97) < 1e-6 else Fraction(fps).limit_denominator(1001)
+    path = Path(path)
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream("libx264", rate=rate)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream.options = {"preset": "medium", "bf": "3", "g": "24"}
+        for image in frames:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+def make_zero_frame_video(path: str | Path, size: tuple[int, int] = (64, 64)) -> Path:
+    """A valid mp4 holding a video stream with no frame at all."""
+    import av
+
+    path = Path(path)
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream("libx264", rate=25)
+        stream.width, stream.height, stream.pix_fmt = size[0], size[1], "yuv420p"
+        container.start_encoding()
+    return path
+
+
+def remux_faststart(src: str | Path, dst: str | Path) -> Path:
+    """Copy ``src``'s video packets into ``dst`` with the mp4 index (moov) first."""
+    import av
+
+    dst = Path(dst)
+    with av.open(str(src)) as source, av.open(str(dst), "w", options={"movflags": "faststart"}) as out:
+        stream = source.streams.video[0]
+        target = out.add_stream_from_template(stream)
+        for packet in source.demux(stream):
+            if packet.dts is None:
+                continue
+            packet.stream = target
+            out.mux(packet)
+    return dst
