@@ -95,3 +95,36 @@ def test_changed_settings_miss(tmp_path):
     other = toy_split(captions_per_video=(2,))
     _encode(model, other, data, cache)
     assert model.calls == Counter(text=14), "other captions: text re-encoded"
+
+
+def test_real_evaluation_twice_skips_decoding_and_encoding(tmp_path):
+    from test_evaluate import real_model
+
+    from clip2video.data.annotations import load_split
+    from clip2video.data.protocols import get_protocol
+    from clip2video.data.synthetic import generate_synthetic
+    from clip2video.engine.evaluate import evaluate
+
+    root = generate_synthetic(tmp_path / "syn", seed=5, num_train=0, num_val=0, num_test_pairs=2)
+    proto = get_protocol("synthetic")
+    split = load_split(proto, root / "annotations", "test")
+    model, calls = real_model("tdb"), Counter()
+    for name in ("encode_text", "encode_video"):
+        original = getattr(model, name)
+
+        def counted(*args, _name=name, _original=original):
+            calls[_name] += 1
+            return _original(*args)
+
+        setattr(model, name, counted)
+    cache = EmbeddingCache(tmp_path / "cache")
+    kwargs = dict(protocol=proto, cache=cache, progress=False)
+    first = evaluate(model, split, root / "videos", **kwargs)
+    assert calls["encode_text"] >= 1 and calls["encode_video"] >= 1
+    calls.clear()
+    second = evaluate(model, split, root / "videos", **kwargs)
+    assert calls == Counter() and (cache.hits, cache.misses) == (2, 2)
+    assert second.metrics == first.metrics and torch.equal(second.sim, first.sim)
+    (root / "videos" / f"{split.video_ids[0]}.mp4").touch()  # a regenerated file misses
+    evaluate(model, split, root / "videos", **kwargs)
+    assert calls["encode_video"] >= 1 and calls["encode_text"] == 0

@@ -318,10 +318,7 @@ def _default_tokenizer(protocol: Any) -> Any:
 def _video_dataset(paths: Sequence[Path], video_ids: Sequence[str], sampler: Any) -> Dataset:
     from clip2video.data.datasets import VideoDataset
 
-    try:
-        return VideoDataset(list(paths), list(video_ids), sampler)
-    except TypeError:
-        return VideoDataset(list(paths), sampler)
+    return VideoDataset(list(paths), list(video_ids), sampler)
 
 
 def _cached(
