@@ -1,0 +1,111 @@
+"""``clip2video data ...``: verify a protocol's files and videos; convert MSVD's captions pickle."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``data`` verb and its sub-verbs (``verify``, ``convert-msvd``, ``protocols``)."""
+    from clip2video.data.protocols import list_protocols
+
+    data = subparsers.add_parser("data", help="check annotations and videos; convert annotation files")
+    verbs = data.add_subparsers(dest="data_command", metavar="VERB")
+    data.set_defaults(func=lambda args: _help(data))
+
+    verify = verbs.add_parser(
+        "verify",
+        help="count a protocol's videos and captions, check its split files and open every test video",
+        description=(
+            "Print the numbers of train/val/test videos and captions the protocol will use, compare "
+            "each split file with the public one (id count, sha256), and find and open every test "
+            "video. Exits 1 listing every missing or unreadable id unless --allow-missing."
+        ),
+    )
+    verify.add_argument("--protocol", required=True, choices=list_protocols())
+    verify.add_argument("--annotations", required=True, type=Path, help="folder with the split/caption files")
+    verify.add_argument("--videos", required=True, type=Path, help="folder with <id>.mp4 ... or <id>/ frames")
+    verify.add_argument(
+        "--allow-missing",
+        action="store_true",
+        help="drop missing/unreadable test videos instead of failing (changes the protocol; recorded)",
+    )
+    verify.add_argument("--no-open", action="store_true", help="only check that each test video exists")
+    verify.add_argument("--captions", type=Path, help="captions file to use instead of the protocol's")
+    verify.add_argument(
+        "--allow-pickle",
+        action="store_true",
+        help="let --captions name MSVD's raw-captions.pkl (unpickling executes code: trusted files only)",
+    )
+    verify.add_argument("--json", type=Path, help="also write the report as JSON here")
+    verify.add_argument("--no-progress", action="store_true", help="no progress bar")
+    verify.set_defaults(func=_verify)
+
+    convert = verbs.add_parser(
+        "convert-msvd",
+        help="turn MSVD's raw-captions.pkl into JSON {video_id: [caption, ...]} (once)",
+        description=(
+            "Load raw-captions.pkl ({id: [[token, ...], ...]}) and write {id: ['caption text', ...]} "
+            "with tokens joined by single spaces. Unpickling executes code: convert only a file you trust."
+        ),
+    )
+    convert.add_argument("--pickle", required=True, type=Path, help="path to raw-captions.pkl")
+    convert.add_argument("--out", required=True, type=Path, help="JSON file to write (raw-captions.json)")
+    convert.set_defaults(func=_convert_msvd)
+
+    listing = verbs.add_parser("protocols", help="list the registered protocols and their settings")
+    listing.set_defaults(func=_protocols)
+
+
+def _help(parser: argparse.ArgumentParser) -> int:
+    parser.print_help()
+    return 2
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from clip2video.data.verify import format_report, verify
+
+    report = verify(
+        args.protocol,
+        args.annotations,
+        args.videos,
+        allow_missing=args.allow_missing,
+        open_videos=not args.no_open,
+        progress=not args.no_progress,
+        captions_path=args.captions,
+        allow_pickle=args.allow_pickle,
+    )
+    print(format_report(report))
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(report.to_dict(), indent=2), encoding="utf-8")
+    if not report.ok and report.problem_ids and not args.allow_missing:
+        print(
+            f"clip2video: error: {len(report.problem_ids)} test video(s) missing or unreadable: "
+            + " ".join(report.problem_ids),
+            file=sys.stderr,
+        )
+    return 0 if report.ok else 1
+
+
+def _convert_msvd(args: argparse.Namespace) -> int:
+    from clip2video.data.annotations import convert_msvd_pickle
+
+    count = convert_msvd_pickle(args.pickle, args.out)
+    print(f"wrote captions of {count:,} videos to {args.out}")
+    return 0
+
+
+def _protocols(args: argparse.Namespace) -> int:
+    from clip2video.data.protocols import get_protocol, list_protocols
+
+    for name in list_protocols():
+        p = get_protocol(name)
+        print(
+            f"{name:<15} stride={p.stride} K={p.center_k} fps={p.extraction_fps:g} frames={p.max_frames} "
+            f"train={p.train_split} val={p.val_split or '-'} test={p.test_split} captions={p.captions_file}"
+        )
+    return 0
