@@ -172,6 +172,12 @@ class NullTracker:
     def set_tags(self, tags: Mapping[str, Any]) -> None:
         """Nothing."""
 
+    def log_final(self, metrics: Mapping[str, float], intervals: Mapping[str, tuple[float, float]]) -> None:
+        """Nothing."""
+
+    def log_record(self, record_dir: str | Path) -> None:
+        """Nothing."""
+
 
 class Tracker(NullTracker):
     """MLflow runs for a suite (parent run) and its models (nested runs), tolerant of failures."""
@@ -313,6 +319,20 @@ class Tracker(NullTracker):
         """A dict as a JSON artifact."""
         if self.run_id is not None:
             self._safe(f"log {filename}", self.client.log_dict, self.run_id, dict(data), filename)
+
+    def log_final(self, metrics: Mapping[str, float], intervals: Mapping[str, tuple[float, float]]) -> None:
+        """Final metrics with their bootstrap intervals as ``<key>_ci_lo`` / ``<key>_ci_hi``."""
+        out = dict(metrics)
+        for key, (lo, hi) in intervals.items():
+            out[f"{key}_ci_lo"], out[f"{key}_ci_hi"] = lo, hi
+        self.log_metrics(out)
+
+    def log_record(self, record_dir: str | Path) -> None:
+        """A run record's files (metrics, ranks, compressed similarities, config) as artifacts."""
+        folder = Path(record_dir)
+        for path in sorted(folder.glob("*")):
+            if path.is_file() and path.suffix in (".json", ".npz"):
+                self.log_artifact(path, artifact_path="record")
 
 
 def environment_tags(config: Mapping[str, Any] | None = None) -> dict[str, str]:

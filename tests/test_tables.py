@@ -83,6 +83,27 @@ def test_records_round_trip_and_order(tmp_path):
         read_suite_records(tmp_path, "nosuch")
 
 
+def test_record_from_query_ranks_object(tmp_path):
+    from types import SimpleNamespace
+
+    qr = SimpleNamespace(
+        t2v=np.array([1.0, 2.5]),
+        v2t=np.array([3.0, 1.0]),
+        t2v_tied=np.array([False, True]),
+        v2t_tied=np.array([False, False]),
+        tie_policy="mean",
+    )
+    write_run_record(tmp_path / "s" / "m", name="m", metrics={"t2v_R1": 50.0}, ranks=qr, protocol="msvd")
+    (rec,) = read_suite_records(tmp_path, "s")
+    assert rec.tie_policy == "mean" and rec.protocol == "msvd"
+    np.testing.assert_array_equal(rec.ranks_t2v, [1.0, 2.5])
+    np.testing.assert_array_equal(rec.tied_t2v, [False, True])
+    with pytest.raises(RecordError, match="ranks"):
+        write_run_record(tmp_path / "x", name="x", metrics={})
+    with pytest.raises(RecordError, match="row name"):
+        write_run_record(tmp_path / "y", name="../y", metrics={}, ranks=qr)
+
+
 def test_paper_layout_cells_and_intervals(tmp_path):
     make_suite(tmp_path)
     records = read_suite_records(tmp_path, "demo")

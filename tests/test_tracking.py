@@ -12,10 +12,12 @@ import urllib.request
 import warnings
 from pathlib import Path
 
+import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
 from clip2video.errors import Clip2VideoError
+from clip2video.report.records import write_run_record
 from clip2video.tracking import (
     NullTracker,
     Tracker,
@@ -33,13 +35,23 @@ def log_suite(tracker: Tracker, tmp_path: Path) -> None:
     """What the runner does: a parent run, two nested model runs with epochs, metrics and artifacts."""
     artifact = tmp_path / "ranks.json"
     artifact.write_text(json.dumps({"t2v": [1, 2, 3]}))
+    record_dir = write_run_record(
+        tmp_path / "rec",
+        name="row",
+        metrics={"t2v_R1": 42.5},
+        ranks_t2v=np.ones(3),
+        ranks_v2t=np.ones(3),
+        sim=np.eye(3),
+    )
     with tracker.start_suite("smoke", CONFIG):
         for name in ("meanp", "tab"):
             with tracker.start_model(name, {**CONFIG, "model": name}):
                 for epoch in range(2):
                     tracker.log_metrics({"loss": 1.0 / (epoch + 1), "val_t2v_R1": 10.0 * epoch}, step=epoch)
-                tracker.log_metrics({"t2v_R1": 42.5, "t2v_R1_lo": 40.0, "skip": "text"})
+                tracker.log_metrics({"skip": "text", "flag": True})
+                tracker.log_final({"t2v_R1": 42.5}, {"t2v_R1": (40.0, 45.0)})
                 tracker.log_artifact(artifact, artifact_path="records")
+                tracker.log_record(record_dir)
         tracker.log_dict({"rows": ["meanp", "tab"]}, "suite.json")
 
 
@@ -57,6 +69,11 @@ def check_logged(uri: str) -> None:
         assert run.info.status == "FINISHED"
         assert run.data.params["train.lr"] == "0.001" and run.data.params["model"] == name
         assert run.data.metrics["t2v_R1"] == 42.5 and "skip" not in run.data.metrics
+        assert (run.data.metrics["t2v_R1_ci_lo"], run.data.metrics["t2v_R1_ci_hi"]) == (40.0, 45.0)
+        record_files = {f.path for f in client.list_artifacts(run.info.run_id, "record")}
+        assert record_files == {
+            f"record/{n}" for n in ("config.json", "metrics.json", "ranks.npz", "sim.npz")
+        }
         history = client.get_metric_history(run.info.run_id, "loss")
         assert sorted((m.step, m.value) for m in history) == [(0, 1.0), (1, 0.5)]
         assert run.data.tags["device"] == "cpu"

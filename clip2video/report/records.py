@@ -124,8 +124,9 @@ def write_run_record(
     *,
     name: str,
     metrics: dict[str, float],
-    ranks_t2v: np.ndarray,
-    ranks_v2t: np.ndarray,
+    ranks: Any = None,
+    ranks_t2v: np.ndarray | None = None,
+    ranks_v2t: np.ndarray | None = None,
     tie_policy: str = "pessimistic",
     protocol: str = "",
     config: dict[str, Any] | None = None,
@@ -134,7 +135,18 @@ def write_run_record(
     tied_v2t: np.ndarray | None = None,
     sim: np.ndarray | None = None,
 ) -> Path:
-    """Write one row's record into ``directory`` (created) and return the folder."""
+    """Write one row's record into ``directory`` (created) and return the folder.
+
+    ``ranks`` may be a ``clip2video.metrics.QueryRanks`` (its ``t2v``, ``v2t``, ``t2v_tied``,
+    ``v2t_tied`` are taken); otherwise pass ``ranks_t2v`` / ``ranks_v2t`` (and the tied flags).
+    """
+    if ranks is not None:
+        ranks_t2v, ranks_v2t = ranks.t2v, ranks.v2t
+        tied_t2v = getattr(ranks, "t2v_tied", tied_t2v)
+        tied_v2t = getattr(ranks, "v2t_tied", tied_v2t)
+        tie_policy = getattr(ranks, "tie_policy", tie_policy)
+    if ranks_t2v is None or ranks_v2t is None:
+        raise RecordError(f"run record {name!r}: pass ranks= (QueryRanks) or ranks_t2v= and ranks_v2t=")
     if not _ROW_NAME.match(name):
         raise RecordError(f"row name {name!r} must be letters, digits and . _ + - (it names a folder)")
     out = Path(directory)
