@@ -282,3 +282,56 @@ def test_clear_errors(tmp_path):
         train(StandInModel(), ToyPairs(3), cfg(), out_dir=tmp_path)
     with pytest.raises(ValueError, match="divisible"):
         train(StandInModel(), ToyPairs(8), cfg(grad_accum=3), out_dir=tmp_path)
+
+
+# ---------------------------------------------------------------- every registry model
+
+
+class TinyClipPairs(torch.utils.data.Dataset):
+    """Caption-video pairs shaped for the tiny registry CLIP (32-pixel frames, 12-token captions)."""
+
+    def __init__(self, n: int = 4, frames: int = 4) -> None:
+        from tiny_clip import tiny_text, tiny_video
+
+        self.ids, self.mask = tiny_text(n, seed=1)
+        self.frames, self.fmask = tiny_video(
+            n, frames=frames, lengths=[frames - i % 2 for i in range(n)], seed=2
+        )
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, i: int):
+        return self.ids[i], self.mask[i], self.frames[i], self.fmask[i], i
+
+
+@pytest.mark.parametrize("name", ["meanp", "seqtransf", "tdb", "tab", "clip2video"])
+def test_every_registry_model_trains_with_exact_accumulation(name, tmp_path):
+    from tiny_clip import tiny_model
+
+    from clip2video.models import list_models
+
+    assert name in list_models()
+    model = tiny_model(name).train()
+    data = TinyClipPairs(4)
+    batch = batch_of(data, [0, 1, 2, 3])
+    compute_gradients(model, [batch], device=torch.device("cpu"))
+    one = grads_of(model)
+    model.zero_grad(set_to_none=True)
+    compute_gradients(model, [[b[:2] for b in batch], [b[2:] for b in batch]], device=torch.device("cpu"))
+    two = grads_of(model)
+    assert "clip.logit_scale" in one and one.keys() == two.keys()
+    for key in one:
+        torch.testing.assert_close(two[key], one[key], rtol=1e-4, atol=1e-6, msg=key)
+    model.zero_grad(set_to_none=True)
+
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    config = cfg(epochs=1, batch_size=2, grad_accum=2, lr=1e-3, coef_lr=1e-3)
+    result = train(model, data, config, out_dir=tmp_path)
+    assert all(math.isfinite(x) for x in result.history[0]["step_losses"])
+    changed = {k for k, v in model.state_dict().items() if not torch.equal(v, before[k])}
+    assert any(k.startswith("clip.visual.") for k in changed) and any(
+        k.startswith("clip.transformer.") for k in changed
+    )
+    new_modules = {k for k in before if not k.startswith("clip.")}
+    assert new_modules <= changed or name == "meanp"  # meanp adds no module

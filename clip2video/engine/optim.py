@@ -70,13 +70,11 @@ class BertAdam(Optimizer):
         for group in self.param_groups:
             beta1, beta2 = group["betas"]
             lr, eps, wd = group["lr"], group["eps"], group["weight_decay"]
+            if group["max_grad_norm"] > 0:
+                _clip_each_(group["params"], group["max_grad_norm"])
             for p in group["params"]:
                 if p.grad is None:
                     continue
-                if p.grad.is_sparse:
-                    raise RuntimeError("BertAdam does not support sparse gradients")
-                if group["max_grad_norm"] > 0:
-                    torch.nn.utils.clip_grad_norm_(p, group["max_grad_norm"])
                 grad = p.grad
                 state = self.state[p]
                 if not state:
@@ -98,6 +96,19 @@ class BertAdam(Optimizer):
                     update.add_(p, alpha=wd)
                 p.add_(update, alpha=-lr)
         return loss
+
+
+def _clip_each_(params: list[torch.Tensor], max_norm: float) -> None:
+    """Clip every parameter's gradient to norm ``max_norm`` on its own (``clip_grad_norm_(p, max_norm)``
+    for each ``p``, with one batched norm)."""
+    grads = [p.grad for p in params if p.grad is not None]
+    if any(g.is_sparse for g in grads):
+        raise RuntimeError("BertAdam does not support sparse gradients")
+    if not grads:
+        return
+    norms = torch._foreach_norm(grads)
+    coefs = [(max_norm / (n + 1e-6)).clamp(max=1.0) for n in norms]
+    torch._foreach_mul_(grads, coefs)
 
 
 def param_groups(model: nn.Module, *, lr: float, coef_lr: float, weight_decay: float) -> list[dict]:
