@@ -20,6 +20,7 @@ import copy
 import os
 import socket
 import threading
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -29,8 +30,8 @@ from open_clip.model import CLIP
 
 from clip2video.errors import WeightsError
 
-# Keys of OpenAI archives that are not weights.
-NON_WEIGHT_KEYS = ("input_resolution", "context_length", "vocab_size")
+# Entries of OpenAI / TorchScript archives that are not weights (attn_mask: a fixed causal-mask buffer).
+NON_WEIGHT_KEYS = ("input_resolution", "context_length", "vocab_size", "attn_mask")
 REQUIRED_CLIP_KEYS = (
     "visual.conv1.weight",
     "visual.positional_embedding",
@@ -122,7 +123,9 @@ def read_clip_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         state = load_file(str(path))
     else:
         try:
-            state = torch.jit.load(str(path), map_location="cpu").state_dict()
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                state = torch.jit.load(str(path), map_location="cpu").state_dict()
         except Exception:
             try:
                 state = torch.load(path, map_location="cpu", weights_only=True)

@@ -1,0 +1,170 @@
+"""Registry, configs, CLIP sources and the initialisation of new modules from CLIP's text tower."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from tiny_clip import tiny_clip_config, tiny_model, tiny_text, tiny_video
+from torch import nn
+
+from clip2video.errors import WeightsError
+from clip2video.models import backbone, create_model, list_models, register_model
+from clip2video.models.backbone import build_clip, build_clip_from_config, infer_clip_config
+from clip2video.models.retrieval import RetrievalModel
+
+ALL = ["meanp", "seqtransf", "tdb", "tab", "clip2video"]
+
+
+# ---------------------------------------------------------------- registry
+def test_list_and_unknown_name():
+    assert list_models("t*") == ["tab", "tdb"]
+    with pytest.raises(KeyError, match="clip2video"):
+        create_model("clip3video")
+
+
+def test_new_model_plugs_in_with_one_decorator():
+    @register_model
+    def _test_only_double_meanp(**config):
+        return create_model("meanp", **config)
+
+    assert "_test_only_double_meanp" in list_models()
+    model = create_model("_test_only_double_meanp", clip=tiny_clip_config())
+    assert isinstance(model, RetrievalModel)
+    with pytest.raises(ValueError, match="already registered"):
+        register_model(name="_test_only_double_meanp")(lambda **c: None)
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_config_is_json_and_rebuilds_the_model(name):
+    model = tiny_model(name, perturb=False)
+    config = json.loads(json.dumps(model.config))
+    assert config["name"] == name
+    rebuilt = create_model(**config)
+    assert {k: v.shape for k, v in rebuilt.state_dict().items()} == {
+        k: v.shape for k, v in model.state_dict().items()
+    }
+
+
+def test_options_each_variant_records():
+    assert "center_k" not in tiny_model("meanp", center_k=9).config  # accepted, unused
+    assert tiny_model("tdb", tdb_proj="mlp").config["tdb_proj"] == "mlp"
+    assert tiny_model("tab", center_k=3).tab.center_k == 3
+    with pytest.raises(ValueError, match="tdb_proj"):
+        tiny_model("tdb", tdb_proj="lstm")
+    with pytest.raises(TypeError):
+        tiny_model("meanp", centre_k=3)
+
+
+def test_clip_parameters_live_under_clip():
+    model = tiny_model("clip2video", perturb=False)
+    names = [n for n, _ in model.named_parameters()]
+    clip_names = {n for n in names if n.startswith("clip.")}
+    assert clip_names == {"clip." + n for n, _ in model.clip.named_parameters()}
+    assert any(n.startswith("tdb.") for n in names) and any(n.startswith("tab.") for n in names)
+    assert "logit_scale" not in dict(model.named_parameters())  # exposed as a property of clip's
+    assert model.logit_scale is model.clip.logit_scale
+
+
+# --------------------------------------------------------- initialisation
+def test_new_modules_initialised_from_clip_text_tower():
+    model = tiny_model("clip2video", perturb=False, temporal_layers=4)
+    clip = model.clip
+    torch.testing.assert_close(model.frame_position_embeddings.weight, clip.positional_embedding)
+    torch.testing.assert_close(model.tdb.type_position_embeddings.weight, clip.positional_embedding[0:2])
+
+    def same(a: nn.Module, b: nn.Module) -> bool:
+        return all(
+            torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True)
+        )
+
+    text = clip.transformer.resblocks
+    assert same(model.transformerClip.resblocks[0], text[0])
+    assert same(model.transformerClip.resblocks[1], text[1])
+    # the tiny text tower has 2 blocks: temporal blocks 2 and 3 keep the default init
+    assert not same(model.transformerClip.resblocks[2], text[0])
+    assert torch.equal(model.transformerClip.resblocks[3].ln_1.weight, torch.ones(64))
+    assert same(model.tdb.frame2t_attention.resblocks[0], text[0])
+    assert same(model.tab.actionClip.resblocks[0], text[0])
+
+
+def test_mlp_projection_initialised_from_visual_proj_and_centers_std():
+    clip = tiny_clip_config(width=128, embed_dim=64)
+    clip["text_cfg"]["width"] = 64
+    clip["text_cfg"]["heads"] = 1
+    torch.manual_seed(0)
+    model = create_model("clip2video", clip=clip, tdb_proj="mlp", center_k=400)
+    torch.testing.assert_close(model.tdb.frame2t_projection, model.clip.visual.proj[:64])
+    std = model.tab.weight_center.std().item()
+    assert abs(std - 64**-0.5) < 0.01  # D^-0.5 per models.md, over 400 x 64 draws
+    assert model.tab.emb_center.shape == (400, 64)
+
+
+# ----------------------------------------------------------------- backbone
+def test_infer_clip_config_from_state_dict():
+    cfg = tiny_clip_config(image_size=64, context_length=77)
+    model = build_clip_from_config(cfg)
+    assert infer_clip_config(model.state_dict()) == cfg
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning")
+@pytest.mark.parametrize("kind", ["state_dict_fp16", "jit"])
+def test_local_openai_archive(kind, tmp_path):
+    torch.manual_seed(0)
+    source = build_clip_from_config(tiny_clip_config()).eval()
+    path = tmp_path / "ViT-tiny.pt"
+    if kind == "jit":
+        torch.jit.script(source).save(str(path))
+    else:
+        torch.save({k: v.half() for k, v in source.state_dict().items()}, path)
+    model = create_model("meanp", clip="ViT-B-32", clip_weights=str(path)).eval()
+    assert model.config["clip_weights"] == str(path)
+    assert model.clip.visual.conv1.weight.dtype == torch.float32
+    assert infer_clip_config(model.clip.state_dict()) == tiny_clip_config()
+    frames, mask = tiny_video(1, 2)
+    with torch.no_grad():
+        want = torch.nn.functional.normalize(source.encode_image(frames[0]), dim=-1).mean(0)
+        got = model.encode_video(frames, mask)[0]
+    tol = 0 if kind == "jit" else 5e-3
+    torch.testing.assert_close(got, want / want.norm(), atol=tol + 1e-6, rtol=0)
+
+
+def test_missing_weights_file_names_it(tmp_path):
+    with pytest.raises(WeightsError, match="absent.pt"):
+        build_clip("ViT-B-32", tmp_path / "absent.pt")
+
+
+def test_wrong_layout_names_keys(tmp_path):
+    path = tmp_path / "bad.pt"
+    torch.save({"visual.conv1.weight": torch.zeros(64, 3, 16, 16)}, path)
+    with pytest.raises(WeightsError, match="text_projection"):
+        build_clip("ViT-B-32", path)
+
+
+def test_openai_weights_offline_fail_fast_naming_the_file(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(backbone, "_cached_pretrained", lambda name, tag: None)
+    with pytest.raises(WeightsError, match=r"ViT-B-32\.pt") as info:
+        create_model("clip2video", clip="ViT-B-32", clip_weights="openai")
+    assert "HF_HUB_OFFLINE" in str(info.value)
+
+
+def test_unreachable_hub_fails_fast(monkeypatch):
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(backbone, "_cached_pretrained", lambda name, tag: None)
+    monkeypatch.setattr(backbone, "HUB_HOST", ("192.0.2.1", 9))  # TEST-NET-1: never answers
+    monkeypatch.setattr(backbone, "PROBE_TIMEOUT_S", 0.5)
+    with pytest.raises(WeightsError, match="cannot be reached"):
+        build_clip("ViT-B-32", "openai")
+
+
+@pytest.mark.slow
+def test_vit_b_32_random_init_builds():
+    model = create_model("clip2video", clip="ViT-B-32")
+    assert model.embed_dim == 512 and model.config["positions"] == 77
+    assert model.transformerClip.heads == 8 and len(model.transformerClip.resblocks) == 4
+    assert model.tab.weight_center.shape == (5, 512)
+    ids, tmask = tiny_text(1, 32)
+    with torch.no_grad():
+        assert model.encode_text(ids, tmask).shape == (1, 1024)
