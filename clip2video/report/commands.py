@@ -95,12 +95,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         formatter_class=fmt,
     )
     t.add_argument(
-        "--suite", action="append", default=None, help="suite to tabulate (repeatable; default: all)"
+        "--suite",
+        action="append",
+        default=None,
+        help="suite to tabulate (repeatable; default: every recorded suite)",
     )
     t.add_argument("--runs", type=Path, default=Path("runs"), help="folder of recorded runs")
     t.add_argument("--out", type=Path, default=Path("results"), help="results folder")
     t.add_argument(
-        "--paper-dir", type=Path, default=None, help="published reference CSVs (default: baselines/paper)"
+        "--paper-dir",
+        type=Path,
+        default=None,
+        help="published reference CSVs (default: the project's baselines/paper)",
     )
     t.add_argument("--no-plots", action="store_true", help="tables only")
     t.set_defaults(func=run_tables)
@@ -111,7 +117,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=(
             "Compare the suite's recorded metrics (or, with --rerun, a fresh run) with "
             "baselines/locked/<suite>.json. Exact mode (CPU): every metric within 1e-9. Interval mode "
-            "(GPU): each metric inside the locked 95%% bootstrap interval. Exits 1 naming each moved "
+            "(GPU): each metric inside the locked 95% bootstrap interval. Exits 1 naming each moved "
             "metric. --update --message relocks."
         ),
         formatter_class=fmt,
