@@ -263,6 +263,7 @@ def ranks_from_scores(
     tie_policy: str = "pessimistic",
     v2t: str = "official",
     progress: bool = False,
+    _check_nan: bool = True,
 ) -> QueryRanks:
     """Per-query ranks from similarity rows computed on demand; the full matrix never exists.
 
@@ -294,7 +295,7 @@ def ranks_from_scores(
     grouped = v2t == "official" and not single_caption
     plan = _chunk_plan(cv, int(chunk_size), grouped)
     need_before = tie_policy == "legacy" and not single_caption
-    fetch = _Fetcher(score_rows, cv, num_videos)
+    fetch = _Fetcher(score_rows, cv, num_videos, check_nan=_check_nan)
 
     t2v_higher = t2v_equal = t2v_before = None
     target = None  # per video: the best own caption's score on that video
@@ -304,16 +305,16 @@ def ranks_from_scores(
             t2v_higher, t2v_equal, t2v_before, target = _allocate(rows, len(cv), num_videos)
         cols, sel = fetch.device_index(rows.device, index)
         gt = rows.gather(1, cols.unsqueeze(1))
-        ties = rows == gt
-        t2v_higher[sel] = (rows > gt).sum(1)
-        t2v_equal[sel] = ties.sum(1) - 1
+        higher, equal = _above_and_equal(rows, gt, 1)
+        t2v_higher[sel] = higher
+        t2v_equal[sel] = equal - 1  # the ground truth itself
         if need_before:
             smaller = fetch.arange(rows.device).unsqueeze(0) < cols.unsqueeze(1)
-            t2v_before[sel] = (ties & smaller).sum(1)
+            t2v_before[sel] = _count((rows == gt) & smaller, 1)
         target.scatter_reduce_(0, cols, gt.squeeze(1), reduce="amax")
 
-    v2t_higher = torch.zeros_like(target, dtype=torch.int64)
-    v2t_equal = torch.zeros_like(target, dtype=torch.int64)
+    v2t_higher = torch.zeros_like(target, dtype=torch.int32)
+    v2t_equal = torch.zeros_like(target, dtype=torch.int32)
     for chunk in tqdm(plan, desc="ranking (pass 2/2)", disable=not progress, leave=False):
         rows, index = fetch(chunk, check_nan=False)
         cols, _ = fetch.device_index(rows.device, index)
@@ -328,8 +329,8 @@ def ranks_from_scores(
 
 
 def _allocate(rows: torch.Tensor, num_captions: int, num_videos: int) -> tuple[torch.Tensor, ...]:
-    """Count buffers on the scores' device."""
-    kw = {"dtype": torch.int64, "device": rows.device}
+    """Count buffers on the scores' device (int32: counts stay below 2**31 rows or columns)."""
+    kw = {"dtype": torch.int32, "device": rows.device}
     target = torch.full((num_videos,), -torch.inf, dtype=rows.dtype, device=rows.device)
     return (
         torch.zeros(num_captions, **kw),
@@ -337,6 +338,42 @@ def _allocate(rows: torch.Tensor, num_captions: int, num_videos: int) -> tuple[t
         torch.zeros(num_captions, **kw),
         target,
     )
+
+
+def _above_and_equal(
+    rows: torch.Tensor, threshold: torch.Tensor, dim: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per line along ``dim`` (dim=1: per row, ``threshold`` [rows, 1]; dim=0: per column,
+    ``threshold`` [columns]): entries strictly above the threshold and entries equal to it, int32.
+
+    One float difference instead of two bool comparisons (torch's bool-producing comparisons are
+    several times slower on CPU): ``s = sign(rows - threshold)``, ``sum(s) = above - below``,
+    ``sum(|s|) = above + below``. Exact: for IEEE floats ``x - y`` is zero only when ``x == y``
+    and rounding never flips its sign, and the +-1 sums stay far below 2**24. The one case it
+    cannot see, ``inf - inf`` (NaN, whose sign torch reports as 0), only happens where the
+    threshold is infinite; those lines are counted by comparison instead.
+    """
+    diff = rows - threshold
+    diff.sign_()
+    net = diff.sum(dim)
+    diff.abs_()
+    moved = diff.sum(dim)
+    above = ((net + moved) / 2).to(torch.int32)
+    equal = (rows.shape[dim] - moved).to(torch.int32)
+    flat = threshold.reshape(-1)
+    infinite = torch.nonzero(torch.isinf(flat)).squeeze(1)
+    if len(infinite):  # rare: count those lines the slow, comparison way
+        lines = rows.index_select(1 - dim, infinite)
+        limit = flat[infinite].unsqueeze(1) if dim == 1 else flat[infinite]
+        above[infinite] = _count(lines > limit, dim)
+        equal[infinite] = _count(lines == limit, dim)
+    return above, equal
+
+
+def _count(mask: torch.Tensor, dim: int) -> torch.Tensor:
+    """Number of True along ``dim`` (an int32 reduction: several times faster than bool -> int64
+    on CPU; a chunk's counts are below 2**31)."""
+    return mask.sum(dim, dtype=torch.int32)
 
 
 def _group_max(rows: torch.Tensor, cols: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -358,12 +395,13 @@ def _count_columns(
 ) -> None:
     """Add, per column v, the rows scoring above / equal to ``target[v]``, excluding each row's
     entry in its own column ``owner[i]`` (a video's own caption or group never counts)."""
-    higher += (rows > target).sum(0)
-    equal += (rows == target).sum(0)
+    above, same = _above_and_equal(rows, target, 0)
+    higher += above
+    equal += same
     own = rows.gather(1, owner.unsqueeze(1)).squeeze(1)
     own_target = target[owner]
-    higher.index_add_(0, owner, -(own > own_target).long())
-    equal.index_add_(0, owner, -(own == own_target).long())
+    higher.index_add_(0, owner, -(own > own_target).int())
+    equal.index_add_(0, owner, -(own == own_target).int())
 
 
 def _assemble(
@@ -377,9 +415,10 @@ def _assemble(
     single_caption: bool,
 ) -> QueryRanks:
     """Device counts -> numpy ``QueryRanks`` with the policy's ranks."""
-    th, te = t2v_higher.cpu().numpy(), t2v_equal.cpu().numpy()
-    tb = t2v_before.cpu().numpy() if t2v_before is not None else np.zeros_like(th)
-    vh, ve = v2t_higher.cpu().numpy(), v2t_equal.cpu().numpy()
+    th, te, vh, ve = (
+        x.cpu().numpy().astype(np.int64) for x in (t2v_higher, t2v_equal, v2t_higher, v2t_equal)
+    )
+    tb = t2v_before.cpu().numpy().astype(np.int64) if t2v_before is not None else np.zeros_like(th)
     return QueryRanks(
         t2v=_rank(th, te, tb if t2v_before is not None else None, tie_policy),
         v2t=_rank(vh, ve, None, tie_policy),
@@ -399,15 +438,16 @@ def _assemble(
 class _Fetcher:
     """Fetches a chunk (a list of contiguous runs) of score rows, checks and normalises them."""
 
-    def __init__(self, score_rows: ScoreRows, cv: np.ndarray, num_videos: int) -> None:
+    def __init__(self, score_rows: ScoreRows, cv: np.ndarray, num_videos: int, *, check_nan: bool) -> None:
         self.score_rows = score_rows
+        self.check_nan = check_nan
         self.cv = cv
         self.num_videos = num_videos
         self._cv_on: dict[torch.device, torch.Tensor] = {}
         self._arange_on: dict[torch.device, torch.Tensor] = {}
 
     def __call__(self, runs: list[tuple[int, int]], *, check_nan: bool) -> tuple[torch.Tensor, np.ndarray]:
-        parts = [self._run(start, stop, check_nan) for start, stop in runs]
+        parts = [self._run(start, stop, check_nan and self.check_nan) for start, stop in runs]
         rows = parts[0] if len(parts) == 1 else torch.cat(parts)
         index = np.concatenate([np.arange(start, stop) for start, stop in runs])
         return rows, index
@@ -426,12 +466,11 @@ class _Fetcher:
         elif not rows.is_floating_point():
             rows = rows.double()
         if check_nan:
-            nan_rows = torch.isnan(rows).any(1)
-            if bool(nan_rows.any()):
-                bad = (torch.nonzero(nan_rows).squeeze(1)[:_SHOWN] + start).tolist()
+            bad = _nan_rows(rows)
+            if len(bad):
                 raise ValueError(
-                    f"sim has NaN in row(s) {bad} (first found; caption indices): fix the model "
-                    "outputs or drop those captions; NaN is never ranked silently"
+                    f"sim has NaN in row(s) {(bad[:_SHOWN] + start).tolist()} (first found; caption "
+                    "indices): fix the model outputs or drop those captions; NaN is never ranked silently"
                 )
         return rows
 
@@ -519,6 +558,7 @@ def query_ranks(
         chunk_size=chunk_size,
         tie_policy=tie_policy,
         v2t=v2t,
+        _check_nan=False,
     )
 
 
@@ -552,15 +592,25 @@ def _check_options(tie_policy: str, v2t: str) -> None:
         )
 
 
+def _nan_rows(rows: torch.Tensor) -> torch.Tensor:
+    """Indices (CPU) of the rows holding NaN. A row sum is NaN for every such row (and for rows
+    holding both infinities), so only those suspect rows are scanned element by element."""
+    if not rows.is_floating_point():
+        return torch.zeros(0, dtype=torch.int64)
+    suspects = torch.nonzero(torch.isnan(rows.sum(1))).squeeze(1)
+    if len(suspects) == 0:
+        return suspects.cpu()
+    return suspects[torch.isnan(rows[suspects]).any(1)].cpu()
+
+
 def _check_no_nan(matrix: torch.Tensor, chunk_size: int) -> None:
     """Raise naming the rows of ``matrix`` that hold NaN (scanned in chunks of rows)."""
-    if not matrix.is_floating_point():
-        return
-    bad = [
-        torch.nonzero(torch.isnan(matrix[start : start + chunk_size]).any(1)).squeeze(1).cpu() + start
-        for start in range(0, matrix.shape[0], chunk_size)
-    ]
-    rows = torch.cat(bad)
+    rows = torch.cat(
+        [
+            _nan_rows(matrix[start : start + chunk_size]) + start
+            for start in range(0, matrix.shape[0], chunk_size)
+        ]
+    )
     if len(rows):
         raise ValueError(
             f"sim has NaN in {len(rows)} row(s): {rows[:_SHOWN].tolist()}"

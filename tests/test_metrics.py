@@ -334,6 +334,32 @@ def test_policies_on_random_ties_by_loops(policy: str, seed: int) -> None:
     assert got["v2t_ties"] == sum(e > 0 for _, e in v2t)
 
 
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_infinite_scores_count_like_comparisons(seed: int) -> None:
+    """+-inf scores, ground truths among them, tie and rank exactly as comparisons say; a row
+    holding both infinities is not mistaken for NaN."""
+    rng = np.random.default_rng(seed)
+    cv = np.array([0, 1, 1, 2, 3, 3, 4, 0])
+    sim = rng.integers(0, 3, size=(len(cv), 5)).astype(np.float32)
+    sim[rng.random(sim.shape) < 0.3] = np.inf
+    sim[rng.random(sim.shape) < 0.2] = -np.inf
+    sim[0, :2] = [np.inf, -np.inf]
+    rows = sim.tolist()
+    for policy in ("pessimistic", "optimistic", "mean"):
+        got = retrieval_metrics(sim, cv, tie_policy=policy, chunk_size=3)
+        t2v = [counts_by_loops(rows[i], cv[i], {cv[i]}) for i in range(len(cv))]
+        v2t = []
+        for v in range(5):
+            groups = [max(rows[c][v] for c in range(len(cv)) if cv[c] == u) for u in range(5)]
+            v2t.append(counts_by_loops(groups, v, {v}))
+        expected = policy_metrics(v2t, policy, "v2t")
+        for key, value in expected.items():
+            assert got[key] == pytest.approx(value, rel=1e-12), (policy, key)
+        ranks = query_ranks(sim, cv, tie_policy=policy)
+        assert ranks.t2v_higher.tolist() == [g for g, _ in t2v]
+        assert ranks.t2v_equal.tolist() == [e for _, e in t2v]
+
+
 def test_first_hit_ties_ignore_own_captions() -> None:
     # video 0 has two captions tied at its best score; video 1's caption ties them too
     sim = np.array([[0.5, 0.1], [0.5, 0.2], [0.5, 0.9]])
