@@ -335,3 +335,42 @@ def test_every_registry_model_trains_with_exact_accumulation(name, tmp_path):
     )
     new_modules = {k for k in before if not k.startswith("clip.")}
     assert new_modules <= changed or name == "meanp"  # meanp adds no module
+
+
+@pytest.mark.slow
+def test_end_to_end_on_generated_videos_with_engine_validation(tmp_path):
+    """PairDataset over real H.264 files, a tiny clip2video, validation by the evaluation engine."""
+    from tiny_clip import tiny_clip_config, tiny_model
+    from videogen import make_video
+
+    from clip2video.data.datasets import PairDataset, VideoDataset
+    from clip2video.data.frames import FrameSampler
+    from clip2video.data.text import CaptionTokenizer
+    from clip2video.engine.evaluate import Embeddings, encode_texts, encode_videos, evaluate_embeddings
+
+    paths = [make_video(tmp_path / f"v{i}.mp4", 20 + 10 * i, 5, (32, 32), lossless=False) for i in range(4)]
+    captions = ["a red ball", "a blue cube", "two green lines", "one white square"]
+    pairs = [(v, f"{captions[v]} {extra}") for v in range(4) for extra in ("moves", "stays")]
+    tokenizer = CaptionTokenizer(max_words=12)
+    train_set = PairDataset(pairs, paths, FrameSampler(max_frames=4, image_size=32, train=True), tokenizer, 0)
+    val_videos = VideoDataset(paths, FrameSampler(max_frames=4, image_size=32))
+    val_ids, val_mask = tokenizer(captions)
+
+    def val_fn(model, epoch):
+        emb = Embeddings(
+            encode_texts(model, val_ids, val_mask, progress=False),
+            encode_videos(model, val_videos, progress=False),
+            np.arange(4),
+            [p.stem for p in paths],
+        )
+        return evaluate_embeddings(model, emb).metrics
+
+    model = tiny_model(
+        "clip2video", clip=tiny_clip_config(vocab_size=tokenizer.vocab_size), temporal_layers=1
+    )
+    config = cfg(epochs=2, batch_size=4, grad_accum=2, lr=1e-3, select_on="val")
+    result = train(model, train_set, config, out_dir=tmp_path / "run", val_fn=val_fn)
+    assert [len(r["step_losses"]) for r in result.history] == [2, 2]
+    assert all("t2v_R1" in r["val"] and "v2t_MnR" in r["val"] for r in result.history)
+    best = max(result.history, key=lambda r: r["val"]["t2v_R1"])  # first best on ties
+    assert result.best_epoch == best["epoch"] and not result.selected_on_test
