@@ -29,6 +29,8 @@ pytestmark = [
 
 RATES = [25, 29.97, 30, 60]
 SECONDS = [1, 2.3, 7, 60]
+# 50 fps hits the rule's exact ties (delta == -1.1); 23.976 and 24 are film rates
+EXTRA = [(50, 7), (23.976, 7), (24, 2.3)]
 SIZE = 32  # sampler output; the videos are 64x64
 
 
@@ -57,7 +59,7 @@ def tensor_indices(frames: torch.Tensor, mask: torch.Tensor) -> list[int]:
     return [decode_index(((f * std + mean) * 255).permute(1, 2, 0).numpy()) for f in real]
 
 
-@pytest.fixture(scope="module", params=[(fps, secs) for fps in RATES for secs in SECONDS], ids=str)
+@pytest.fixture(scope="module", params=[(fps, secs) for fps in RATES for secs in SECONDS] + EXTRA, ids=str)
 def extracted(request, tmp_path_factory):
     fps, secs = request.param
     num_frames = int(round(fps * secs))
