@@ -303,7 +303,8 @@ def train(
     """Train ``model`` on ``train_dataset`` (items ``(ids, mask, frames, fmask, video_index)``).
 
     ``val_fn(model, epoch)`` returns validation metrics (the evaluation engine) after every
-    ``val_every``-th and the last epoch; with ``select_on="val"`` (or ``"test"``, marked) the best
+    ``val_every``-th and the last epoch; under torchrun it runs on every rank (the engine shards
+    the encoding over ranks) and rank 0's metrics are kept; with ``select_on="val"`` (or ``"test"``, marked) the best
     epoch on ``select_metric`` is restored at the end. Checkpoints go to ``out_dir/last.pt``
     (every epoch) and ``out_dir/best.pt`` (the selected epoch). ``resume=True`` continues from
     ``last.pt``. ``on_epoch_end(epoch, record)`` runs after each epoch's checkpoint is written.
@@ -417,7 +418,7 @@ def train(
         }
         if val_fn is not None and ((epoch + 1) % config.val_every == 0 or epoch + 1 == config.epochs):
             model.eval()
-            metrics = val_fn(model, epoch) if rank == 0 else None
+            metrics = val_fn(model, epoch)  # every rank: the engine's encode_split is collective
             record["val"] = {k: float(v) for k, v in dict(ddp.broadcast_object(metrics)).items()}
         history.append(record)
         if tracker is not None and rank == 0:
