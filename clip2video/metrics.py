@@ -349,9 +349,10 @@ def _above_and_equal(
     One float difference instead of two bool comparisons (torch's bool-producing comparisons are
     several times slower on CPU): ``s = sign(rows - threshold)``, ``sum(s) = above - below``,
     ``sum(|s|) = above + below``. Exact: for IEEE floats ``x - y`` is zero only when ``x == y``
-    and rounding never flips its sign, and the +-1 sums stay far below 2**24. The one case it
-    cannot see, ``inf - inf`` (NaN, whose sign torch reports as 0), only happens where the
-    threshold is infinite; those lines are counted by comparison instead.
+    and rounding never flips its sign, and the +-1 sums stay far below 2**24. The one doubtful
+    case, ``inf - inf`` = NaN (torch's CPU sign gives 0, i.e. "equal", which is right, but no
+    device promises it), only happens where the threshold is infinite; those lines are counted
+    by comparison instead.
     """
     diff = rows - threshold
     diff.sign_()
