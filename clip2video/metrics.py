@@ -71,6 +71,7 @@ ScoreRows = Callable[[int, int], torch.Tensor]
 """``score_rows(start, stop)`` returns ``sim[start:stop]``, a ``[stop - start, num_videos]`` tensor."""
 
 _SHOWN = 5  # how many offending indices an error message names
+_EXACT_COUNT_LIMIT = 2**24  # counts are float32 sums of +-1 (see _above_and_equal): exact below this
 
 
 # ----------------------------------------------------------------------------------------------
@@ -90,7 +91,7 @@ class QueryRanks:
         t2v_higher, v2t_higher: int64, candidates scoring strictly above the ground truth.
         t2v_equal, v2t_equal: int64, candidates scoring equal to it (ground truth excluded).
         t2v_before: int64, tied candidates with a smaller video index (the official double-argsort
-            tie break; zeros unless ``tie_policy == "legacy"``).
+            tie break; filled only for ``legacy`` with several captions per video, else zeros).
         tie_policy, v2t_convention: how the ranks were made.
         single_caption: every video has exactly one caption (selects the official averaging path).
 
@@ -193,8 +194,8 @@ def metrics_from_ranks(ranks: QueryRanks) -> dict[str, float]:
     """
     out: dict[str, float] = {}
     for direction in ("t2v", "v2t"):
-        lower_median = direction == "t2v" and not ranks.single_caption
-        out.update(_direction_metrics(ranks, direction, lower_median))
+        argsort_path = direction == "t2v" and not ranks.single_caption
+        out.update(_direction_metrics(ranks, direction, argsort_path))
     out["t2v_ties"] = float(np.count_nonzero(ranks.t2v_tied))
     out["v2t_ties"] = float(np.count_nonzero(ranks.v2t_tied))
     return out
@@ -288,6 +289,11 @@ def ranks_from_scores(
         raise ValueError(f"num_videos must be a positive int, got {num_videos!r}")
     if not isinstance(chunk_size, (int, np.integer)) or chunk_size <= 0:
         raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
+    if num_videos >= _EXACT_COUNT_LIMIT or len(caption_video) >= _EXACT_COUNT_LIMIT:
+        raise ValueError(
+            f"at most {_EXACT_COUNT_LIMIT - 1} videos and captions are supported (counts are float32 sums "
+            f"of +-1, exact below 2**24); got {num_videos} videos and {len(caption_video)} captions"
+        )
     cv = _caption_video_array(caption_video, None, int(num_videos))
     num_videos = int(num_videos)
     counts_per_video = np.bincount(cv, minlength=num_videos)
