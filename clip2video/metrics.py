@@ -71,6 +71,7 @@ ScoreRows = Callable[[int, int], torch.Tensor]
 """``score_rows(start, stop)`` returns ``sim[start:stop]``, a ``[stop - start, num_videos]`` tensor."""
 
 _SHOWN = 5  # how many offending indices an error message names
+_CPU_BLOCK_ELEMENTS = 2**20  # scores counted at once on a CPU (4 MiB of float32: cache-sized)
 _EXACT_COUNT_LIMIT = 2**24  # counts are float32 sums of +-1 (see _above_and_equal): exact below this
 
 
@@ -347,6 +348,23 @@ def _allocate(rows: torch.Tensor, num_captions: int, num_videos: int) -> tuple[t
 
 
 def _above_and_equal(
+    rows: torch.Tensor, threshold: torch.Tensor, dim: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``_above_and_equal_block`` over blocks of rows small enough to stay in a CPU's cache
+    (about ``_CPU_BLOCK_ELEMENTS`` scores); on GPUs the chunk is one block."""
+    step = rows.shape[0] if rows.is_cuda else max(1, _CPU_BLOCK_ELEMENTS // max(1, rows.shape[1]))
+    if rows.shape[0] <= step:
+        return _above_and_equal_block(rows, threshold, dim)
+    blocks = [
+        _above_and_equal_block(rows[a : a + step], threshold[a : a + step] if dim == 1 else threshold, dim)
+        for a in range(0, rows.shape[0], step)
+    ]
+    if dim == 1:
+        return torch.cat([b[0] for b in blocks]), torch.cat([b[1] for b in blocks])
+    return sum(b[0] for b in blocks), sum(b[1] for b in blocks)
+
+
+def _above_and_equal_block(
     rows: torch.Tensor, threshold: torch.Tensor, dim: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Per line along ``dim`` (dim=1: per row, ``threshold`` [rows, 1]; dim=0: per column,

@@ -443,6 +443,23 @@ def test_chunked_equals_full(layout: str, policy: str, v2t: str) -> None:
         assert covered == sorted(list(range(len(cv))) * 2)  # every row exactly twice (two passes)
 
 
+@pytest.mark.parametrize("layout", ["single", "variable", "unordered"])
+@pytest.mark.parametrize("block", [1, 5, 13])
+def test_cache_sized_blocks_equal_one_block(monkeypatch, layout: str, block: int) -> None:
+    """On a CPU, counting walks each chunk in blocks of about _CPU_BLOCK_ELEMENTS scores; tiny
+    blocks (one row, or rows not dividing the chunk) give the same counts as one block."""
+    import clip2video.metrics as metrics_module
+
+    cv = LAYOUTS[layout]
+    sim = np.random.default_rng(block).integers(0, 3, size=(len(cv), int(cv.max()) + 1)).astype(np.float32)
+    sim[0, 0] = np.inf
+    for policy in TIE_POLICIES:
+        whole = query_ranks(sim, cv, tie_policy=policy, chunk_size=4)
+        monkeypatch.setattr(metrics_module, "_CPU_BLOCK_ELEMENTS", block)
+        assert_same_ranks(query_ranks(sim, cv, tie_policy=policy, chunk_size=4), whole)
+        monkeypatch.undo()
+
+
 def test_grouped_chunks_hold_whole_groups() -> None:
     cv = np.array([0, 0, 0, 1, 1, 2, 2, 2, 2])  # groups end at rows 3, 5 and 9
     sim = torch.from_numpy(tie_free(len(cv), 3, seed=1))
