@@ -1,0 +1,516 @@
+"""Run an experiment suite end to end: data -> train (or load) each model -> evaluate -> record.
+
+Everything lands on disk first (``runs/<suite>/<row>/``: metrics, per-query ranks, the similarity
+matrix, config, checkpoints); MLflow and ``results/`` are regenerated from those records.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from clip2video.data.annotations import SplitData, load_split
+from clip2video.data.datasets import PairDataset
+from clip2video.data.frames import FrameSampler
+from clip2video.data.protocols import Protocol, get_protocol
+from clip2video.data.text import CaptionTokenizer
+from clip2video.data.verify import require_test_videos
+from clip2video.engine import ddp
+from clip2video.engine.cache import EmbeddingCache
+from clip2video.engine.evaluate import (
+    encode_split,
+    evaluate,
+    evaluate_embeddings,
+    find_split_videos,
+    time_reversal_diagnostic,
+)
+from clip2video.engine.postprocess import DualSoftmax, QBNorm
+from clip2video.engine.train import TrainConfig, train
+from clip2video.errors import Clip2VideoError, ProtocolError
+from clip2video.experiments.suite import Suite, load_suite
+from clip2video.metrics import retrieval_metrics
+
+ZERO_SHOT_ROW = "meanp-zeroshot"
+REVERSAL_KEYS = ("order_changed_share", "mean_abs_score_change", "rev_t2v_R1", "rev_v2t_R1")
+
+
+@dataclass
+class DataPaths:
+    """Where a suite's annotations and videos are, and the protocol that reads them."""
+
+    protocol: Protocol
+    annotations: Path
+    videos: Path
+
+
+@dataclass
+class SuiteResult:
+    """What a suite run produced: one metrics dict per row, and the files it wrote."""
+
+    suite: Suite
+    runs_dir: Path
+    rows: dict[str, dict[str, float]] = field(default_factory=dict)
+    results_files: list[Path] = field(default_factory=list)
+    elapsed_s: float = 0.0
+
+    def summary(self) -> str:
+        """A short text table of the headline metrics (the full tables are in results/)."""
+        import pandas as pd
+        from tabulate import tabulate
+
+        keys = ["t2v_R1", "t2v_R5", "t2v_MnR", "v2t_R1", "v2t_R5", "order_acc"]
+        frame = pd.DataFrame(
+            [{"row": name, **{k: m.get(k) for k in keys if k in m}} for name, m in self.rows.items()]
+        )
+        head = f"suite {self.suite.name!r} ({self.suite.protocol}) finished in {self.elapsed_s:.0f} s"
+        table = tabulate(frame, headers="keys", tablefmt="github", showindex=False, floatfmt=".1f")
+        files = f"records: {self.runs_dir / self.suite.name}"
+        if self.results_files:
+            files += f"\nresults: {self.results_files[0].parent}"
+        return f"{head}\n{table}\n{files}"
+
+
+# ----------------------------------------------------------------------------- data
+
+
+def resolve_data(suite: Suite, data_root: str | Path, *, rank: int = 0) -> DataPaths:
+    """Locate (or, for ``synthetic``, generate) the suite's annotations and videos."""
+    protocol = get_protocol(suite.protocol)
+    root = Path(data_root)
+    if protocol.layout == "synthetic":
+        from clip2video.data.synthetic import generate_synthetic
+
+        syn = suite["synthetic"]
+        folder = root / (
+            f"synthetic-s{syn['seed']}-{syn['num_train']}-{syn['num_val']}-{syn['num_test_pairs']}"
+            f"-c{syn['captions_per_video']}-{syn['height']}x{syn['width']}"
+        )
+        if rank == 0:
+            generate_synthetic(
+                folder,
+                seed=syn["seed"],
+                num_train=syn["num_train"],
+                num_val=syn["num_val"],
+                num_test_pairs=syn["num_test_pairs"],
+                captions_per_video=syn["captions_per_video"],
+                size=(syn["height"], syn["width"]),
+            )
+        ddp.barrier()
+        return DataPaths(protocol, folder / "annotations", folder / "videos")
+    data = suite["data"]
+    annotations = _under(root, data["annotations"]) or root / protocol.name / "annotations"
+    videos = _under(root, data["videos"]) or root / protocol.name / "videos"
+    for what, path in (("annotations", annotations), ("videos", videos)):
+        if not path.is_dir():
+            raise ProtocolError(
+                f"suite {suite.name!r} (protocol {protocol.name}): the {what} folder {path} does not "
+                f"exist; pass --data-root DIR holding {protocol.name}/annotations and "
+                f"{protocol.name}/videos, or set data.{what} in the suite"
+            )
+    return DataPaths(protocol, annotations, videos)
+
+
+def _under(root: Path, value: str) -> Path | None:
+    if not value:
+        return None
+    path = Path(value)
+    return path if path.is_absolute() else root / path
+
+
+def load_splits(paths: DataPaths, *, allow_missing: bool) -> dict[str, SplitData]:
+    """Train, validation (when the protocol has one) and test splits; missing test videos are errors."""
+    proto = paths.protocol
+    splits = {"train": load_split(proto, paths.annotations, "train")}
+    if proto.val_split:
+        splits["val"] = require_test_videos(
+            load_split(proto, paths.annotations, "val"), paths.videos, allow_missing=allow_missing
+        )
+    splits["test"] = require_test_videos(
+        load_split(proto, paths.annotations, "test"), paths.videos, allow_missing=allow_missing
+    )
+    return splits
+
+
+# ----------------------------------------------------------------------------- models
+
+
+def model_options(suite: Suite, clip_weights: str | None) -> dict[str, Any]:
+    """``create_model`` keyword arguments shared by every row of the suite."""
+    backbone = suite["backbone"]
+    clip: Any = dict(backbone["config"]) if backbone["clip"] == "tiny" else backbone["clip"]
+    weights = clip_weights if clip_weights is not None else backbone["clip_weights"]
+    return {
+        "clip": clip,
+        "clip_weights": None if weights in ("none", "", None) else weights,
+        **suite["model"],
+    }
+
+
+def build_row_model(
+    name: str, options: dict[str, Any], seed: int, checkpoint: Path | None
+) -> torch.nn.Module:
+    """A fresh model for a row: from an official-layout checkpoint when given, else from options."""
+    from clip2video.models import create_model, from_official_checkpoint
+
+    torch.manual_seed(seed)
+    if checkpoint is not None:
+        if not checkpoint.is_file():
+            raise Clip2VideoError(f"checkpoint for {name!r} not found: {checkpoint}")
+        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+        if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
+            state = state["model"]  # a checkpoint written by this harness' trainer
+        return from_official_checkpoint(state, variant=name, center_weight=options.get("center_weight", 0.5))
+    return create_model(name, **options)
+
+
+def train_config(suite: Suite, seed: int, device: str, progress: bool) -> TrainConfig:
+    """The suite's [train] table as a TrainConfig."""
+    t = dict(suite["train"])
+    return TrainConfig(
+        seed=seed, device=device, progress=progress, num_workers=suite["data"]["num_workers"], **t
+    )
+
+
+# ----------------------------------------------------------------------------- one row
+
+
+@dataclass
+class RowContext:
+    """What every row of a suite shares."""
+
+    suite: Suite
+    paths: DataPaths
+    splits: dict[str, SplitData]
+    sampler: FrameSampler
+    tokenizer: CaptionTokenizer
+    device: str
+    cache: EmbeddingCache
+    runs_dir: Path
+    progress: bool
+    rank: int
+
+
+def _eval_kwargs(ctx: RowContext) -> dict[str, Any]:
+    e = ctx.suite["eval"]
+    return {
+        "protocol": ctx.paths.protocol,
+        "batch_size": e["batch_size"],
+        "num_workers": ctx.suite["data"]["num_workers"],
+        "device": ctx.device,
+        "amp": ctx.device.startswith("cuda"),
+        "progress": ctx.progress,
+    }
+
+
+def make_val_fn(ctx: RowContext) -> Any:
+    """Validation with the engine after each epoch: the protocol's val split, or test if asked (marked)."""
+    select_on = ctx.suite["train"]["select_on"]
+    split_name = "test" if select_on == "test" else "val"
+    if split_name not in ctx.splits:
+        if select_on == "val":
+            raise Clip2VideoError(
+                f"protocol {ctx.paths.protocol.name} has no validation split: use train.select_on = 'final'"
+            )
+        return None
+    split = ctx.splits[split_name]
+    e = ctx.suite["eval"]
+
+    def val_fn(model: torch.nn.Module, epoch: int) -> dict[str, float]:
+        result = evaluate(
+            model,
+            split,
+            ctx.paths.videos,
+            ctx.sampler,
+            ctx.tokenizer,
+            split_name=split_name,
+            tie_policy=e["tie_policy"],
+            v2t=e["v2t"],
+            keep_sim=False,
+            **_eval_kwargs(ctx),
+        )
+        return {} if result is None else dict(result.metrics)
+
+    return val_fn
+
+
+def run_row(
+    ctx: RowContext,
+    name: str,
+    model_name: str,
+    model: torch.nn.Module,
+    *,
+    do_train: bool,
+    seed: int,
+    tracker: Any,
+) -> dict[str, float] | None:
+    """Train (optionally) and evaluate one row, write its record; returns its metrics (rank 0)."""
+    from clip2video.order import load_twins, twin_order_accuracy
+    from clip2video.report.records import write_run_record
+    from clip2video.report.stats import bootstrap_ci
+
+    suite, e = ctx.suite, ctx.suite["eval"]
+    row_dir = ctx.runs_dir / suite.name / name
+    extra: dict[str, Any] = {"model": model_name, "device": ctx.device, "seed": seed, "trained": do_train}
+    config: dict[str, Any] = {"suite": suite.settings, "model": getattr(model, "config", {})}
+    if do_train:
+        cfg = train_config(suite, seed, ctx.device, ctx.progress)
+        config["train"] = cfg.to_dict()
+        train_split = ctx.splits["train"]
+        paths = find_split_videos(ctx.paths.videos, train_split.video_ids)
+        pairs = [(int(v), c) for v, c in zip(train_split.caption_video, train_split.captions, strict=True)]
+        train_sampler = FrameSampler(**{**_sampler_settings(ctx.sampler), "train": True})
+        dataset = PairDataset(pairs, paths, train_split.video_ids, train_sampler, ctx.tokenizer, seed)
+        result = train(
+            model, dataset, cfg, out_dir=row_dir / "checkpoints", val_fn=make_val_fn(ctx), tracker=tracker
+        )
+        extra.update(
+            selected_on=result.selected_on,
+            selected_on_test=result.selected_on_test,
+            best_epoch=result.best_epoch,
+            history=[{k: v for k, v in h.items() if k != "step_losses"} for h in result.history],
+        )
+    test = ctx.splits["test"]
+    emb = encode_split(
+        model,
+        test,
+        ctx.paths.protocol,
+        ctx.paths.videos,
+        sampler=ctx.sampler,
+        tokenizer=ctx.tokenizer,
+        cache=ctx.cache,
+        **_encode_kwargs(ctx),
+    )
+    if ctx.rank != 0:
+        if e["time_reversal"]:
+            encode_split(
+                model,
+                test,
+                ctx.paths.protocol,
+                ctx.paths.videos,
+                sampler=ctx.sampler,
+                tokenizer=ctx.tokenizer,
+                cache=ctx.cache,
+                reverse=True,
+                **_encode_kwargs(ctx),
+            )
+        return None
+    plain = evaluate_embeddings(model, emb, tie_policy=e["tie_policy"], v2t=e["v2t"], keep_sim=True)
+    sim = plain.sim.float().cpu().numpy()
+    metrics = dict(plain.metrics)
+    if e["legacy"]:
+        extra["legacy"] = retrieval_metrics(sim, emb.caption_video, tie_policy="legacy", v2t=e["v2t"])
+    if ctx.paths.protocol.layout == "synthetic":
+        twins = load_twins(ctx.paths.annotations, test.video_ids)
+        order = twin_order_accuracy(sim, emb.caption_video, twins)
+        metrics.update(order)
+    if e["time_reversal"]:
+        diag = time_reversal_diagnostic(
+            model,
+            test,
+            ctx.paths.videos,
+            ctx.sampler,
+            ctx.tokenizer,
+            emb=emb,
+            cache=ctx.cache,
+            tie_policy=e["tie_policy"],
+            v2t=e["v2t"],
+            **_encode_kwargs(ctx),
+        )
+        extra["time_reversal"] = {k: v for k, v in diag.items() if k.startswith("rev_") or "change" in k}
+        metrics["order_changed_share"] = diag["order_changed_share"]
+    extra["dropped"] = test.dropped
+    write_run_record(
+        row_dir,
+        name=name,
+        metrics=metrics,
+        ranks=plain.ranks,
+        protocol=ctx.paths.protocol.name,
+        config=config,
+        extra=extra,
+        sim=sim,
+    )
+    intervals = bootstrap_ci(plain.ranks.t2v, plain.ranks.v2t, n_boot=e["bootstrap"], seed=seed)
+    tracker.log_final(metrics, intervals)
+    tracker.log_record(row_dir)
+    for post in _postprocess_specs(ctx, model, e["postprocess"]):
+        row = evaluate_embeddings(
+            model, emb, tie_policy=e["tie_policy"], v2t=e["v2t"], post=post, keep_sim=False
+        )
+        post_name = f"{name}+{_slug(post.row_name)}"
+        write_run_record(
+            ctx.runs_dir / suite.name / post_name,
+            name=post_name,
+            metrics=row.metrics,
+            ranks=row.ranks,
+            protocol=ctx.paths.protocol.name,
+            config=config,
+            extra={**extra, "postprocess": post.row_name, "base_row": name},
+        )
+    return metrics
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._+-]+", "", text.replace("=", "-").replace(",", "_"))
+
+
+def _sampler_settings(sampler: FrameSampler) -> dict[str, Any]:
+    return {k: getattr(sampler, k) for k in ("extraction_fps", "stride", "max_frames", "image_size")}
+
+
+def _encode_kwargs(ctx: RowContext) -> dict[str, Any]:
+    kw = _eval_kwargs(ctx)
+    kw.pop("protocol")
+    return kw
+
+
+def _postprocess_specs(ctx: RowContext, model: torch.nn.Module, names: list[str]) -> list[Any]:
+    specs: list[Any] = []
+    for name in names:
+        if name == "dsl":
+            specs.append(DualSoftmax())
+        elif name == "qbnorm":
+            train = ctx.splits["train"]
+            ids, mask = ctx.tokenizer(list(train.captions))
+            from clip2video.engine.evaluate import encode_texts
+
+            bank = encode_texts(model, ids, mask, batch_size=256, device=ctx.device, progress=ctx.progress)
+            specs.append(QBNorm(bank_text=bank, bank="train-captions"))
+        else:
+            raise Clip2VideoError(f"eval.postprocess: unknown {name!r}; known: dsl, qbnorm")
+    return specs
+
+
+# ----------------------------------------------------------------------------- the suite
+
+
+def run_suite(
+    suite_name: str | Path,
+    *,
+    data_root: str | Path = "data",
+    clip_weights: str | None = None,
+    device: str = "cpu",
+    eval_only: bool = False,
+    checkpoints: dict[str, Path] | None = None,
+    runs_dir: str | Path = "runs",
+    results_dir: str | Path | None = "results",
+    tracking_uri: str | None = None,
+    tracking: bool = True,
+    overrides: dict[str, Any] | None = None,
+    nproc: int = 1,
+    progress: bool = True,
+) -> SuiteResult:
+    """Run every row of a suite and regenerate its tables; see ``clip2video ablation --help``.
+
+    Under torchrun (``WORLD_SIZE`` set) every rank trains and encodes its shard; rank 0 alone
+    ranks, writes records, tables and MLflow runs. ``nproc`` > 1 outside torchrun is handled by
+    the command line, which relaunches itself under ``torch.distributed.run``.
+    """
+    from clip2video.report.records import write_suite_info
+    from clip2video.tracking import NullTracker, create_tracker
+
+    start = time.perf_counter()
+    suite = load_suite(suite_name, overrides)
+    rank, _world = ddp.init_distributed_from_env()
+    checkpoints = dict(checkpoints or {})
+    tracker = create_tracker(tracking_uri, enabled=tracking and rank == 0) if rank == 0 else NullTracker()
+    paths = resolve_data(suite, data_root, rank=rank)
+    splits = load_splits(paths, allow_missing=suite["data"]["allow_missing"])
+    frames, proto = suite["frames"], paths.protocol
+    sampler = FrameSampler(
+        extraction_fps=proto.extraction_fps,
+        stride=proto.stride,
+        max_frames=frames["max_frames"],
+        image_size=frames["image_size"],
+        train=False,
+    )
+    tokenizer = CaptionTokenizer(max_words=suite["text"]["max_words"])
+    runs = Path(runs_dir)
+    ctx = RowContext(
+        suite,
+        paths,
+        splits,
+        sampler,
+        tokenizer,
+        device,
+        EmbeddingCache(runs / ".embedding-cache"),
+        runs,
+        progress,
+        rank,
+    )
+    options = model_options(suite, clip_weights)
+    result = SuiteResult(suite=suite, runs_dir=runs)
+    rows: list[str] = []
+    with tracker.start_suite(suite.name, suite.settings):
+        for seed in suite["seeds"]:
+            for name, model_name, do_train, ckpt in _row_plan(suite, eval_only, checkpoints, seed):
+                model = build_row_model(model_name, options, seed, ckpt)
+                with tracker.start_model(name, {"model": getattr(model, "config", {}), "seed": seed}):
+                    metrics = run_row(
+                        ctx, name, model_name, model, do_train=do_train, seed=seed, tracker=tracker
+                    )
+                if metrics is not None:
+                    result.rows[name] = metrics
+                    rows.append(name)
+                    rows.extend(_post_rows(ctx, name))
+        if rank == 0:
+            notes = _suite_notes(suite, proto, splits)
+            write_suite_info(
+                runs,
+                suite.name,
+                protocol=proto.name,
+                rows=rows,
+                notes=notes,
+                extra={"settings": suite.settings},
+            )
+            if results_dir is not None:
+                from clip2video.report.tables import regenerate
+
+                written = regenerate(runs, results_dir, [suite.name], tracker=tracker)
+                result.results_files = written.get(suite.name, [])
+    result.elapsed_s = time.perf_counter() - start
+    return result
+
+
+def _post_rows(ctx: RowContext, name: str) -> list[str]:
+    folder = ctx.runs_dir / ctx.suite.name
+    return sorted(p.name for p in folder.glob(f"{re.escape(name)}+*") if (p / "metrics.json").is_file())
+
+
+def _row_plan(suite: Suite, eval_only: bool, checkpoints: dict[str, Path], seed: int) -> list[tuple]:
+    """(row name, registry model, train?, checkpoint) for each row of the suite and seed."""
+    suffix = "" if len(suite["seeds"]) == 1 else f"-s{seed}"
+    plan: list[tuple] = []
+    if suite["zero_shot"]:
+        plan.append((ZERO_SHOT_ROW + suffix, "meanp", False, None))
+    for model in suite.models:
+        ckpt = checkpoints.get(model, checkpoints.get("*"))
+        if eval_only and ckpt is None:
+            warnings.warn(f"--eval-only: no checkpoint for {model!r}; its row is skipped", stacklevel=2)
+            continue
+        plan.append((model + suffix, model, not eval_only, ckpt))
+    return plan
+
+
+def _suite_notes(suite: Suite, proto: Protocol, splits: dict[str, SplitData]) -> list[str]:
+    notes = []
+    if proto.layout == "synthetic":
+        from clip2video.order import ORDER_CEILING_NOTE
+
+        notes.append(ORDER_CEILING_NOTE)
+    test = splits["test"]
+    notes.append(
+        f"test split: {test.num_videos} videos, {test.num_captions} captions; tie policy "
+        f"{suite['eval']['tie_policy']}, v2t {suite['eval']['v2t']}; model selection: "
+        f"{suite['train']['select_on']} epoch"
+    )
+    return notes
+
+
+__all__ = ["run_suite", "SuiteResult", "resolve_data", "load_splits", "np"]
