@@ -4,7 +4,11 @@ Every metric the harness reports comes from here. For each query the core COUNTS
 (never sorts): ``higher`` = candidates scoring strictly above the ground truth, ``equal`` =
 candidates scoring the same (the ground truth excluded) and, for the official several-captions
 text-to-video path, ``before`` = tied candidates with a smaller index. That is O(N*M) work, done
-in chunks of queries with pure torch ops on the device the scores live on.
+in chunks of queries with pure torch ops on the device the scores live on. "Above" and "equal"
+come from the sign of one float difference per score (exact; see ``_above_and_equal_block``),
+counted on CPUs in cache-sized blocks of each chunk. ``ranks_from_scores`` takes rows computed on
+demand (say from embeddings) and never holds more than a chunk; ``query_ranks`` and
+``retrieval_metrics`` run the same core over a full matrix.
 
 Directions (``sim`` is ``[num_captions, num_videos]``, ``caption_video[i]`` = caption i's video):
 
@@ -265,7 +269,6 @@ def ranks_from_scores(
     tie_policy: str = "pessimistic",
     v2t: str = "official",
     progress: bool = False,
-    _check_nan: bool = True,
 ) -> QueryRanks:
     """Per-query ranks from similarity rows computed on demand; the full matrix never exists.
 
@@ -285,6 +288,20 @@ def ranks_from_scores(
     Memory stays ``O(chunk x num_videos)`` on the scores' device, plus ``O(num_captions +
     num_videos)`` for the counts.
     """
+    return _rank_rows(score_rows, caption_video, num_videos, chunk_size, tie_policy, v2t, progress, True)
+
+
+def _rank_rows(
+    score_rows: ScoreRows,
+    caption_video: Any,
+    num_videos: int,
+    chunk_size: int,
+    tie_policy: str,
+    v2t: str,
+    progress: bool,
+    check_nan: bool,
+) -> QueryRanks:
+    """The two counting passes behind ``ranks_from_scores`` and ``query_ranks``."""
     _check_options(tie_policy, v2t)
     if not isinstance(num_videos, (int, np.integer)) or num_videos <= 0:
         raise ValueError(f"num_videos must be a positive int, got {num_videos!r}")
@@ -302,7 +319,7 @@ def ranks_from_scores(
     grouped = v2t == "official" and not single_caption
     plan = _chunk_plan(cv, int(chunk_size), grouped)
     need_before = tie_policy == "legacy" and not single_caption
-    fetch = _Fetcher(score_rows, cv, num_videos, check_nan=_check_nan)
+    fetch = _Fetcher(score_rows, cv, num_videos, check_nan=check_nan)
 
     t2v_higher = t2v_equal = t2v_before = None
     target = None  # per video: the best own caption's score on that video
@@ -576,14 +593,15 @@ def query_ranks(
     if not isinstance(chunk_size, (int, np.integer)) or chunk_size <= 0:
         raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
     _check_no_nan(matrix, int(chunk_size))
-    return ranks_from_scores(
+    return _rank_rows(
         lambda start, stop: matrix[start:stop],
         caption_video,
         matrix.shape[1],
-        chunk_size=chunk_size,
-        tie_policy=tie_policy,
-        v2t=v2t,
-        _check_nan=False,
+        chunk_size,
+        tie_policy,
+        v2t,
+        False,  # no progress bar
+        False,  # NaN already checked above, naming every row
     )
 
 
