@@ -15,10 +15,12 @@ from dataclasses import dataclass
 from fractions import Fraction
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
+from clip2video.data.frame_cache import FrameCache
 from clip2video.data.videos import frame_files, open_video
 from clip2video.errors import VideoReadError
 
@@ -115,6 +117,12 @@ class FrameSampler:
                 f"got {self}"
             )
         self._transform = None
+        self._cache = None
+
+    def attach_cache(self, cache: FrameCache | None) -> FrameSampler:
+        """Serve repeated loads of the same file and frames from ``cache`` (returns ``self``)."""
+        self._cache = cache
+        return self
 
     # ----- which frames -------------------------------------------------------------------------
     def extracted_count(self, num_source_frames: int, source_fps: float) -> int:
@@ -224,11 +232,27 @@ class FrameSampler:
         return self.preprocess(images)
 
     def _load_file(self, path: Path, vid: str, rng: np.random.Generator | None) -> torch.Tensor:
-        reader = open_video(path, vid)
-        fps = float(reader.get_avg_fps())
+        cache, reader = self._cache, None
+        file_key = cache.file_key(path) if cache is not None else None
+        probe = cache.probe(file_key) if cache is not None else None
+        if probe is None:
+            reader = open_video(path, vid)
+            probe = (len(reader), float(reader.get_avg_fps()))
+            if cache is not None:
+                cache.set_probe(file_key, *probe)
+        num_frames, fps = probe
         if not math.isfinite(fps) or fps <= 0:
             raise VideoReadError(vid, path, f"the video reports no usable frame rate ({fps}); re-encode it")
-        indices = self.source_indices(len(reader), fps, rng)
+        indices = self.source_indices(num_frames, fps, rng)
+        key = (file_key, self.image_size, tuple(indices))
+        if cache is not None and (hit := cache.get(key)) is not None:
+            return hit
+        frames = self._decode(reader or open_video(path, vid), path, vid, indices)
+        if cache is not None:
+            cache.put(key, frames)
+        return frames
+
+    def _decode(self, reader: Any, path: Path, vid: str, indices: list[int]) -> torch.Tensor:
         unique = sorted(set(indices))
         try:
             batch = reader.get_batch(unique).asnumpy()

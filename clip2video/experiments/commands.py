@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -56,8 +59,19 @@ def parse_checkpoints(items: list[str]) -> dict[str, Path]:
     return out
 
 
+def relaunch_under_torchrun(nproc: int, argv: list[str] | None = None) -> int:
+    """Run this same command under ``torch.distributed.run`` with ``nproc`` processes (gloo on CPU)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
+    cmd += ["-m", "clip2video", *argv]
+    print("clip2video: " + " ".join(cmd), flush=True)
+    return subprocess.call(cmd)
+
+
 def run_ablation(args: argparse.Namespace) -> int:
     """Run a suite: train (or evaluate) each model, record, tabulate, plot, track."""
+    if args.nproc > 1 and "WORLD_SIZE" not in os.environ:
+        return relaunch_under_torchrun(args.nproc)
     from clip2video.experiments.runner import run_suite
 
     overrides = merge_overrides(args.set or [])
@@ -76,6 +90,7 @@ def run_ablation(args: argparse.Namespace) -> int:
         tracking=not args.no_tracking,
         overrides=overrides,
         nproc=args.nproc,
+        resume=args.resume,
     )
     print(result.summary())
     return 0

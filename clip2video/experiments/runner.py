@@ -18,6 +18,7 @@ import torch
 
 from clip2video.data.annotations import SplitData, load_split
 from clip2video.data.datasets import PairDataset
+from clip2video.data.frame_cache import FrameCache
 from clip2video.data.frames import FrameSampler
 from clip2video.data.protocols import Protocol, get_protocol
 from clip2video.data.text import CaptionTokenizer
@@ -195,6 +196,7 @@ class RowContext:
     runs_dir: Path
     progress: bool
     rank: int
+    resume: bool = False
 
 
 def _eval_kwargs(ctx: RowContext) -> dict[str, Any]:
@@ -266,9 +268,17 @@ def run_row(
         paths = find_split_videos(ctx.paths.videos, train_split.video_ids)
         pairs = [(int(v), c) for v, c in zip(train_split.caption_video, train_split.captions, strict=True)]
         train_sampler = FrameSampler(**{**_sampler_settings(ctx.sampler), "train": True})
+        train_sampler.attach_cache(ctx.sampler._cache)
         dataset = PairDataset(pairs, paths, train_split.video_ids, train_sampler, ctx.tokenizer, seed)
+        ckpt_dir = row_dir / "checkpoints"
         result = train(
-            model, dataset, cfg, out_dir=row_dir / "checkpoints", val_fn=make_val_fn(ctx), tracker=tracker
+            model,
+            dataset,
+            cfg,
+            out_dir=ckpt_dir,
+            val_fn=make_val_fn(ctx),
+            tracker=tracker,
+            resume=ctx.resume and (ckpt_dir / "last.pt").is_file(),
         )
         extra.update(
             selected_on=result.selected_on,
@@ -405,12 +415,14 @@ def run_suite(
     overrides: dict[str, Any] | None = None,
     nproc: int = 1,
     progress: bool = True,
+    resume: bool = False,
 ) -> SuiteResult:
     """Run every row of a suite and regenerate its tables; see ``clip2video ablation --help``.
 
     Under torchrun (``WORLD_SIZE`` set) every rank trains and encodes its shard; rank 0 alone
     ranks, writes records, tables and MLflow runs. ``nproc`` > 1 outside torchrun is handled by
-    the command line, which relaunches itself under ``torch.distributed.run``.
+    the command line, which relaunches itself under ``torch.distributed.run``. ``resume`` keeps
+    rows whose record is complete and continues an interrupted row from its ``last.pt``.
     """
     from clip2video.report.records import write_suite_info
     from clip2video.tracking import NullTracker, create_tracker
@@ -430,6 +442,8 @@ def run_suite(
         image_size=frames["image_size"],
         train=False,
     )
+    cache_mb = suite["data"]["frame_cache_mb"]
+    sampler.attach_cache(FrameCache(cache_mb * 2**20) if cache_mb > 0 else None)
     tokenizer = CaptionTokenizer(max_words=suite["text"]["max_words"])
     runs = Path(runs_dir)
     ctx = RowContext(
@@ -450,6 +464,12 @@ def run_suite(
     with tracker.start_suite(suite.name, suite.settings):
         for seed in suite["seeds"]:
             for name, model_name, do_train, ckpt in _row_plan(suite, eval_only, checkpoints, seed):
+                done = _finished_row(runs / suite.name / name) if resume else None
+                if done is not None:
+                    result.rows[name] = done
+                    rows.append(name)
+                    rows.extend(_post_rows(ctx, name))
+                    continue
                 model = build_row_model(model_name, options, seed, ckpt)
                 with tracker.start_model(name, {"model": getattr(model, "config", {}), "seed": seed}):
                     metrics = run_row(
@@ -476,6 +496,18 @@ def run_suite(
                 result.results_files = written.get(suite.name, [])
     result.elapsed_s = time.perf_counter() - start
     return result
+
+
+def _finished_row(row_dir: Path) -> dict[str, float] | None:
+    """The metrics of a row whose record is complete (``--resume`` keeps it), else None."""
+    from clip2video.report.records import RecordError, read_run_record
+
+    if not (row_dir / "metrics.json").is_file():
+        return None
+    try:
+        return dict(read_run_record(row_dir).metrics)
+    except RecordError:
+        return None
 
 
 def _post_rows(ctx: RowContext, name: str) -> list[str]:
