@@ -151,6 +151,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--no-tracking", action="store_true", help="do not log to MLflow")
     p.add_argument(
-        "--nproc", type=int, default=1, help="processes for distributed training/evaluation (CPU: gloo)"
+        "--nproc",
+        type=int,
+        default=1,
+        help="processes for distributed training/evaluation (relaunches under torchrun; CPU: gloo)",
+    )
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="keep finished rows and continue interrupted ones from their last checkpoint",
     )
     p.set_defaults(func=run_ablation)
