@@ -318,8 +318,7 @@ def run_row(
         extra["legacy"] = retrieval_metrics(sim, emb.caption_video, tie_policy="legacy", v2t=e["v2t"])
     if ctx.paths.protocol.layout == "synthetic":
         twins = load_twins(ctx.paths.annotations, test.video_ids)
-        order = twin_order_accuracy(sim, emb.caption_video, twins)
-        metrics.update(order)
+        extra.update(twin_order_accuracy(sim, emb.caption_video, twins))
     if e["time_reversal"]:
         diag = time_reversal_diagnostic(
             model,
@@ -334,7 +333,7 @@ def run_row(
             **_encode_kwargs(ctx),
         )
         extra["time_reversal"] = {k: v for k, v in diag.items() if k.startswith("rev_") or "change" in k}
-        metrics["order_changed_share"] = diag["order_changed_share"]
+        extra["order_changed_share"] = diag["order_changed_share"]
     extra["dropped"] = test.dropped
     write_run_record(
         row_dir,
@@ -363,7 +362,7 @@ def run_row(
             config=config,
             extra={**extra, "postprocess": post.row_name, "base_row": name},
         )
-    return metrics
+    return {**metrics, **{k: v for k, v in extra.items() if k.startswith("order_")}}
 
 
 def _slug(text: str) -> str:
@@ -505,9 +504,11 @@ def _finished_row(row_dir: Path) -> dict[str, float] | None:
     if not (row_dir / "metrics.json").is_file():
         return None
     try:
-        return dict(read_run_record(row_dir).metrics)
+        record = read_run_record(row_dir)
     except RecordError:
         return None
+    order = {k: v for k, v in record.extra.items() if k.startswith("order_")}
+    return {**record.metrics, **order}
 
 
 def _post_rows(ctx: RowContext, name: str) -> list[str]:

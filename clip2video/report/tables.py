@@ -173,7 +173,8 @@ def build_suite_table(
     protocol = info.protocol or records[0].protocol
     intervals = {r.name: bootstrap_ci(r.ranks_t2v, r.ranks_v2t, n_boot=n_boot, seed=seed) for r in records}
     ref, tests = _significance(records, n_boot, seed, reference)
-    has_order = any("order_acc" in r.extra for r in records)
+    has_order = any(_order_value(r, "order_acc") is not None for r in records)
+    has_reversal = any(_order_value(r, "order_changed_share") is not None for r in records)
     footnotes: list[str] = []
     values: list[dict[str, Any]] = []
     main_rows: list[dict[str, Any]] = []
@@ -207,7 +208,9 @@ def build_suite_table(
             )
         row["ties t2v/v2t"] = _ties(rec)
         if has_order:
-            row["order acc"] = fmt(rec.extra["order_acc"]) if "order_acc" in rec.extra else ""
+            row["order acc"] = fmt(_order_value(rec, "order_acc"))
+        if has_reversal:
+            row["reversal changes %"] = fmt(_order_value(rec, "order_changed_share"))
         if rec.postprocess:
             row["note"] = f"post-processed: {rec.postprocess}"
             post_rows.append(row)
@@ -306,6 +309,12 @@ def build_suite_table(
         values=pd.DataFrame(values),
         footnotes=footnotes,
     )
+
+
+def _order_value(rec: RunRecord, key: str) -> float | None:
+    """An order-sensitivity number of a row (recorded among its metrics or its extra fields)."""
+    value = rec.metrics.get(key, rec.extra.get(key))
+    return None if value is None else float(value)
 
 
 def _frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
