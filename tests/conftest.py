@@ -22,8 +22,15 @@ def splits_dir() -> Path:
 
 @pytest.fixture(autouse=True)
 def _seed_everything():
-    """Fixed seeds for every test."""
+    """Fixed seeds for every test, and torch's thread count restored after it.
+
+    Float results on the CPU depend on the number of threads; a test that changes it must not
+    leak the change into the tests after it (or into the subprocesses they compare against).
+    """
     import torch
 
     np.random.seed(0)
     torch.manual_seed(0)
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
