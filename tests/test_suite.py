@@ -71,3 +71,12 @@ def test_overrides_merge_and_validate():
 def test_missing_suite_lists_known():
     with pytest.raises(SuiteError, match="ablation"):
         load_suite("does-not-exist")
+
+
+def test_validation_selection_only_where_the_protocol_has_a_validation_split():
+    from clip2video.data.protocols import get_protocol
+
+    for name in list_suites():
+        s = load_suite(name)
+        if s["train"]["select_on"] == "val":
+            assert get_protocol(s.protocol).val_split, f"suite {name} selects on a validation split it lacks"
