@@ -335,6 +335,12 @@ def decode_section(data: dict[str, Any]) -> list[str]:
             "ffmpeg->JPEG": 1 / s["official_videos_per_cpu_s"],
             "ratio": s["decord_videos_per_cpu_s"] / s["official_videos_per_cpu_s"],
         },
+        {
+            "measure": "cores busy (CPU s / wall s)",
+            "decord": 1 / s["decord_videos_per_cpu_s"] / s["decord_wall_s_per_video"],
+            "ffmpeg->JPEG": 1 / s["official_videos_per_cpu_s"] / s["official_wall_s_per_video"],
+            "ratio": "",
+        },
     ]
     lines = [f"Settings: {data.get('settings', {})}", "", table(pairs)]
     if data.get("dataloader"):
