@@ -6,6 +6,7 @@ matrix, config, checkpoints); MLflow and ``results/`` are regenerated from those
 
 from __future__ import annotations
 
+import glob
 import re
 import time
 import warnings
@@ -433,6 +434,7 @@ def run_suite(
     tracker = create_tracker(tracking_uri, enabled=tracking and rank == 0) if rank == 0 else NullTracker()
     paths = resolve_data(suite, data_root, rank=rank)
     splits = load_splits(paths, allow_missing=suite["data"]["allow_missing"])
+    split_notes = _split_file_notes(paths) if rank == 0 else []
     frames, proto = suite["frames"], paths.protocol
     sampler = FrameSampler(
         extraction_fps=proto.extraction_fps,
@@ -479,7 +481,7 @@ def run_suite(
                     rows.append(name)
                     rows.extend(_post_rows(ctx, name))
         if rank == 0:
-            notes = _suite_notes(suite, proto, splits)
+            notes = _suite_notes(suite, proto, splits) + split_notes
             write_suite_info(
                 runs,
                 suite.name,
@@ -513,7 +515,7 @@ def _finished_row(row_dir: Path) -> dict[str, float] | None:
 
 def _post_rows(ctx: RowContext, name: str) -> list[str]:
     folder = ctx.runs_dir / ctx.suite.name
-    return sorted(p.name for p in folder.glob(f"{re.escape(name)}+*") if (p / "metrics.json").is_file())
+    return sorted(p.name for p in folder.glob(f"{glob.escape(name)}+*") if (p / "metrics.json").is_file())
 
 
 def _row_plan(suite: Suite, eval_only: bool, checkpoints: dict[str, Path], seed: int) -> list[tuple]:
@@ -529,6 +531,30 @@ def _row_plan(suite: Suite, eval_only: bool, checkpoints: dict[str, Path], seed:
             continue
         plan.append((model + suffix, model, not eval_only, ckpt))
     return plan
+
+
+def _split_file_notes(paths: DataPaths) -> list[str]:
+    """Warn, and footnote the tables, when a split file is not the public one (``data verify``)."""
+    from clip2video.data.verify import check_split_files
+
+    proto = paths.protocol
+    if proto.layout == "synthetic":
+        return []
+    bad = [c for c in check_split_files(proto, paths.annotations) if not c.ok]
+    if not bad:
+        return []
+    files = "; ".join(
+        f"{c.file} ({c.status}: {c.actual_count if c.actual_count is not None else '?'} ids, "
+        f"the public file has {c.expected_count if c.expected_count is not None else '?'})"
+        for c in bad
+    )
+    note = (
+        f"split files in {paths.annotations} are not the public {proto.name} files: {files}; these "
+        f"numbers are not comparable with the published ones "
+        f"(`clip2video data verify --protocol {proto.name}` shows the details)"
+    )
+    warnings.warn(note, stacklevel=3)
+    return [note]
 
 
 def _suite_notes(suite: Suite, proto: Protocol, splits: dict[str, SplitData]) -> list[str]:
