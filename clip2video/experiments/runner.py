@@ -458,6 +458,7 @@ def run_suite(
         runs,
         progress,
         rank,
+        resume=resume,
     )
     options = model_options(suite, clip_weights)
     result = SuiteResult(suite=suite, runs_dir=runs)
