@@ -329,3 +329,60 @@ def brute_force_metrics(sim: np.ndarray, caption_video: np.ndarray) -> dict[str,
     """Both directions' metrics under the pessimistic policy and the official (group) v2t."""
     t2v, v2t = brute_force_ranks(sim, caption_video)
     return {**metrics_of(t2v, "t2v"), **metrics_of(v2t, "v2t")}
+
+
+@dataclass
+class SmokeRun:
+    """A finished run of the reduced smoke suite (records under ``runs / "smoke"``)."""
+
+    data_root: Path
+    runs: Path
+    results: Path
+    rows: dict[str, dict[str, float]]
+
+
+def run_smoke(root: Path, models: list[str] | None = None, **kwargs: Any) -> SmokeRun:
+    """The reduced smoke suite through ``run_suite`` (no tracking unless ``kwargs`` ask for it)."""
+    from clip2video.experiments.runner import run_suite
+
+    kwargs.setdefault("tracking", False)
+    result = run_suite(
+        "smoke",
+        data_root=root / "data",
+        runs_dir=root / "runs",
+        results_dir=root / "results",
+        overrides=smoke_overrides(models),
+        progress=False,
+        **kwargs,
+    )
+    return SmokeRun(root / "data", root / "runs", root / "results", dict(result.rows))
+
+
+@pytest.fixture(scope="session")
+def smoke_reference(tmp_path_factory: pytest.TempPathFactory) -> SmokeRun:
+    """One uninterrupted single-process run of the reduced smoke suite, shared by the tests that
+    compare against it (determinism, --resume, --nproc 2)."""
+    return run_smoke(tmp_path_factory.mktemp("smoke-reference"))
+
+
+def assert_same_rows(runs_a: Path, runs_b: Path, suite: str, rows: list[str], *, exact: bool = True) -> None:
+    """Two runs' records agree row by row: metrics, extras (legacy, order), ranks, similarities.
+
+    ``exact``: bit for bit; else similarities within float tolerance and metrics equal.
+    """
+    from clip2video.report.records import read_run_record
+
+    for row in rows:
+        a, b = read_run_record(runs_a / suite / row), read_run_record(runs_b / suite / row)
+        if exact:
+            assert a.metrics == b.metrics, row
+            np.testing.assert_array_equal(a.load_sim(), b.load_sim(), err_msg=row)
+        else:
+            np.testing.assert_allclose(a.load_sim(), b.load_sim(), rtol=1e-4, atol=1e-4, err_msg=row)
+            assert a.metrics == pytest.approx(b.metrics), row
+        np.testing.assert_array_equal(a.ranks_t2v, b.ranks_t2v, err_msg=row)
+        np.testing.assert_array_equal(a.ranks_v2t, b.ranks_v2t, err_msg=row)
+        for key in ("order_acc", "legacy", "trained", "best_epoch"):
+            assert a.extra.get(key) == b.extra.get(key), (row, key)
+        if exact:
+            assert a.extra.get("history") == b.extra.get("history"), row
