@@ -61,11 +61,27 @@ def parse_checkpoints(items: list[str]) -> dict[str, Path]:
 
 def relaunch_under_torchrun(nproc: int, argv: list[str] | None = None) -> int:
     """Run this same command under ``torch.distributed.run`` with ``nproc`` processes (gloo on CPU)."""
-    argv = list(sys.argv[1:] if argv is None else argv)
+    argv = _without_nproc(list(sys.argv[1:] if argv is None else argv))
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
     cmd += ["-m", "clip2video", *argv]
     print("clip2video: " + " ".join(cmd), flush=True)
     return subprocess.call(cmd)
+
+
+def _without_nproc(argv: list[str]) -> list[str]:
+    """``argv`` less ``--nproc N``: torchrun's parser reads ``--nproc`` anywhere as an ambiguous
+    abbreviation of its own ``--nproc-per-node`` and refuses the command (the child needs no
+    ``--nproc``: it runs under ``WORLD_SIZE``)."""
+    out: list[str] = []
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--nproc":
+            skip = True
+        elif not arg.startswith("--nproc="):
+            out.append(arg)
+    return out
 
 
 def run_ablation(args: argparse.Namespace) -> int:
