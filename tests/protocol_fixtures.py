@@ -365,24 +365,15 @@ def smoke_reference(tmp_path_factory: pytest.TempPathFactory) -> SmokeRun:
     return run_smoke(tmp_path_factory.mktemp("smoke-reference"))
 
 
-def assert_same_rows(runs_a: Path, runs_b: Path, suite: str, rows: list[str], *, exact: bool = True) -> None:
-    """Two runs' records agree row by row: metrics, extras (legacy, order), ranks, similarities.
-
-    ``exact``: bit for bit; else similarities within float tolerance and metrics equal.
-    """
+def assert_same_rows(runs_a: Path, runs_b: Path, suite: str, rows: list[str]) -> None:
+    """Two runs' records agree bit for bit, row by row: metrics, extras, ranks, similarities, history."""
     from clip2video.report.records import read_run_record
 
     for row in rows:
         a, b = read_run_record(runs_a / suite / row), read_run_record(runs_b / suite / row)
-        if exact:
-            assert a.metrics == b.metrics, row
-            np.testing.assert_array_equal(a.load_sim(), b.load_sim(), err_msg=row)
-        else:
-            np.testing.assert_allclose(a.load_sim(), b.load_sim(), rtol=1e-4, atol=1e-4, err_msg=row)
-            assert a.metrics == pytest.approx(b.metrics), row
+        assert a.metrics == b.metrics, row
+        np.testing.assert_array_equal(a.load_sim(), b.load_sim(), err_msg=row)
         np.testing.assert_array_equal(a.ranks_t2v, b.ranks_t2v, err_msg=row)
         np.testing.assert_array_equal(a.ranks_v2t, b.ranks_v2t, err_msg=row)
-        for key in ("order_acc", "legacy", "trained", "best_epoch"):
+        for key in ("order_acc", "legacy", "trained", "best_epoch", "history"):
             assert a.extra.get(key) == b.extra.get(key), (row, key)
-        if exact:
-            assert a.extra.get("history") == b.extra.get("history"), row
