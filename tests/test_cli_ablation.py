@@ -246,3 +246,37 @@ def test_two_processes_give_the_single_process_metrics(tmp_path, smoke_reference
             assert two.metrics == one.metrics, row
     assert read_run_record(tmp_path / "runs" / "smoke" / "clip2video").metrics["t2v_ties"] == 0
     assert json.loads((tmp_path / "runs" / "smoke" / "suite.json").read_text())["rows"] == SMOKE_MODELS
+
+
+def test_torchrun_relaunch_command_is_accepted_by_torchrun(monkeypatch):
+    """The relaunch forwards the user's arguments without ``--nproc`` (torchrun would refuse it)."""
+    from torch.distributed.run import get_args_parser
+
+    from clip2video.experiments import commands
+
+    seen: list[list[str]] = []
+    monkeypatch.setattr(commands.subprocess, "call", lambda cmd: seen.append(cmd) or 0)
+    user = [
+        "ablation",
+        "--suite",
+        "smoke",
+        "--nproc",
+        "2",
+        "--set",
+        "train.epochs=1",
+        "--nproc=2",
+        "--resume",
+    ]
+    assert commands.relaunch_under_torchrun(2, user) == 0
+    (cmd,) = seen
+    assert cmd[:3] == [sys.executable, "-m", "torch.distributed.run"]
+    args = get_args_parser().parse_args(cmd[3:])
+    assert args.nproc_per_node == "2" and args.module and args.training_script == "clip2video"
+    assert args.training_script_args == [
+        "ablation",
+        "--suite",
+        "smoke",
+        "--set",
+        "train.epochs=1",
+        "--resume",
+    ]

@@ -364,3 +364,28 @@ def test_msrvtt_full_from_frame_folders_via_a_suite_file(tmp_path, synthetic_sou
     assert (
         json.loads((tmp_path / "runs" / "full-tiny" / "suite.json").read_text())["protocol"] == "msrvtt-full"
     )
+
+
+def test_resume_keeps_the_zero_shot_rows_post_processed_rows(tmp_path, synthetic_source):  # noqa: F811
+    """A finished row's marked rows (here DSL) stay listed after --resume, whatever its name holds."""
+    data = build_protocol_data("msvd", tmp_path / "data", synthetic_source)
+    settings = dict(
+        data_root=data.data_root,
+        eval_only=True,
+        runs_dir=tmp_path / "runs",
+        results_dir=tmp_path / "results",
+        tracking=False,
+        overrides=tiny_overrides(MODELS, eval={"postprocess": ["dsl"]}),
+        progress=False,
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        first = run_suite("msvd", **settings)
+        rows = read_suite_info(tmp_path / "runs", "msvd").rows
+        again = run_suite("msvd", resume=True, **settings)
+    assert rows[0] == ZERO_SHOT_ROW and rows[1].startswith(f"{ZERO_SHOT_ROW}+") and len(rows) == 2
+    assert read_run_record(tmp_path / "runs" / "msvd" / rows[1]).postprocess is not None
+    assert read_suite_info(tmp_path / "runs", "msvd").rows == rows
+    assert again.rows == first.rows
+    table = pd.read_csv(tmp_path / "results" / "msvd" / "table.csv", dtype=str)
+    assert any(label.startswith(f"{rows[1]} ") for label in table["row"])  # with its marker
