@@ -26,9 +26,16 @@ def normalize(x: torch.Tensor) -> torch.Tensor:
 
 
 def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """``sum_f m_f x_f / max(1, sum_f m_f)`` over dim 1."""
+    """``sum_f m_f x_f / max(1, sum_f m_f)`` over dim 1, bitwise invariant to the order of the frames.
+
+    The terms are sorted along the frame axis before they are summed: in exact arithmetic that
+    changes nothing, but in floating point it makes the sum independent of frame order, so a clip
+    and its exact time reversal get bitwise identical pooled embeddings (their scores tie exactly
+    instead of differing by rounding noise that depends on thread count or process layout).
+    """
     m = mask.to(x.dtype).unsqueeze(-1)
-    return (x * m).sum(1) / m.sum(1).clamp(min=1.0)
+    terms = torch.sort(x * m, dim=1).values
+    return terms.sum(1) / m.sum(1).clamp(min=1.0)
 
 
 def mean_pool(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
