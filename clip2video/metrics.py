@@ -165,6 +165,20 @@ class QueryRanks:
                     fields[key] = fields[key][index]
         return QueryRanks(**fields)
 
+    def hits(self, direction: str, k: int) -> np.ndarray:
+        """Each query's contribution to ``direction``'s R@k, in [0, 1] (float64 ``[num_queries]``).
+
+        ``mean``: the probability that the query lands in the top k under a uniformly random order
+        of its tied candidates; ``legacy`` with expanded entries: the share of its entries <= k
+        (the official average weighs queries by their entry counts; this per-query form is what a
+        bootstrap over queries resamples); otherwise ``rank <= k``. R@k is 100 x their mean
+        (exactly so for every policy but expanded legacy).
+        """
+        higher, equal = self._counts(direction)
+        if self.tie_policy == "mean" or self.expanded(direction):
+            return np.clip(k - higher, 0, equal + 1) / (equal + 1)
+        return (getattr(self, direction) <= k).astype(np.float64)
+
     def _counts(self, direction: str) -> tuple[np.ndarray, np.ndarray]:
         _check_direction(direction)
         return getattr(self, f"{direction}_higher"), getattr(self, f"{direction}_equal")
@@ -217,11 +231,7 @@ def _direction_metrics(ranks: QueryRanks, direction: str, argsort_path: bool) ->
     rank = getattr(ranks, direction)
     out: dict[str, float] = {}
     for k in RECALL_KS:
-        if ranks.tie_policy == "mean":
-            hits = float(np.sum(np.clip(k - higher, 0, equal + 1) / (equal + 1)))
-        else:
-            hits = float(np.count_nonzero(rank <= k))
-        out[f"{direction}_R{k}"] = hits * 100 / n_queries
+        out[f"{direction}_R{k}"] = float(np.sum(ranks.hits(direction, k))) * 100 / n_queries
     if argsort_path:
         out[f"{direction}_MdR"] = float(np.partition(rank, (n_queries - 1) // 2)[(n_queries - 1) // 2])
         out[f"{direction}_MnR"] = float(np.mean(rank))

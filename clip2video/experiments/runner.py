@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import glob
 import re
+import shutil
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -260,6 +261,9 @@ def run_row(
 
     suite, e = ctx.suite, ctx.suite["eval"]
     row_dir = ctx.runs_dir / suite.name / name
+    if ctx.rank == 0:  # post-processed rows of an earlier run of this row are stale now
+        for stale in row_dir.parent.glob(f"{glob.escape(name)}+*"):
+            shutil.rmtree(stale)
     extra: dict[str, Any] = {"model": model_name, "device": ctx.device, "seed": seed, "trained": do_train}
     config: dict[str, Any] = {"suite": suite.settings, "model": getattr(model, "config", {})}
     if do_train:
@@ -346,14 +350,14 @@ def run_row(
         extra=extra,
         sim=sim,
     )
-    intervals = bootstrap_ci(plain.ranks.t2v, plain.ranks.v2t, n_boot=e["bootstrap"], seed=seed)
+    intervals = bootstrap_ci(plain.ranks, n_boot=e["bootstrap"], seed=seed)
     tracker.log_final(metrics, intervals)
     tracker.log_record(row_dir)
     for post in _postprocess_specs(ctx, model, e["postprocess"]):
         row = evaluate_embeddings(
             model, emb, tie_policy=e["tie_policy"], v2t=e["v2t"], post=post, keep_sim=False
         )
-        post_name = f"{name}+{_slug(post.row_name)}"
+        post_name = f"{name}+{_slug(post.row_name.lstrip('+'))}"
         write_run_record(
             ctx.runs_dir / suite.name / post_name,
             name=post_name,

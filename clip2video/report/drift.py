@@ -104,7 +104,7 @@ def suite_metrics(
         metrics = dict(rec.metrics)
         if "order_acc" in rec.extra:
             metrics["order_acc"] = float(rec.extra["order_acc"])
-        ci = bootstrap_ci(rec.ranks_t2v, rec.ranks_v2t, n_boot=n_boot, seed=seed)
+        ci = bootstrap_ci(rec, n_boot=n_boot, seed=seed)
         out[rec.name] = {"metrics": metrics, "intervals": {k: list(v) for k, v in ci.items()}}
     return out
 

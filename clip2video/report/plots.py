@@ -75,7 +75,7 @@ def plot_ablation(records: list[RunRecord], path: str | Path, *, n_boot: int = 1
     series = list(DIRECTIONS) + (["order_acc"] if has_order else [])
     width = 0.8 / len(series)
     fig, ax = plt.subplots(figsize=(max(6.0, 1.3 * len(plain) + 2), 4.2))
-    cis = [bootstrap_ci(r.ranks_t2v, r.ranks_v2t, n_boot=n_boot, seed=seed) for r in plain]
+    cis = [bootstrap_ci(r, n_boot=n_boot, seed=seed) for r in plain]
     for i, name in enumerate(series):
         if name == "order_acc":
             values = np.array([float(r.extra.get("order_acc", np.nan)) for r in plain])

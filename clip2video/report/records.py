@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from clip2video.errors import Clip2VideoError
+from clip2video.metrics import RECALL_KS
 
 SUITE_FILE = "suite.json"
 METRICS_FILE = "metrics.json"
@@ -53,6 +54,10 @@ class RunRecord:
     tied_t2v: np.ndarray | None = None
     tied_v2t: np.ndarray | None = None
     path: Path | None = None
+    # Per-query contributions to R@1/5/10 ([queries, 3], see QueryRanks.hits): fractional under the
+    # `mean` tie policy, so recall intervals cannot be derived from the ranks alone.
+    hits_t2v: np.ndarray | None = None
+    hits_v2t: np.ndarray | None = None
 
     @property
     def postprocess(self) -> str | None:
@@ -140,6 +145,10 @@ def write_run_record(
     ``ranks`` may be a ``clip2video.metrics.QueryRanks`` (its ``t2v``, ``v2t``, ``t2v_tied``,
     ``v2t_tied`` are taken); otherwise pass ``ranks_t2v`` / ``ranks_v2t`` (and the tied flags).
     """
+    hits: dict[str, np.ndarray] = {}
+    if ranks is not None and hasattr(ranks, "hits"):
+        for direction in ("t2v", "v2t"):
+            hits[f"hits_{direction}"] = np.stack([ranks.hits(direction, k) for k in RECALL_KS], axis=1)
     if ranks is not None:
         ranks_t2v, ranks_v2t = ranks.t2v, ranks.v2t
         tied_t2v = getattr(ranks, "t2v_tied", tied_t2v)
@@ -159,6 +168,7 @@ def write_run_record(
         arrays["tied_t2v"] = np.asarray(tied_t2v, dtype=bool)
     if tied_v2t is not None:
         arrays["tied_v2t"] = np.asarray(tied_v2t, dtype=bool)
+    arrays.update(hits)
     np.savez(out / RANKS_FILE, **arrays)
     if sim is not None:
         np.savez_compressed(out / SIM_FILE, sim=np.asarray(sim, dtype=np.float32))
@@ -228,6 +238,8 @@ def read_run_record(directory: str | Path) -> RunRecord:
         v2t = ranks["v2t"]
         tied_t2v = ranks["tied_t2v"] if "tied_t2v" in ranks.files else None
         tied_v2t = ranks["tied_v2t"] if "tied_v2t" in ranks.files else None
+        hits_t2v = ranks["hits_t2v"] if "hits_t2v" in ranks.files else None
+        hits_v2t = ranks["hits_v2t"] if "hits_v2t" in ranks.files else None
     config_path = folder / CONFIG_FILE
     config = _load(config_path) if config_path.is_file() else {}
     data.pop("version", None)
@@ -245,6 +257,8 @@ def read_run_record(directory: str | Path) -> RunRecord:
         tied_t2v=tied_t2v,
         tied_v2t=tied_v2t,
         path=folder,
+        hits_t2v=hits_t2v,
+        hits_v2t=hits_v2t,
     )
 
 

@@ -14,9 +14,10 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from clip2video.errors import Clip2VideoError
+from clip2video.metrics import RECALL_KS
 
 DIRECTIONS = ("t2v", "v2t")
-RECALL_KS = (1, 5, 10)
+
 METRIC_NAMES = ("R1", "R5", "R10", "MdR", "MnR")
 METRIC_KEYS = tuple(f"{d}_{m}" for d in DIRECTIONS for m in METRIC_NAMES)
 # Resample at most this many (replicate, query) cells at once to bound memory.
@@ -42,21 +43,52 @@ def _as_ranks(ranks: Any, name: str) -> np.ndarray:
     return arr
 
 
-def _split(ranks: Any, name: str) -> tuple[np.ndarray, np.ndarray]:
-    """``(t2v, v2t)`` from a QueryRanks-like object, a RunRecord, a mapping or a pair."""
-    if hasattr(ranks, "t2v") and hasattr(ranks, "v2t"):
-        return _as_ranks(ranks.t2v, f"{name}.t2v"), _as_ranks(ranks.v2t, f"{name}.v2t")
-    if hasattr(ranks, "ranks_t2v"):
-        return _as_ranks(ranks.ranks_t2v, f"{name}.t2v"), _as_ranks(ranks.ranks_v2t, f"{name}.v2t")
-    if isinstance(ranks, dict):
-        return _as_ranks(ranks["t2v"], f"{name}[t2v]"), _as_ranks(ranks["v2t"], f"{name}[v2t]")
-    t2v, v2t = ranks
-    return _as_ranks(t2v, f"{name}[0]"), _as_ranks(v2t, f"{name}[1]")
+def _as_hits(hits: Any, n: int, name: str) -> np.ndarray | None:
+    if hits is None:
+        return None
+    arr = np.asarray(hits, dtype=np.float64)
+    if arr.shape != (n, len(RECALL_KS)):
+        raise Clip2VideoError(f"{name}: per-query hits must be [{n}, {len(RECALL_KS)}], got {arr.shape}")
+    return arr
 
 
-def rank_metrics(ranks: np.ndarray, *, axis: int = -1) -> dict[str, np.ndarray]:
-    """R1, R5, R10, MdR, MnR of rank vectors along ``axis`` (arrays keep the other axes)."""
-    out = {f"R{k}": 100.0 * np.mean(ranks <= k, axis=axis) for k in RECALL_KS}
+Queries = tuple[np.ndarray, np.ndarray | None]  # per-query ranks, and R@K contributions (or None)
+
+
+def _queries(ranks: Any, name: str) -> tuple[Queries, Queries]:
+    """Per-direction ``(ranks, hits)`` from a QueryRanks, a RunRecord, a mapping or a pair.
+
+    ``hits`` are the per-query R@1/5/10 contributions (``QueryRanks.hits``; records store them):
+    under the ``mean`` tie policy they are fractional, so R@K is their mean, not ``mean(rank <= K)``.
+    """
+    out = []
+    for i, direction in enumerate(DIRECTIONS):
+        hits = None
+        if hasattr(ranks, "hits") and callable(ranks.hits):
+            vec = getattr(ranks, direction)
+            hits = np.stack([ranks.hits(direction, k) for k in RECALL_KS], axis=1)
+        elif hasattr(ranks, f"ranks_{direction}"):
+            vec, hits = getattr(ranks, f"ranks_{direction}"), getattr(ranks, f"hits_{direction}", None)
+        elif isinstance(ranks, dict):
+            vec, hits = ranks[direction], ranks.get(f"hits_{direction}")
+        else:
+            vec = ranks[i]
+        arr = _as_ranks(vec, f"{name}.{direction}")
+        out.append((arr, _as_hits(hits, arr.size, f"{name}.hits_{direction}")))
+    return out[0], out[1]
+
+
+def rank_metrics(
+    ranks: np.ndarray, *, hits: np.ndarray | None = None, axis: int = -1
+) -> dict[str, np.ndarray]:
+    """R1, R5, R10, MdR, MnR of rank vectors along ``axis`` (arrays keep the other axes).
+
+    With ``hits`` (``ranks.shape + (3,)``: per-query R@1/5/10 contributions) R@K is their mean.
+    """
+    if hits is None:
+        out = {f"R{k}": 100.0 * np.mean(ranks <= k, axis=axis) for k in RECALL_KS}
+    else:
+        out = {f"R{k}": 100.0 * np.mean(hits[..., j], axis=axis) for j, k in enumerate(RECALL_KS)}
     out["MdR"] = np.median(ranks, axis=axis)
     out["MnR"] = np.mean(ranks, axis=axis)
     return out
@@ -81,11 +113,13 @@ def _index_chunks(n: int, n_boot: int, rng: np.random.Generator) -> Iterator[np.
         done += size
 
 
-def _bootstrap_direction(ranks: np.ndarray, n_boot: int, seed: int) -> dict[str, np.ndarray]:
+def _bootstrap_direction(queries: Queries, n_boot: int, seed: int) -> dict[str, np.ndarray]:
+    ranks, hits = queries
     rng = np.random.default_rng(seed)
     parts: dict[str, list[np.ndarray]] = {m: [] for m in METRIC_NAMES}
     for idx in _index_chunks(ranks.size, n_boot, rng):
-        for key, value in rank_metrics(ranks[idx], axis=1).items():
+        sample = rank_metrics(ranks[idx], hits=None if hits is None else hits[idx], axis=1)
+        for key, value in sample.items():
             parts[key].append(value)
     return {key: np.concatenate(values) for key, values in parts.items()}
 
@@ -99,17 +133,25 @@ def _check(n_boot: int, alpha: float) -> None:
 
 def bootstrap_ci(
     ranks_t2v: Any,
-    ranks_v2t: Any,
+    ranks_v2t: Any = None,
     *,
     n_boot: int = 1000,
     seed: int = 0,
     alpha: float = 0.05,
 ) -> dict[str, tuple[float, float]]:
-    """Percentile ``1 - alpha`` intervals of every metric, queries resampled per direction."""
+    """Percentile ``1 - alpha`` intervals of every metric, queries resampled per direction.
+
+    Pass a ``QueryRanks`` or ``RunRecord`` alone (its per-query R@K contributions are used, which
+    the ``mean`` tie policy needs), or two rank vectors (R@K = share of ranks <= K).
+    """
     _check(n_boot, alpha)
+    if ranks_v2t is None:
+        both = _queries(ranks_t2v, "ranks")
+    else:
+        both = ((_as_ranks(ranks_t2v, "t2v"), None), (_as_ranks(ranks_v2t, "v2t"), None))
     out: dict[str, tuple[float, float]] = {}
-    for offset, (direction, ranks) in enumerate(zip(DIRECTIONS, (ranks_t2v, ranks_v2t), strict=True)):
-        samples = _bootstrap_direction(_as_ranks(ranks, direction), n_boot, seed + offset)
+    for offset, (direction, queries) in enumerate(zip(DIRECTIONS, both, strict=True)):
+        samples = _bootstrap_direction(queries, n_boot, seed + offset)
         for key, values in samples.items():
             lo, hi = np.quantile(values, [alpha / 2, 1 - alpha / 2])
             out[f"{direction}_{key}"] = (float(lo), float(hi))
@@ -132,20 +174,23 @@ def paired_bootstrap(
     interval excludes 0 (a zero observed delta is never significant).
     """
     _check(n_boot, alpha)
-    a_all, b_all = _split(ranks_a, "ranks_a"), _split(ranks_b, "ranks_b")
+    a_all, b_all = _queries(ranks_a, "ranks_a"), _queries(ranks_b, "ranks_b")
     out: dict[str, PairedDiff] = {}
     for offset, direction in enumerate(DIRECTIONS):
-        a, b = a_all[offset], b_all[offset]
+        (a, ha), (b, hb) = a_all[offset], b_all[offset]
+        if (ha is None) != (hb is None):
+            ha = hb = None  # compare like with like: both from ranks
         if a.shape != b.shape:
             raise Clip2VideoError(
                 f"paired bootstrap ({direction}): models ranked different query sets ({a.size} vs "
                 f"{b.size} queries); pair rows of the same protocol and tie policy"
             )
-        observed_a, observed_b = rank_metrics(a), rank_metrics(b)
+        observed_a, observed_b = rank_metrics(a, hits=ha), rank_metrics(b, hits=hb)
         rng = np.random.default_rng(seed + offset)
         parts: dict[str, list[np.ndarray]] = {m: [] for m in METRIC_NAMES}
         for idx in _index_chunks(a.size, n_boot, rng):
-            ma, mb = rank_metrics(a[idx], axis=1), rank_metrics(b[idx], axis=1)
+            ma = rank_metrics(a[idx], hits=None if ha is None else ha[idx], axis=1)
+            mb = rank_metrics(b[idx], hits=None if hb is None else hb[idx], axis=1)
             for key in METRIC_NAMES:
                 parts[key].append(ma[key] - mb[key])
         for key in METRIC_NAMES:

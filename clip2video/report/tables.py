@@ -171,7 +171,7 @@ def build_suite_table(
     published = load_published() if published is None else published
     n_boot = n_boot or resamples_of(records)
     protocol = info.protocol or records[0].protocol
-    intervals = {r.name: bootstrap_ci(r.ranks_t2v, r.ranks_v2t, n_boot=n_boot, seed=seed) for r in records}
+    intervals = {r.name: bootstrap_ci(r, n_boot=n_boot, seed=seed) for r in records}
     ref, tests = _significance(records, n_boot, seed, reference)
     has_order = any(_order_value(r, "order_acc") is not None for r in records)
     has_reversal = any(_order_value(r, "order_changed_share") is not None for r in records)
