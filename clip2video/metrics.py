@@ -175,13 +175,23 @@ class QueryRanks:
         (exactly so for every policy but expanded legacy).
         """
         higher, equal = self._counts(direction)
-        if self.tie_policy == "mean" or self.expanded(direction):
-            return np.clip(k - higher, 0, equal + 1) / (equal + 1)
-        return (getattr(self, direction) <= k).astype(np.float64)
+        fractional = self.tie_policy == "mean" or self.expanded(direction)
+        return recall_hits(getattr(self, direction), higher, equal, k, fractional=fractional)
 
     def _counts(self, direction: str) -> tuple[np.ndarray, np.ndarray]:
         _check_direction(direction)
         return getattr(self, f"{direction}_higher"), getattr(self, f"{direction}_equal")
+
+
+def recall_hits(
+    rank: np.ndarray, higher: np.ndarray, equal: np.ndarray, k: int | np.ndarray, *, fractional: bool
+) -> np.ndarray:
+    """Per-query contribution to R@k: ``rank <= k``, or with ``fractional`` (the ``mean`` policy)
+    the chance of landing in the top k when the ``equal`` tied candidates are in random order.
+    ``k`` may be an array broadcast against the queries (e.g. ``ks[:, None]`` for a curve)."""
+    if fractional:
+        return np.clip(k - higher, 0, equal + 1) / (equal + 1)
+    return (rank <= k).astype(np.float64)
 
 
 def _check_direction(direction: str) -> None:

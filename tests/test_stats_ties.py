@@ -59,3 +59,17 @@ def test_paired_bootstrap_with_hits_sees_the_half_credit():
     clean = query_ranks(untied, cv, tie_policy="mean")
     diff = paired_bootstrap(clean, tied, n_boot=200, seed=0)
     assert diff["t2v_R1"].delta == pytest.approx(50.0) and diff["t2v_R1"].significant
+
+
+def test_record_recall_curve_matches_the_engine_at_1_5_10(tmp_path):
+    sim = _twin_matrix()
+    cv = np.arange(sim.shape[0])
+    for policy in ("pessimistic", "mean"):
+        ranks = query_ranks(sim, cv, tie_policy=policy)
+        metrics = retrieval_metrics(sim, cv, tie_policy=policy)
+        write_run_record(tmp_path / policy, name=policy, metrics=metrics, ranks=ranks, tie_policy=policy)
+        record = read_run_record(tmp_path / policy)
+        for direction in ("t2v", "v2t"):
+            curve = record.recall_curve(direction, np.array([1, 5, 10]))
+            want = [metrics[f"{direction}_R{k}"] for k in (1, 5, 10)]
+            assert curve == pytest.approx(want), (policy, direction)

@@ -26,7 +26,7 @@ def _label(rec: RunRecord) -> str:
 
 
 def recall_curve(ranks: np.ndarray, max_k: int = MAX_K) -> np.ndarray:
-    """``R@K`` for K = 1..max_k (percent)."""
+    """``R@K`` for K = 1..max_k (percent) of plain rank vectors (no tie information)."""
     ks = np.arange(1, max_k + 1)
     return 100.0 * np.mean(np.asarray(ranks)[None, :] <= ks[:, None], axis=1)
 
@@ -38,7 +38,7 @@ def plot_recall_curves(records: list[RunRecord], path: str | Path, max_k: int = 
     for ax, direction in zip(axes, DIRECTIONS, strict=True):
         for rec in records:
             style = "--" if rec.postprocess else "-"
-            ax.plot(ks, recall_curve(_ranks(rec, direction), max_k), style, label=_label(rec), lw=1.6)
+            ax.plot(ks, rec.recall_curve(direction, ks), style, label=_label(rec), lw=1.6)
         ax.set_title(f"{_TITLES[direction]} recall@K")
         ax.set_xlabel("K")
         ax.set_xlim(1, max_k)

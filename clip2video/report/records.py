@@ -24,7 +24,9 @@ from typing import Any
 import numpy as np
 
 from clip2video.errors import Clip2VideoError
-from clip2video.metrics import RECALL_KS
+from clip2video.metrics import RECALL_KS, recall_hits
+
+COUNT_KEYS = ("t2v_higher", "t2v_equal", "v2t_higher", "v2t_equal")
 
 SUITE_FILE = "suite.json"
 METRICS_FILE = "metrics.json"
@@ -58,6 +60,18 @@ class RunRecord:
     # `mean` tie policy, so recall intervals cannot be derived from the ranks alone.
     hits_t2v: np.ndarray | None = None
     hits_v2t: np.ndarray | None = None
+    # Candidates scoring above / equal to each query's ground truth (QueryRanks counts), or None.
+    counts: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def recall_curve(self, direction: str, ks: np.ndarray) -> np.ndarray:
+        """``R@K`` (percent) of ``direction`` for every K in ``ks``, by the record's tie policy."""
+        ranks = self.ranks_t2v if direction == "t2v" else self.ranks_v2t
+        higher, equal = self.counts.get(f"{direction}_higher"), self.counts.get(f"{direction}_equal")
+        ks = np.asarray(ks)[:, None]
+        if higher is None or equal is None:
+            return 100.0 * np.mean(ranks[None, :] <= ks, axis=1)
+        fractional = self.tie_policy == "mean"
+        return 100.0 * np.mean(recall_hits(ranks[None, :], higher, equal, ks, fractional=fractional), axis=1)
 
     @property
     def postprocess(self) -> str | None:
@@ -149,6 +163,8 @@ def write_run_record(
     if ranks is not None and hasattr(ranks, "hits"):
         for direction in ("t2v", "v2t"):
             hits[f"hits_{direction}"] = np.stack([ranks.hits(direction, k) for k in RECALL_KS], axis=1)
+            for count in ("higher", "equal"):
+                hits[f"{direction}_{count}"] = np.asarray(getattr(ranks, f"{direction}_{count}"))
     if ranks is not None:
         ranks_t2v, ranks_v2t = ranks.t2v, ranks.v2t
         tied_t2v = getattr(ranks, "t2v_tied", tied_t2v)
@@ -240,6 +256,7 @@ def read_run_record(directory: str | Path) -> RunRecord:
         tied_v2t = ranks["tied_v2t"] if "tied_v2t" in ranks.files else None
         hits_t2v = ranks["hits_t2v"] if "hits_t2v" in ranks.files else None
         hits_v2t = ranks["hits_v2t"] if "hits_v2t" in ranks.files else None
+        counts = {k: ranks[k] for k in COUNT_KEYS if k in ranks.files}
     config_path = folder / CONFIG_FILE
     config = _load(config_path) if config_path.is_file() else {}
     data.pop("version", None)
@@ -259,6 +276,7 @@ def read_run_record(directory: str | Path) -> RunRecord:
         path=folder,
         hits_t2v=hits_t2v,
         hits_v2t=hits_v2t,
+        counts=counts,
     )
 
 
