@@ -27,6 +27,9 @@ def tiny_clip_config(
     embed_dim: int = 64,
 ) -> dict[str, Any]:
     """An open_clip config dict of a tiny ViT CLIP (heads = width // 64)."""
+    # The official layout infers heads = width // 64 and the patch grid from the tensors' shapes.
+    assert width % 64 == 0, f"width {width} must be a multiple of 64 (heads = width // 64)"
+    assert image_size % patch_size == 0, f"image_size {image_size} must be a multiple of patch {patch_size}"
     return {
         "embed_dim": embed_dim,
         "vision_cfg": {

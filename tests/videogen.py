@@ -42,7 +42,9 @@ def index_coded_frames(
         for t in range(num_frames):
             dy, dx = (t * 3) % height, (t * 5) % width
             frames[t] += base[dy : dy + height, dx : dx + width]
-    return np.clip(frames, 0, 255).astype(np.uint8)
+    frames = np.clip(frames, 0, 255).astype(np.uint8)
+    assert all(decode_index(frames[i]) == i for i in (0, num_frames - 1)), "index code does not round-trip"
+    return frames
 
 
 def decode_index(frame: np.ndarray) -> int:
