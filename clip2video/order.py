@@ -7,16 +7,11 @@ caption whose video has a twin, the pairwise choice between the two.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from clip2video.errors import ProtocolError
-
-META_FILE = "synthetic_meta.json"
 ORDER_CEILING_NOTE = (
     "order_acc: % of captions (of clips whose exact time reversal is in the gallery) that score "
     "their own clip above the reversed twin; a tie (|diff| <= atol) counts 1/2. A model blind to "
@@ -88,26 +83,3 @@ def twin_order_accuracy(
     score = np.where(ties, 0.5, (diff > atol).astype(np.float64))
     accuracy = float(100.0 * score.mean()) if rows.size else float("nan")
     return {"order_acc": accuracy, "order_ties": int(ties.sum()), "order_queries": int(rows.size)}
-
-
-def load_twins(annotations_dir: str | Path, video_ids: Sequence[str]) -> np.ndarray:
-    """``twin_of_video`` for a split's ``video_ids`` from the synthetic meta file.
-
-    Entry v is the index in ``video_ids`` of v's time-reversed twin, or -1 when v has none or its
-    twin is not among ``video_ids``. Raises ProtocolError naming the file or the unknown ids.
-    """
-    path = Path(annotations_dir) / META_FILE
-    if not path.is_file():
-        raise ProtocolError(
-            f"{path} does not exist: twins come from the synthetic protocol's meta file; "
-            "generate it with clip2video.data.synthetic.generate_synthetic(root)"
-        )
-    try:
-        records = json.loads(path.read_text())["videos"]
-    except (json.JSONDecodeError, KeyError, TypeError) as exc:
-        raise ProtocolError(f"{path} is not a synthetic meta file ({exc}); regenerate it") from exc
-    unknown = [vid for vid in video_ids if vid not in records]
-    if unknown:
-        raise ProtocolError(f"{path} has no entry for {len(unknown)} video(s), e.g. {unknown[:5]}")
-    position = {vid: i for i, vid in enumerate(video_ids)}
-    return np.asarray([position.get(records[vid].get("twin"), -1) for vid in video_ids], dtype=np.int64)

@@ -236,21 +236,13 @@ def test_objects_stay_inside_the_center_crop():
 
 
 def test_load_twins_on_generated_data(tiny_root, tiny_meta):
-    from clip2video.order import load_twins
-
     test = _lines(tiny_root / "annotations" / "test_list.txt")
-    twins = load_twins(tiny_root / "annotations", test)
+    twins = synthetic.load_twins(tiny_root / "annotations", test)
     for i, vid in enumerate(test):
         assert test[twins[i]] == tiny_meta["videos"][vid]["twin"]
         assert twins[twins[i]] == i
     train = _lines(tiny_root / "annotations" / "train_list.txt")
-    assert (load_twins(tiny_root / "annotations", train) == -1).all()
-
-
-def test_meta_file_name_agrees_with_order_module():
-    from clip2video import order
-
-    assert order.META_FILE == synthetic.META_FILE
+    assert (synthetic.load_twins(tiny_root / "annotations", train) == -1).all()
 
 
 def test_load_split_reads_the_synthetic_test_split(tiny_root):

@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -399,6 +399,21 @@ def load_meta(annotations_dir: str | Path) -> dict[str, Any]:
     if not isinstance(meta, dict) or not isinstance(meta.get("videos"), dict):
         raise ProtocolError(f"{path} has no 'videos' mapping; regenerate with overwrite=True")
     return meta
+
+
+def load_twins(annotations_dir: str | Path, video_ids: Sequence[str]) -> np.ndarray:
+    """``twin_of_video`` for a split's ``video_ids`` from the synthetic meta file.
+
+    Entry v is the index in ``video_ids`` of v's time-reversed twin, or -1 when v has none or its
+    twin is not among ``video_ids``. Raises ProtocolError naming the file or the unknown ids.
+    """
+    records = load_meta(annotations_dir)["videos"]
+    unknown = [vid for vid in video_ids if vid not in records]
+    if unknown:
+        path = Path(annotations_dir) / META_FILE
+        raise ProtocolError(f"{path} has no entry for {len(unknown)} video(s), e.g. {unknown[:5]}")
+    position = {vid: i for i, vid in enumerate(video_ids)}
+    return np.asarray([position.get(records[vid].get("twin"), -1) for vid in video_ids], dtype=np.int64)
 
 
 def _is_complete(root: Path, meta: dict[str, Any]) -> bool:

@@ -255,7 +255,8 @@ def run_row(
     tracker: Any,
 ) -> dict[str, float] | None:
     """Train (optionally) and evaluate one row, write its record; returns its metrics (rank 0)."""
-    from clip2video.order import load_twins, twin_order_accuracy
+    from clip2video.data.synthetic import load_twins
+    from clip2video.order import twin_order_accuracy
     from clip2video.report.records import write_run_record
     from clip2video.report.stats import bootstrap_ci
 
