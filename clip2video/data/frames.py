@@ -119,6 +119,11 @@ class FrameSampler:
         self._transform = None
         self._cache = None
 
+    @property
+    def cache(self) -> FrameCache | None:
+        """The frame cache loads are served from (None: every load decodes)."""
+        return self._cache
+
     def attach_cache(self, cache: FrameCache | None) -> FrameSampler:
         """Serve repeated loads of the same file and frames from ``cache`` (returns ``self``)."""
         self._cache = cache

@@ -6,6 +6,7 @@ matrix, config, checkpoints); MLflow and ``results/`` are regenerated from those
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 import re
 import shutil
@@ -15,7 +16,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from clip2video.data.annotations import SplitData, load_split
@@ -201,11 +201,10 @@ class RowContext:
     resume: bool = False
 
 
-def _eval_kwargs(ctx: RowContext) -> dict[str, Any]:
-    e = ctx.suite["eval"]
+def _encode_kwargs(ctx: RowContext) -> dict[str, Any]:
+    """Batching, device and precision of every encoding pass (bf16 autocast on CUDA only)."""
     return {
-        "protocol": ctx.paths.protocol,
-        "batch_size": e["batch_size"],
+        "batch_size": ctx.suite["eval"]["batch_size"],
         "num_workers": ctx.suite["data"]["num_workers"],
         "device": ctx.device,
         "amp": ctx.device.startswith("cuda"),
@@ -237,7 +236,8 @@ def make_val_fn(ctx: RowContext) -> Any:
             tie_policy=e["tie_policy"],
             v2t=e["v2t"],
             keep_sim=False,
-            **_eval_kwargs(ctx),
+            protocol=ctx.paths.protocol,
+            **_encode_kwargs(ctx),
         )
         return {} if result is None else dict(result.metrics)
 
@@ -273,8 +273,7 @@ def run_row(
         train_split = ctx.splits["train"]
         paths = find_split_videos(ctx.paths.videos, train_split.video_ids)
         pairs = [(int(v), c) for v, c in zip(train_split.caption_video, train_split.captions, strict=True)]
-        train_sampler = FrameSampler(**{**_sampler_settings(ctx.sampler), "train": True})
-        train_sampler.attach_cache(ctx.sampler._cache)
+        train_sampler = dataclasses.replace(ctx.sampler, train=True).attach_cache(ctx.sampler.cache)
         dataset = PairDataset(pairs, paths, train_split.video_ids, train_sampler, ctx.tokenizer, seed)
         ckpt_dir = row_dir / "checkpoints"
         result = train(
@@ -293,29 +292,24 @@ def run_row(
             history=[{k: v for k, v in h.items() if k != "step_losses"} for h in result.history],
         )
     test = ctx.splits["test"]
-    emb = encode_split(
-        model,
-        test,
-        ctx.paths.protocol,
-        ctx.paths.videos,
-        sampler=ctx.sampler,
-        tokenizer=ctx.tokenizer,
-        cache=ctx.cache,
-        **_encode_kwargs(ctx),
-    )
+
+    def encode(reverse: bool) -> Any:
+        return encode_split(
+            model,
+            test,
+            ctx.paths.protocol,
+            ctx.paths.videos,
+            sampler=ctx.sampler,
+            tokenizer=ctx.tokenizer,
+            cache=ctx.cache,
+            reverse=reverse,
+            **_encode_kwargs(ctx),
+        )
+
+    # Encoding is collective under torchrun: every rank runs the same passes, rank 0 ranks.
+    emb = encode(reverse=False)
+    rev_emb = encode(reverse=True) if e["time_reversal"] else None
     if ctx.rank != 0:
-        if e["time_reversal"]:
-            encode_split(
-                model,
-                test,
-                ctx.paths.protocol,
-                ctx.paths.videos,
-                sampler=ctx.sampler,
-                tokenizer=ctx.tokenizer,
-                cache=ctx.cache,
-                reverse=True,
-                **_encode_kwargs(ctx),
-            )
         return None
     plain = evaluate_embeddings(model, emb, tie_policy=e["tie_policy"], v2t=e["v2t"], keep_sim=True)
     sim = plain.sim.float().cpu().numpy()
@@ -327,16 +321,7 @@ def run_row(
         extra.update(twin_order_accuracy(sim, emb.caption_video, twins))
     if e["time_reversal"]:
         diag = time_reversal_diagnostic(
-            model,
-            test,
-            ctx.paths.videos,
-            ctx.sampler,
-            ctx.tokenizer,
-            emb=emb,
-            cache=ctx.cache,
-            tie_policy=e["tie_policy"],
-            v2t=e["v2t"],
-            **_encode_kwargs(ctx),
+            model, test, ctx.paths.videos, emb=emb, rev_emb=rev_emb, tie_policy=e["tie_policy"], v2t=e["v2t"]
         )
         extra["time_reversal"] = {k: v for k, v in diag.items() if k.startswith("rev_") or "change" in k}
         extra["order_changed_share"] = diag["order_changed_share"]
@@ -373,16 +358,6 @@ def run_row(
 
 def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._+-]+", "", text.replace("=", "-").replace(",", "_"))
-
-
-def _sampler_settings(sampler: FrameSampler) -> dict[str, Any]:
-    return {k: getattr(sampler, k) for k in ("extraction_fps", "stride", "max_frames", "image_size")}
-
-
-def _encode_kwargs(ctx: RowContext) -> dict[str, Any]:
-    kw = _eval_kwargs(ctx)
-    kw.pop("protocol")
-    return kw
 
 
 def _postprocess_specs(ctx: RowContext, model: torch.nn.Module, names: list[str]) -> list[Any]:
@@ -578,4 +553,4 @@ def _suite_notes(suite: Suite, proto: Protocol, splits: dict[str, SplitData]) ->
     return notes
 
 
-__all__ = ["run_suite", "SuiteResult", "resolve_data", "load_splits", "np"]
+__all__ = ["run_suite", "SuiteResult", "resolve_data", "load_splits"]
