@@ -284,12 +284,16 @@ def smoke_overrides(models: list[str] | None = None) -> dict[str, Any]:
     return {"models": list(models or SMOKE_MODELS), **json.loads(json.dumps(SMOKE_SETTINGS))}
 
 
-def smoke_cli_args(models: list[str] | None = None) -> list[str]:
-    """The same settings as ``clip2video ablation`` arguments (``--models``, ``--set KEY=VALUE``)."""
+def smoke_cli_args(models: list[str] | None = None, root: Path | None = None) -> list[str]:
+    """The same settings as ``clip2video ablation`` arguments (``--models``, ``--set KEY=VALUE``);
+    with ``root``, every output (data, runs, results) goes under it."""
     args = ["--suite", "smoke", "--models", *(models or SMOKE_MODELS)]
     for section, values in SMOKE_SETTINGS.items():
         for key, value in values.items():
             args += ["--set", f"{section}.{key}={json.dumps(value)}"]
+    if root is not None:
+        args += ["--data-root", str(root / "data"), "--runs-dir", str(root / "runs")]
+        args += ["--results-dir", str(root / "results")]
     return args
 
 

@@ -47,19 +47,7 @@ class CliRun:
 
 def ablation(root: Path, *extra: str, models: list[str] | None = None) -> int:
     """``clip2video ablation`` on the reduced smoke suite with every output under ``root``."""
-    return main(
-        [
-            "ablation",
-            *smoke_cli_args(models),
-            "--data-root",
-            str(root / "data"),
-            "--runs-dir",
-            str(root / "runs"),
-            "--results-dir",
-            str(root / "results"),
-            *extra,
-        ]
-    )
+    return main(["ablation", *smoke_cli_args(models, root=root), *extra])
 
 
 @pytest.fixture(scope="module")

@@ -62,20 +62,7 @@ def test_two_runs_give_identical_records(tmp_path, smoke_reference):  # noqa: F8
 
 
 def resume_with_cli(root: Path) -> int:
-    return main(
-        [
-            "ablation",
-            *smoke_cli_args(),
-            "--data-root",
-            str(root / "data"),
-            "--runs-dir",
-            str(root / "runs"),
-            "--results-dir",
-            str(root / "results"),
-            "--no-tracking",
-            "--resume",
-        ]
-    )
+    return main(["ablation", *smoke_cli_args(root=root), "--no-tracking", "--resume"])
 
 
 def test_resume_after_the_first_models_first_epoch_is_exact(tmp_path, monkeypatch, smoke_reference):  # noqa: F811
