@@ -8,9 +8,10 @@ import sys
 
 # Each module defines ``register(subparsers)``, adding its verbs with ``set_defaults(func=...)``.
 COMMAND_MODULES: tuple[str, ...] = (
-    "clip2video.data.commands",
-    "clip2video.experiments.commands",
-    "clip2video.report.commands",
+    "clip2video.commands.data",
+    "clip2video.commands.ablation",
+    "clip2video.commands.tables",
+    "clip2video.commands.drift",
 )
 
 

@@ -345,12 +345,22 @@ class SmokeRun:
     rows: dict[str, dict[str, float]]
 
 
+def run_suite_with_tables(suite: Any, *, results_dir: Path | None = None, **kwargs: Any) -> Any:
+    """``run_suite``, then (like ``clip2video ablation``) the suite's tables into ``results_dir``."""
+    from clip2video.experiments.runner import run_suite
+    from clip2video.report.tables import regenerate
+
+    result = run_suite(suite, **kwargs)
+    if results_dir is not None:
+        written = regenerate(kwargs.get("runs_dir", "runs"), results_dir, [result.suite.name])
+        result.results_files = written.get(result.suite.name, [])
+    return result
+
+
 def run_smoke(root: Path, models: list[str] | None = None, **kwargs: Any) -> SmokeRun:
     """The reduced smoke suite through ``run_suite`` (no tracking unless ``kwargs`` ask for it)."""
-    from clip2video.experiments.runner import run_suite
-
     kwargs.setdefault("tracking", False)
-    result = run_suite(
+    result = run_suite_with_tables(
         "smoke",
         data_root=root / "data",
         runs_dir=root / "runs",
@@ -371,7 +381,7 @@ def smoke_reference(tmp_path_factory: pytest.TempPathFactory) -> SmokeRun:
 
 def assert_same_rows(runs_a: Path, runs_b: Path, suite: str, rows: list[str]) -> None:
     """Two runs' records agree bit for bit, row by row: metrics, extras, ranks, similarities, history."""
-    from clip2video.report.records import read_run_record
+    from clip2video.engine.records import read_run_record
 
     for row in rows:
         a, b = read_run_record(runs_a / suite / row), read_run_record(runs_b / suite / row)

@@ -23,8 +23,8 @@ from tiny_clip import tiny_official_checkpoint
 
 from clip2video.cli import main
 from clip2video.data.annotations import load_split
+from clip2video.engine.records import read_run_record, read_suite_info
 from clip2video.metrics import retrieval_metrics
-from clip2video.report.records import read_run_record, read_suite_info
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -240,7 +240,7 @@ def test_torchrun_relaunch_command_is_accepted_by_torchrun(monkeypatch):
     """The relaunch forwards the user's arguments without ``--nproc`` (torchrun would refuse it)."""
     from torch.distributed.run import get_args_parser
 
-    from clip2video.experiments import commands
+    from clip2video.commands import ablation as commands
 
     seen: list[list[str]] = []
     monkeypatch.setattr(commands.subprocess, "call", lambda cmd: seen.append(cmd) or 0)

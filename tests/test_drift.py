@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from clip2video.cli import main as cli_main
+from clip2video.engine.records import write_run_record, write_suite_info
 from clip2video.errors import Clip2VideoError
 from clip2video.report.drift import EXACT_TOLERANCE, compare, load_locked, write_locked
-from clip2video.report.records import write_run_record, write_suite_info
 
 LOCKED = {
     "models": {

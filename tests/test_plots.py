@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 from matplotlib import image as mpimg
 
+from clip2video.engine.records import RunRecord
 from clip2video.report.plots import plot_ablation, recall_curve, write_plots
-from clip2video.report.records import RunRecord
 
 
 def record(name: str, ranks: np.ndarray, **extra) -> RunRecord:

@@ -22,17 +22,18 @@ from protocol_fixtures import (
     ProtocolData,
     brute_force_metrics,
     build_protocol_data,
+    run_suite_with_tables,
     synthetic_source,  # noqa: F401 (a fixture)
     tiny_overrides,
 )
 
 from clip2video.data.protocols import get_protocol
 from clip2video.data.verify import verify
+from clip2video.engine.records import read_run_record, read_suite_info
 from clip2video.errors import ProtocolError
-from clip2video.experiments.runner import ZERO_SHOT_ROW, SuiteResult, run_suite
+from clip2video.experiments.runner import ZERO_SHOT_ROW, SuiteResult
 from clip2video.experiments.suite import load_suite
 from clip2video.metrics import retrieval_metrics
-from clip2video.report.records import read_run_record, read_suite_info
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 PUBLISHED_CSV = PROJECT_ROOT / "baselines" / "paper" / "clip2video.csv"
@@ -65,7 +66,7 @@ def run_real_suite(name: str, root: Path, source: Path, models: list[str] = MODE
     data = build_protocol_data(get_protocol(load_suite(name).protocol).name, root / "data", source)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        result = run_suite(
+        result = run_suite_with_tables(
             name,
             data_root=data.data_root,
             runs_dir=root / "runs",
@@ -279,7 +280,7 @@ def test_tiny_split_lists_fail_verify_but_the_suite_runs_and_says_so(suite_run):
 def test_eval_only_without_checkpoints_runs_only_the_zero_shot_row(tmp_path, synthetic_source):  # noqa: F811
     data = build_protocol_data("msvd", tmp_path / "data", synthetic_source)
     with pytest.warns(UserWarning, match="no checkpoint for 'clip2video'"):
-        result = run_suite(
+        result = run_suite_with_tables(
             "msvd",
             data_root=data.data_root,
             eval_only=True,
@@ -300,7 +301,7 @@ def test_missing_test_videos_are_named_before_any_training(tmp_path, synthetic_s
     for vid in gone:
         (data.videos / f"{vid}.mp4").unlink()
     with pytest.raises(ProtocolError) as info:
-        run_suite(
+        run_suite_with_tables(
             "vatex-hgr",
             data_root=data.data_root,
             runs_dir=tmp_path / "runs",
@@ -318,7 +319,7 @@ def test_allow_missing_drops_and_records_the_videos(tmp_path, synthetic_source):
     data = build_protocol_data("vatex-hgr", tmp_path / "data", synthetic_source)
     gone = data.test_ids[2]
     (data.videos / f"{gone}.mp4").unlink()
-    result = run_suite(
+    result = run_suite_with_tables(
         "vatex-hgr",
         data_root=data.data_root,
         runs_dir=tmp_path / "runs",
@@ -344,7 +345,7 @@ def test_msrvtt_full_from_frame_folders_via_a_suite_file(tmp_path, synthetic_sou
         'name = "full-tiny"\nprotocol = "msrvtt-full"\nmodels = ["clip2video"]\nzero_shot = true\n'
         "[eval]\nlegacy = true\n"
     )
-    result = run_suite(
+    result = run_suite_with_tables(
         suite_file,
         data_root=data.data_root,
         runs_dir=tmp_path / "runs",
@@ -380,9 +381,9 @@ def test_resume_keeps_the_zero_shot_rows_post_processed_rows(tmp_path, synthetic
     )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        first = run_suite("msvd", **settings)
+        first = run_suite_with_tables("msvd", **settings)
         rows = read_suite_info(tmp_path / "runs", "msvd").rows
-        again = run_suite("msvd", resume=True, **settings)
+        again = run_suite_with_tables("msvd", resume=True, **settings)
     assert rows[0] == ZERO_SHOT_ROW and rows[1].startswith(f"{ZERO_SHOT_ROW}+") and len(rows) == 2
     assert read_run_record(tmp_path / "runs" / "msvd" / rows[1]).postprocess is not None
     assert read_suite_info(tmp_path / "runs", "msvd").rows == rows

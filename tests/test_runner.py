@@ -14,6 +14,7 @@ from protocol_fixtures import (
     SMOKE_MODELS,
     assert_same_rows,
     run_smoke,
+    run_suite_with_tables,
     smoke_cli_args,
     smoke_overrides,
     smoke_reference,  # noqa: F401 (a fixture)
@@ -22,7 +23,7 @@ from protocol_fixtures import (
 import clip2video.experiments.runner as runner
 from clip2video.cli import main
 from clip2video.engine.checkpoint import load_checkpoint
-from clip2video.report.records import read_run_record, read_suite_info
+from clip2video.engine.records import read_run_record, read_suite_info
 
 REAL_TRAIN = runner.train
 
@@ -103,7 +104,7 @@ def test_resume_of_a_finished_suite_trains_nothing(tmp_path, monkeypatch, smoke_
     shutil.copytree(smoke_reference.runs, tmp_path / "runs")
     shutil.copytree(smoke_reference.data_root, tmp_path / "data", symlinks=True)
     calls = watch_training(monkeypatch)
-    result = runner.run_suite(
+    result = run_suite_with_tables(
         "smoke",
         data_root=tmp_path / "data",
         runs_dir=tmp_path / "runs",

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from clip2video.engine.records import read_run_record, write_run_record
 from clip2video.metrics import query_ranks, retrieval_metrics
-from clip2video.report.records import read_run_record, write_run_record
 from clip2video.report.stats import bootstrap_ci, paired_bootstrap, rank_metrics
 
 

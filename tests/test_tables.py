@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from clip2video.cli import main as cli_main
-from clip2video.report.records import (
+from clip2video.engine.records import (
     RecordError,
     read_suite_info,
     read_suite_records,

@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
+from clip2video.engine.records import write_run_record
 from clip2video.errors import Clip2VideoError
-from clip2video.report.records import write_run_record
 from clip2video.tracking import (
     NullTracker,
     Tracker,

@@ -256,8 +256,8 @@ def run_row(
 ) -> dict[str, float] | None:
     """Train (optionally) and evaluate one row, write its record; returns its metrics (rank 0)."""
     from clip2video.data.synthetic import load_twins
+    from clip2video.engine.records import write_run_record
     from clip2video.order import twin_order_accuracy
-    from clip2video.report.records import write_run_record
     from clip2video.report.stats import bootstrap_ci
 
     suite, e = ctx.suite, ctx.suite["eval"]
@@ -389,7 +389,6 @@ def run_suite(
     eval_only: bool = False,
     checkpoints: dict[str, Path] | None = None,
     runs_dir: str | Path = "runs",
-    results_dir: str | Path | None = "results",
     tracking_uri: str | None = None,
     tracking: bool = True,
     overrides: dict[str, Any] | None = None,
@@ -404,7 +403,7 @@ def run_suite(
     the command line, which relaunches itself under ``torch.distributed.run``. ``resume`` keeps
     rows whose record is complete and continues an interrupted row from its ``last.pt``.
     """
-    from clip2video.report.records import write_suite_info
+    from clip2video.engine.records import write_suite_info
     from clip2video.tracking import NullTracker, create_tracker
 
     start = time.perf_counter()
@@ -471,18 +470,13 @@ def run_suite(
                 notes=notes,
                 extra={"settings": suite.settings},
             )
-            if results_dir is not None:
-                from clip2video.report.tables import regenerate
-
-                written = regenerate(runs, results_dir, [suite.name], tracker=tracker)
-                result.results_files = written.get(suite.name, [])
     result.elapsed_s = time.perf_counter() - start
     return result
 
 
 def _finished_row(row_dir: Path) -> dict[str, float] | None:
     """The metrics of a row whose record is complete (``--resume`` keeps it), else None."""
-    from clip2video.report.records import RecordError, read_run_record
+    from clip2video.engine.records import RecordError, read_run_record
 
     if not (row_dir / "metrics.json").is_file():
         return None

@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from clip2video.engine.records import RunRecord
 from clip2video.errors import Clip2VideoError
-from clip2video.report.records import RunRecord
 from clip2video.report.stats import bootstrap_ci
 
 EXACT_TOLERANCE = 1e-9

@@ -10,7 +10,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from clip2video.report.records import RunRecord  # noqa: E402
+from clip2video.engine.records import RunRecord  # noqa: E402
 from clip2video.report.stats import DIRECTIONS, bootstrap_ci  # noqa: E402
 
 MAX_K = 50

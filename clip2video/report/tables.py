@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from clip2video.engine.records import RunRecord, SuiteInfo, read_suite_info, read_suite_records
 from clip2video.errors import Clip2VideoError
-from clip2video.report.records import RunRecord, SuiteInfo, read_suite_info, read_suite_records
 from clip2video.report.stats import METRIC_KEYS, PairedDiff, bootstrap_ci, paired_bootstrap
 
 PAPER_DIR = Path(__file__).resolve().parents[2] / "baselines" / "paper"
@@ -389,7 +389,7 @@ def regenerate(
     tracker: Any = None,
 ) -> dict[str, list[Path]]:
     """Rewrite ``results/<suite>/`` (tables and, with ``plots``, PNGs) from ``runs_dir``; returns the files."""
-    from clip2video.report.records import list_suites
+    from clip2video.engine.records import list_suites
 
     names = suites or list_suites(runs_dir)
     if not names:

@@ -101,14 +101,18 @@ def run_ablation(args: argparse.Namespace) -> int:
         eval_only=args.eval_only,
         checkpoints=parse_checkpoints(args.checkpoint or []),
         runs_dir=args.runs_dir,
-        results_dir=args.results_dir,
         tracking_uri=args.tracking_uri,
         tracking=not args.no_tracking,
         overrides=overrides,
         nproc=args.nproc,
         resume=args.resume,
     )
-    print(result.summary())
+    if int(os.environ.get("RANK", "0")) == 0:
+        from clip2video.report.tables import regenerate
+
+        written = regenerate(args.runs_dir, args.results_dir, [result.suite.name])
+        result.results_files = written.get(result.suite.name, [])
+        print(result.summary())
     return 0
 
 

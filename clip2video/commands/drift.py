@@ -1,4 +1,4 @@
-"""CLI verbs ``clip2video tables`` (regenerate results/) and ``clip2video drift`` (the metric-drift gate)."""
+"""CLI verb ``clip2video drift``: the metric-drift gate."""
 
 from __future__ import annotations
 
@@ -10,22 +10,6 @@ from pathlib import Path
 from clip2video.errors import Clip2VideoError
 
 DEFAULT_BASELINES = Path("baselines") / "locked"
-
-
-def run_tables(args: argparse.Namespace) -> int:
-    """Rewrite ``results/<suite>/`` tables (and plots) from the recorded runs."""
-    from clip2video.report.tables import PAPER_DIR, regenerate
-
-    written = regenerate(
-        args.runs,
-        args.out,
-        args.suite or None,
-        paper_dir=args.paper_dir or PAPER_DIR,
-        plots=not args.no_plots,
-    )
-    for suite, files in written.items():
-        print(f"{suite}: {len(files)} files in {Path(args.out) / suite}")
-    return 0
 
 
 def _rerun(suite: str, args: argparse.Namespace) -> None:
@@ -42,8 +26,8 @@ def _rerun(suite: str, args: argparse.Namespace) -> None:
 
 def run_drift(args: argparse.Namespace) -> int:
     """Compare the suite's metrics with the locked baseline; exit 1 naming each moved metric."""
+    from clip2video.engine.records import read_suite_records
     from clip2video.report.drift import compare, default_mode, load_locked, suite_metrics, write_locked
-    from clip2video.report.records import read_suite_records
     from clip2video.report.tables import resamples_of
 
     if args.update and not (args.message and args.message.strip()):
@@ -82,35 +66,8 @@ def run_drift(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add ``tables`` and ``drift`` to the ``clip2video`` command."""
+    """Add ``drift`` to the ``clip2video`` command."""
     fmt = argparse.ArgumentDefaultsHelpFormatter
-    t = subparsers.add_parser(
-        "tables",
-        help="regenerate results/<suite>/ tables and plots from the recorded runs",
-        description=(
-            "Rewrite results/<suite>/table.{md,tex,csv}, values.csv and the plots from runs/<suite>/: "
-            "bootstrap intervals, published reference rows (baselines/paper/*.csv) with differences, "
-            "paired bootstrap vs meanp, post-processed rows as a separate marked block."
-        ),
-        formatter_class=fmt,
-    )
-    t.add_argument(
-        "--suite",
-        action="append",
-        default=None,
-        help="suite to tabulate (repeatable; default: every recorded suite)",
-    )
-    t.add_argument("--runs", type=Path, default=Path("runs"), help="folder of recorded runs")
-    t.add_argument("--out", type=Path, default=Path("results"), help="results folder")
-    t.add_argument(
-        "--paper-dir",
-        type=Path,
-        default=None,
-        help="published reference CSVs (default: the project's baselines/paper)",
-    )
-    t.add_argument("--no-plots", action="store_true", help="tables only")
-    t.set_defaults(func=run_tables)
-
     d = subparsers.add_parser(
         "drift",
         help="metric-drift gate: compare a suite's metrics with its locked baseline",

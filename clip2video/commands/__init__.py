@@ -1,0 +1,1 @@
+"""The ``clip2video`` verbs: one module each, thin argument parsing that calls one function below."""
