@@ -71,7 +71,9 @@ def test_readme_command_parses(command: str, capsys: pytest.CaptureFixture[str])
     assert getattr(args, "func", None) is not None or not argv, f"`{command}` names no verb"
 
 
-@pytest.mark.parametrize("command", ["clip2video ablaton --suite smoke", "clip2video ablation --suit smoke"])
+@pytest.mark.parametrize(
+    "command", ["clip2video ablaton --suite smoke", "clip2video ablation --suite smoke --no-such-flag"]
+)
 def test_a_wrong_verb_or_flag_is_caught(command: str, capsys: pytest.CaptureFixture[str]) -> None:
     """The check above can fail: a misspelt verb or flag does not parse."""
     with pytest.raises(SystemExit) as exit_info:
