@@ -255,3 +255,77 @@ def test_import_flag_imports_a_user_module(capsys: pytest.CaptureFixture[str]) -
     assert main(["data", "protocols", "--import", "no_such_module_c2v"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("clip2video: error: --import no_such_module_c2v"), err
+
+
+TOY_SUITE = """\
+name = "toys"
+protocol = "synthetic"
+models = ["toy_mean_colour"]
+seeds = [0]
+
+[synthetic]
+seed = 1
+num_train = 8
+num_val = 2
+num_test_pairs = 3
+
+[backbone]
+clip = "tiny"
+clip_weights = "none"
+
+[backbone.config]
+embed_dim = 64
+
+[frames]
+image_size = 32
+max_frames = 4
+
+[train]
+epochs = 1
+batch_size = 4
+
+[eval]
+bootstrap = 20
+postprocess = ["centre"]
+"""
+
+
+def test_toy_model_and_postprocessor_run_in_a_suite_from_the_command_line(tmp_path: Path) -> None:
+    """``clip2video ablation --suite toy.toml --import ...``: the user's modules reach the row workers.
+
+    The rows run in worker processes (forkserver / spawn), which do not inherit what the parent
+    registered: the worker must import the same plugins and ``--import`` modules before it builds the
+    row (TODO(integrator): the row spec carries them; H2 runner + H5 plugins).
+    """
+    if importlib.util.find_spec("clip2video.plugins") is None:
+        pytest.fail("TODO(integrator): clip2video.plugins and --import (H5) are missing", pytrace=False)
+    suite = tmp_path / "toy.toml"
+    suite.write_text(TOY_SUITE)
+    command = [
+        sys.executable,
+        "-m",
+        "clip2video",
+        "ablation",
+        "--suite",
+        str(suite),
+        "--import",
+        "toys.toy_model",
+        "--import",
+        "toys.toy_postprocess",
+        "--no-tracking",
+        "--data-root",
+        str(tmp_path / "data"),
+        "--runs-dir",
+        str(tmp_path / "runs"),
+        "--results-dir",
+        str(tmp_path / "results"),
+    ]
+    proc = subprocess.run(
+        command, cwd=tmp_path, env=_cli_env(TESTS), capture_output=True, text=True, timeout=600
+    )
+    assert proc.returncode == 0, f"{' '.join(command[2:])} failed:\n{proc.stderr[-3000:]}"
+    rows = {p.name for p in (tmp_path / "runs" / "toys").iterdir() if p.is_dir()}
+    assert "toy_mean_colour" in rows, rows
+    assert "+centre" in proc.stdout + "".join(p.read_text() for p in (tmp_path / "results").rglob("*.md")), (
+        "the post-processed row is missing from the output and the tables"
+    )
