@@ -1,8 +1,9 @@
 """The module graph: imports only point down, and no module imports itself back (issue 9 §2).
 
 Every import in ``clip2video/`` is read with :mod:`ast`, function-local ones included:
-``import x``, ``from x import y``, relative imports, and ``importlib.import_module("x")`` /
-``__import__("x")`` with a string literal. The layers, top to bottom (docs/ARCHITECTURE.md):
+``import x``, ``from x import y``, relative imports, ``importlib.import_module("x")`` /
+``__import__("x")`` with a string literal, and any string literal that is exactly the name of one of
+the package's modules (imported elsewhere through a variable, e.g. a protocol's ``hooks``). The layers, top to bottom (docs/ARCHITECTURE.md):
 
     cli          clip2video/cli.py, clip2video/__main__.py, clip2video/commands/*
     report | experiments   siblings: neither imports the other
@@ -189,6 +190,16 @@ class _Collector(ast.NodeVisitor):
                     self._add(arg.value, node.lineno)
         self.generic_visit(node)
 
+    def visit_Constant(self, node: ast.Constant) -> None:
+        # A string that is exactly a sub-module's name is imported somewhere with a variable
+        # (`import_module(name)`, a protocol's `hooks="clip2video.data.synthetic"`): it counts.
+        # In clip2video/__init__.py such strings are the lazy-export table.
+        value = node.value
+        if isinstance(value, str) and value.startswith(PACKAGE + ".") and value in self.modules:
+            self._lazy += self.module == PACKAGE
+            self._add(value, node.lineno)
+            self._lazy -= self.module == PACKAGE
+
 
 def collect_edges() -> list[Edge]:
     """Every import edge between the package's modules."""
@@ -244,6 +255,8 @@ def test_the_collector_sees_every_kind_of_import(tmp_path: Path) -> None:
         "    importlib.import_module('clip2video.commands.data')\n"
         "if TYPE_CHECKING:\n"
         "    from clip2video.cli import main\n"
+        "HOOKS = 'clip2video.engine.evaluate'\n"
+        "NOT_A_MODULE = 'clip2video.engine.evaluate is here'\n"
     )
     modules = {
         "clip2video.engine.evaluate",
