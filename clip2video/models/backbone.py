@@ -117,21 +117,38 @@ def read_clip_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         raise WeightsError(
             f"CLIP weights file {path} does not exist: pass OpenAI's ViT-B-32.pt or an open_clip checkpoint"
         )
+    what = (
+        "pass OpenAI's ViT-B-32.pt (TorchScript archive), a torch.save'd CLIP state dict, an open_clip "
+        "checkpoint or a .safetensors file"
+    )
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
-        state = load_file(str(path))
+        try:
+            state = load_file(str(path))
+        except Exception as exc:  # noqa: BLE001 - any failure means the file is not safetensors
+            raise WeightsError(
+                f"CLIP weights {path} are not a readable safetensors file ({first_line(exc)}); {what}"
+            ) from exc
     else:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 state = torch.jit.load(str(path), map_location="cpu").state_dict()
-        except Exception:
+        except Exception:  # noqa: BLE001 - not TorchScript: try a plain torch.save file next
             try:
                 state = torch.load(path, map_location="cpu", weights_only=True)
-            except Exception as exc:
-                raise WeightsError(f"cannot read CLIP weights {path}: {exc}") from exc
-    return clean_state_dict(state, source=str(path))
+            except Exception as exc:  # noqa: BLE001 - torch raises many types for a non-checkpoint
+                raise WeightsError(
+                    f"CLIP weights {path} are not a readable checkpoint ({first_line(exc)}); {what}"
+                ) from exc
+    return clean_state_dict(state, source=f"CLIP weights {path}")
+
+
+def first_line(exc: BaseException) -> str:
+    """``Type: first line`` of an exception's message (torch's advice runs over many lines)."""
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0][:160]}" if text else type(exc).__name__
 
 
 def clean_state_dict(state: Any, source: str) -> dict[str, torch.Tensor]:
@@ -139,7 +156,10 @@ def clean_state_dict(state: Any, source: str) -> dict[str, torch.Tensor]:
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
     if not isinstance(state, dict):
-        raise WeightsError(f"{source}: expected a state dict, found {type(state).__name__}")
+        raise WeightsError(
+            f"{source}: expected a state dict of tensors, found a {type(state).__name__}; "
+            "save one with torch.save(model.state_dict(), path)"
+        )
     out: dict[str, torch.Tensor] = {}
     for key, value in state.items():
         key = key.removeprefix("module.")

@@ -29,7 +29,7 @@ from clip2video.models.heads import (
     normalize,
     temporal_pool,
 )
-from clip2video.models.official import to_official_layout
+from clip2video.models.layout import to_official_layout
 from clip2video.models.registry import register_model
 
 
