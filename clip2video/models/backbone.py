@@ -128,7 +128,7 @@ def read_clip_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
             state = load_file(str(path))
         except Exception as exc:  # noqa: BLE001 - any failure means the file is not safetensors
             raise WeightsError(
-                f"CLIP weights {path} are not a readable safetensors file ({first_line(exc)}); {what}"
+                f"CLIP weights {path} are not a readable safetensors file ({type(exc).__name__}); {what}"
             ) from exc
     else:
         try:
@@ -140,15 +140,25 @@ def read_clip_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
                 state = torch.load(path, map_location="cpu", weights_only=True)
             except Exception as exc:  # noqa: BLE001 - torch raises many types for a non-checkpoint
                 raise WeightsError(
-                    f"CLIP weights {path} are not a readable checkpoint ({first_line(exc)}); {what}"
+                    f"CLIP weights {path} are not a readable checkpoint ({unreadable_reason(path)}); {what}"
                 ) from exc
     return clean_state_dict(state, source=f"CLIP weights {path}")
 
 
-def first_line(exc: BaseException) -> str:
-    """``Type: first line`` of an exception's message (torch's advice runs over many lines)."""
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0][:160]}" if text else type(exc).__name__
+def unreadable_reason(path: str | Path) -> str:
+    """Why ``torch.load`` refused ``path``, in a few words (torch's own advice runs over many lines)."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(4)
+    except OSError as exc:
+        return f"it cannot be read: {exc.strerror or exc}"
+    if not head:
+        return "the file is empty"
+    if head.startswith(b"PK"):
+        return "a zip archive that torch cannot load (truncated, or not written by torch.save)"
+    if head[:1] == b"\x80":
+        return "a pickle that is not a plain tensor state dict"
+    return "its bytes are not a torch.save file"
 
 
 def clean_state_dict(state: Any, source: str) -> dict[str, torch.Tensor]:

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from clip2video.errors import WeightsError
-from clip2video.models.backbone import clean_state_dict, first_line, infer_clip_config
+from clip2video.models.backbone import clean_state_dict, infer_clip_config, unreadable_reason
 from clip2video.models.layout import TAB_KEYS, TDB_KEYS, from_official_layout, to_official_layout
 from clip2video.models.registry import create_model
 from clip2video.models.retrieval import RetrievalModel
@@ -70,7 +70,7 @@ def read_checkpoint(path_or_state_dict: str | Path | dict[str, Any]) -> tuple[di
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - torch raises many types for a file that is not a checkpoint
         raise WeightsError(
-            f"checkpoint {path} is not a readable torch checkpoint ({first_line(exc)}); pass a file "
+            f"checkpoint {path} is not a readable torch checkpoint ({unreadable_reason(path)}); pass a file "
             "written by torch.save (pytorch_model.bin.N, last.pt, best.pt)"
         ) from exc
     return unwrap_checkpoint(state, f"checkpoint {path}"), f"checkpoint {path}"
