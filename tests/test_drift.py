@@ -231,3 +231,37 @@ def test_a_failure_prints_both_fingerprints(tmp_path, capsys, monkeypatch):
     assert "tolerance mode" in out and "meanp/t2v_R1" in out and "<= 0.1" in out
     assert "locked platform:" in out and "this platform:" in out and "SOMETHING_ELSE" in out
     assert "cpu_capability: SOMETHING_ELSE ->" in out
+
+
+def test_update_measures_the_spread_over_three_seeds(tmp_path, monkeypatch):
+    """``measure_tolerances`` runs the suite with seeds 0, 1, 2 and keeps max(3 x std, floor)."""
+    import argparse
+
+    from clip2video.commands import drift as cmd
+    from clip2video.experiments.suite import load_suite
+
+    calls = []
+
+    def fake_run(suite, runs, args, overrides=None):
+        calls.append(overrides)
+        rows = []
+        for seed in overrides["seeds"]:
+            name = f"tdb-s{seed}"
+            write_run_record(
+                runs / "smoke" / name,
+                name=name,
+                metrics={"t2v_R1": 10.0 * (seed + 1)},
+                ranks_t2v=np.arange(1, 17, dtype=float),
+                ranks_v2t=np.arange(1, 9, dtype=float),
+                protocol="synthetic",
+                config={},
+                extra={"model": "tdb", "seed": seed, "order_acc": 50.0},
+            )
+            rows.append(name)
+        write_suite_info(runs, "smoke", protocol="synthetic", rows=rows)
+
+    monkeypatch.setattr(cmd, "_run_suite", fake_run)
+    args = argparse.Namespace(suite="smoke", runs=tmp_path / "runs", data_root=tmp_path, device="cpu")
+    tol = cmd.measure_tolerances(load_suite("smoke"), args)
+    assert calls == [{"seeds": [0, 1, 2]}]
+    assert tol == {"tdb": {"t2v_R1": pytest.approx(30.0), "order_acc": 100.0 / 16}}

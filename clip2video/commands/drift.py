@@ -116,16 +116,16 @@ def _queries(record: Any) -> int:
 def measure_tolerances(suite: Any, args: argparse.Namespace) -> dict[str, dict[str, float]]:
     """Run the suite with seeds 0, 1, 2 (under ``<runs>/drift-seed-spread``) and derive the tolerances."""
     from clip2video.engine.records import read_suite_records
-    from clip2video.report.drift import TOLERANCE_SEEDS, seed_tolerances, suite_metrics
+    from clip2video.report.drift import TOLERANCE_SEEDS, record_metrics, seed_tolerances
 
     runs = Path(args.runs) / "drift-seed-spread"
     _run_suite(args.suite, runs, args, overrides={"seeds": list(TOLERANCE_SEEDS)})
     records = read_suite_records(runs, suite.name)
     by_model: dict[str, list[dict[str, float]]] = {}
     queries: dict[str, int] = {}
-    for rec, entry in zip(records, suite_metrics(records, n_boot=1).values(), strict=True):
+    for rec in records:
         model = str(rec.extra.get("model", rec.name))
-        by_model.setdefault(model, []).append(entry["metrics"])
+        by_model.setdefault(model, []).append(record_metrics(rec))
         queries[model] = _queries(rec)
     return seed_tolerances(by_model, queries)
 

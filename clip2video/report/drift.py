@@ -114,15 +114,21 @@ def compare(locked: dict[str, Any], new: dict[str, Any], *, mode: str = "exact")
     return drifts
 
 
+def record_metrics(rec: RunRecord) -> dict[str, float]:
+    """A row's locked metrics: the retrieval metrics plus ``order_acc`` when the row has one."""
+    metrics = {k: float(v) for k, v in rec.metrics.items()}
+    if "order_acc" in rec.extra:
+        metrics["order_acc"] = float(rec.extra["order_acc"])
+    return metrics
+
+
 def suite_metrics(
     records: list[RunRecord], *, n_boot: int = 1000, seed: int = 0
 ) -> dict[str, dict[str, Any]]:
     """``{row: {"metrics": {...}, "intervals": {...}}}`` from a suite's records (order_acc included)."""
     out: dict[str, dict[str, Any]] = {}
     for rec in records:
-        metrics = dict(rec.metrics)
-        if "order_acc" in rec.extra:
-            metrics["order_acc"] = float(rec.extra["order_acc"])
+        metrics = record_metrics(rec)
         ci = bootstrap_ci(rec, n_boot=n_boot, seed=seed)
         out[rec.name] = {"metrics": metrics, "intervals": {k: list(v) for k, v in ci.items()}}
     return out
