@@ -265,3 +265,22 @@ def test_update_measures_the_spread_over_three_seeds(tmp_path, monkeypatch):
     tol = cmd.measure_tolerances(load_suite("smoke"), args)
     assert calls == [{"seeds": [0, 1, 2]}]
     assert tol == {"tdb": {"t2v_R1": pytest.approx(30.0), "order_acc": 100.0 / 16}}
+
+
+def test_an_unwritable_lock_target_is_one_clear_error(tmp_path):
+    from clip2video.report.eval_drift import EvalRun, write_eval_lock
+
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    with pytest.raises(Clip2VideoError, match="cannot write the baseline") as info:
+        write_locked(blocker / "smoke.json", LOCKED["models"], "why")
+    assert "\n" not in str(info.value) and str(blocker / "smoke.json") in str(info.value)
+    with pytest.raises(Clip2VideoError, match="cannot write the lock"):
+        write_eval_lock(
+            blocker / "eval-smoke.json",
+            EvalRun(settings={}),
+            message="m",
+            suite="s",
+            command="c",
+            commit=None,
+        )
