@@ -28,7 +28,7 @@ training drift (--layer train; lock baselines/locked/<suite>.json): the suite's 
   (from --runs, or a fresh run with --rerun). Rule: exact (1e-9) when the lock's platform
   fingerprint (CPU model, torch CPU capability, versions, threads, device) equals the run's on the
   CPU; otherwise |new - locked| <= the per-metric tolerance stored in the lock,
-  max(3 x std over seeds 0, 1, 2, floor) with floor = 100/queries for recalls and order_acc and 1.0
+  max(3 x std over seeds 0, 1, 2, floor) with floor = 100/(t2v queries) for recalls and order_acc and 1.0
   for MdR, MnR and tie counts. --update runs the suite with seeds 0, 1, 2 to measure that spread.
 
 Relock with --update --message "why" (both layers unless --layer says otherwise).

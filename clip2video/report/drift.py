@@ -9,7 +9,7 @@ The rule (``mode="auto"``, the default):
 - ``tolerance`` otherwise (another CPU kernel set, thread count, version or a GPU): a metric drifts
   when ``|new - locked| > tol``, where the lock stores ``tol`` per model and metric, derived at lock
   time from the spread over seeds: ``tol = max(3 x std over seeds 0, 1, 2, floor)``, with the
-  floor one query's share for recalls and order accuracy (``100 / queries``) and 1.0 for the
+  floor one query's share for recalls and order accuracy (``100 / t2v queries``: one caption) and 1.0 for the
   ranks (MdR, MnR) and tie counts. A metric without a stored tolerance is compared exactly.
 - ``interval`` (explicit only, kept for old locks): the new value must lie in the locked 95%
   bootstrap interval.
@@ -165,7 +165,7 @@ def seed_tolerances(
     """``{model: {metric: max(k x std over seeds, floor)}}`` from each model's metrics, one dict per seed.
 
     ``query_counts[model]`` is its number of t2v queries (the floor of recalls and order accuracy
-    is one query's share, ``100 / queries``); ranks and tie counts have the floor 1.0.
+    is one caption's share, ``100 / t2v queries``); ranks and tie counts have the floor 1.0.
     """
     import numpy as np
 
@@ -184,7 +184,7 @@ def tolerance_rule(k: float = TOLERANCE_K, seeds: tuple[int, ...] = TOLERANCE_SE
     """The tolerance rule in words, as stored in a lock."""
     return (
         f"exact (1e-9) when the platform fingerprint matches on the CPU; otherwise |new - locked| <= "
-        f"max({k:g} x std over seeds {', '.join(map(str, seeds))}, floor), floor = 100/queries for "
+        f"max({k:g} x std over seeds {', '.join(map(str, seeds))}, floor), floor = 100/(t2v queries) for "
         "recalls and order_acc, 1.0 for MdR, MnR and tie counts"
     )
 
