@@ -11,7 +11,14 @@ import pytest
 from clip2video.cli import main as cli_main
 from clip2video.engine.records import write_run_record, write_suite_info
 from clip2video.errors import Clip2VideoError
-from clip2video.report.drift import EXACT_TOLERANCE, compare, load_locked, write_locked
+from clip2video.report.drift import (
+    EXACT_TOLERANCE,
+    compare,
+    default_mode,
+    load_locked,
+    seed_tolerances,
+    write_locked,
+)
 
 LOCKED = {
     "models": {
@@ -98,14 +105,25 @@ def _record_suite(runs, shift: float = 0.0) -> None:
     write_suite_info(runs, "smoke", protocol="synthetic", rows=["meanp", "tab"])
 
 
-def test_cli_gate_end_to_end(tmp_path, capsys):
+def test_cli_gate_end_to_end(tmp_path, capsys, monkeypatch):
     runs, baseline = tmp_path / "runs", tmp_path / "smoke.json"
     _record_suite(runs)
-    common = ["drift", "--suite", "smoke", "--runs", str(runs), "--baseline", str(baseline)]
+    common = [
+        "drift",
+        "--suite",
+        "smoke",
+        "--layer",
+        "train",
+        "--runs",
+        str(runs),
+        "--baseline",
+        str(baseline),
+    ]
     assert cli_main(common) == 1  # no baseline yet: clear error
     assert "--update" in capsys.readouterr().err
     assert cli_main([*common, "--update"]) == 1  # --update needs --message
     assert "--message" in capsys.readouterr().err
+    monkeypatch.setattr("clip2video.commands.drift.measure_tolerances", lambda suite, args: {})
     assert cli_main([*common, "--update", "--message", "initial lock"]) == 0
     assert json.loads(baseline.read_text())["message"] == "initial lock"
     capsys.readouterr()
@@ -127,3 +145,142 @@ def test_cli_gate_end_to_end(tmp_path, capsys):
     _record_suite(runs, shift=0.5)
     assert cli_main(common) == 1
     assert "meanp/t2v_R1" in capsys.readouterr().out
+
+
+PLATFORM = {
+    "cpu_model": "cpu A",
+    "cpu_capability": "AVX2",
+    "torch": "2.14.1",
+    "numpy": "2.0",
+    "open_clip": "3.3.0",
+    "python": "3.11",
+    "threads": 1,
+    "device": "cpu",
+}
+
+
+def test_the_rule_exact_on_the_lock_platform_else_tolerance():
+    locked = {"fingerprint": PLATFORM, "models": {}}
+    assert default_mode(locked, dict(PLATFORM)) == "exact"
+    for key, value in (
+        ("cpu_capability", "AVX512"),
+        ("threads", 2),
+        ("torch", "2.15"),
+        ("cpu_model", "cpu B"),
+    ):
+        assert default_mode(locked, {**PLATFORM, key: value}) == "tolerance", key
+    assert default_mode(locked, {**PLATFORM, "device": "cuda"}) == "tolerance"
+    assert default_mode({"models": {}}, PLATFORM) == "tolerance"  # an old lock without a fingerprint
+
+
+def test_tolerances_from_the_seed_spread_with_a_floor():
+    by_model = {
+        "tdb": [
+            {"t2v_R1": 10.0, "t2v_MnR": 5.0},
+            {"t2v_R1": 20.0, "t2v_MnR": 5.0},
+            {"t2v_R1": 30.0, "t2v_MnR": 5.1},
+        ]
+    }
+    tol = seed_tolerances(by_model, {"tdb": 32})["tdb"]
+    assert tol["t2v_R1"] == pytest.approx(3 * 10.0)  # 3 x sample std of 10, 20, 30
+    assert tol["t2v_MnR"] == 1.0  # 3 x std = 0.17 < the floor of one rank
+    flat = seed_tolerances({"m": [{"v2t_R1": 50.0}] * 3}, {"m": 16})["m"]
+    assert flat["v2t_R1"] == 100.0 / 16  # no spread: one query's share
+
+
+def test_tolerance_mode_names_metric_values_and_tolerance():
+    locked = {
+        "models": {
+            "tdb": {"metrics": {"t2v_R1": 30.0, "v2t_R1": 20.0}, "tolerances": {"t2v_R1": 5.0, "v2t_R1": 2.0}}
+        }
+    }
+    new = {"models": {"tdb": {"metrics": {"t2v_R1": 34.0, "v2t_R1": 23.0}}}}
+    drifts = compare(locked, new, mode="tolerance")
+    assert [(d.model, d.metric, d.locked, d.new) for d in drifts] == [("tdb", "v2t_R1", 20.0, 23.0)]
+    assert "<= 2" in drifts[0].tolerance
+    assert len(compare(locked, new, mode="exact")) == 2
+
+
+def test_a_failure_prints_both_fingerprints(tmp_path, capsys, monkeypatch):
+    runs, baseline = tmp_path / "runs", tmp_path / "smoke.json"
+    _record_suite(runs)
+    common = [
+        "drift",
+        "--suite",
+        "smoke",
+        "--layer",
+        "train",
+        "--runs",
+        str(runs),
+        "--baseline",
+        str(baseline),
+    ]
+    monkeypatch.setattr(
+        "clip2video.commands.drift.measure_tolerances", lambda suite, args: {"meanp": {"t2v_R1": 0.1}}
+    )
+    assert cli_main([*common, "--update", "--message", "lock"]) == 0
+    data = json.loads(baseline.read_text())
+    assert data["fingerprint"]["cpu_capability"] and data["models"]["meanp"]["tolerances"] == {"t2v_R1": 0.1}
+    assert "std over seeds" in data["tolerance_rule"]
+    data["fingerprint"]["cpu_capability"] = "SOMETHING_ELSE"
+    baseline.write_text(json.dumps(data))
+    _record_suite(runs, shift=0.5)  # meanp t2v_R1 moves by 0.5 > its tolerance 0.1
+    capsys.readouterr()
+    assert cli_main(common) == 1
+    out = capsys.readouterr().out
+    assert "tolerance mode" in out and "meanp/t2v_R1" in out and "<= 0.1" in out
+    assert "locked platform:" in out and "this platform:" in out and "SOMETHING_ELSE" in out
+    assert "cpu_capability: SOMETHING_ELSE ->" in out
+
+
+def test_update_measures_the_spread_over_three_seeds(tmp_path, monkeypatch):
+    """``measure_tolerances`` runs the suite with seeds 0, 1, 2 and keeps max(3 x std, floor)."""
+    import argparse
+
+    from clip2video.commands import drift as cmd
+    from clip2video.experiments.suite import load_suite
+
+    calls = []
+
+    def fake_run(suite, runs, args, overrides=None):
+        calls.append(overrides)
+        rows = []
+        for seed in overrides["seeds"]:
+            name = f"tdb-s{seed}"
+            write_run_record(
+                runs / "smoke" / name,
+                name=name,
+                metrics={"t2v_R1": 10.0 * (seed + 1)},
+                ranks_t2v=np.arange(1, 17, dtype=float),
+                ranks_v2t=np.arange(1, 9, dtype=float),
+                protocol="synthetic",
+                config={},
+                extra={"model": "tdb", "seed": seed, "order_acc": 50.0},
+            )
+            rows.append(name)
+        write_suite_info(runs, "smoke", protocol="synthetic", rows=rows)
+
+    monkeypatch.setattr(cmd, "_run_suite", fake_run)
+    args = argparse.Namespace(suite="smoke", runs=tmp_path / "runs", data_root=tmp_path, device="cpu")
+    tol = cmd.measure_tolerances(load_suite("smoke"), args)
+    assert calls == [{"seeds": [0, 1, 2]}]
+    assert tol == {"tdb": {"t2v_R1": pytest.approx(30.0), "order_acc": 100.0 / 16}}
+
+
+def test_an_unwritable_lock_target_is_one_clear_error(tmp_path):
+    from clip2video.report.eval_drift import EvalRun, write_eval_lock
+
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    with pytest.raises(Clip2VideoError, match="cannot write the baseline") as info:
+        write_locked(blocker / "smoke.json", LOCKED["models"], "why")
+    assert "\n" not in str(info.value) and str(blocker / "smoke.json") in str(info.value)
+    with pytest.raises(Clip2VideoError, match="cannot write the lock"):
+        write_eval_lock(
+            blocker / "eval-smoke.json",
+            EvalRun(settings={}),
+            message="m",
+            suite="s",
+            command="c",
+            commit=None,
+        )

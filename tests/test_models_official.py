@@ -158,3 +158,30 @@ def test_module_prefix_and_wrapped_state_dict_are_accepted():
 def test_missing_file_names_it(tmp_path):
     with pytest.raises(WeightsError, match="nope.bin"):
         from_official_checkpoint(tmp_path / "nope.bin")
+
+
+def test_official_and_retrieval_do_not_import_each_other_both_ways():
+    """models/official.py imports retrieval (to build variants); retrieval must not import official,
+    not even inside a function (the renames live in models/layout.py)."""
+    import ast
+    from pathlib import Path
+
+    import clip2video.models as pkg
+
+    def imported(name: str) -> set[str]:
+        tree = ast.parse((Path(pkg.__file__).parent / f"{name}.py").read_text())
+        found: set[str] = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                found.add(node.module)
+                found.update(f"{node.module}.{a.name}" for a in node.names)
+            elif isinstance(node, ast.Import):
+                found.update(a.name for a in node.names)
+        return found
+
+    assert "clip2video.models.retrieval" in imported("official")
+    assert not any(m.startswith("clip2video.models.official") for m in imported("retrieval"))
+    assert not any(
+        m.startswith(("clip2video.models.official", "clip2video.models.retrieval"))
+        for m in imported("layout")
+    )

@@ -118,7 +118,7 @@ def test_local_openai_archive(kind, tmp_path):
         torch.jit.script(source).save(str(path))
     else:
         torch.save({k: v.half() for k, v in source.state_dict().items()}, path)
-    model = create_model("meanp", clip="ViT-B-32", clip_weights=str(path)).eval()
+    model = create_model("meanp", clip="ViT-B-32-quickgelu", clip_weights=str(path)).eval()
     assert model.config["clip_weights"] == str(path)
     assert model.clip.visual.conv1.weight.dtype == torch.float32
     assert infer_clip_config(model.clip.state_dict()) == tiny_clip_config()
@@ -146,7 +146,7 @@ def test_openai_weights_offline_fail_fast_naming_the_file(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setattr(backbone, "_cached_pretrained", lambda name, tag: None)
     with pytest.raises(WeightsError, match=r"ViT-B-32\.pt") as info:
-        create_model("clip2video", clip="ViT-B-32", clip_weights="openai")
+        create_model("clip2video", clip="ViT-B-32-quickgelu", clip_weights="openai")
     assert "HF_HUB_OFFLINE" in str(info.value)
 
 
@@ -156,7 +156,7 @@ def test_unreachable_hub_fails_fast(monkeypatch):
     monkeypatch.setattr(backbone, "HUB_HOST", ("192.0.2.1", 9))  # TEST-NET-1: never answers
     monkeypatch.setattr(backbone, "PROBE_TIMEOUT_S", 0.5)
     with pytest.raises(WeightsError, match="cannot be reached"):
-        build_clip("ViT-B-32", "openai")
+        build_clip("ViT-B-32-quickgelu", "openai")
 
 
 @pytest.mark.slow

@@ -93,7 +93,7 @@ def suite_run(request, tmp_path_factory, synthetic_source) -> SuiteRun:  # noqa:
 def test_shipped_real_suites_reproduce_the_paper_settings(name):
     suite = load_suite(name)
     assert suite.protocol == name
-    assert suite["backbone"] == {"clip": "ViT-B-32", "clip_weights": "openai", "config": {}}
+    assert suite["backbone"] == {"clip": "ViT-B-32-quickgelu", "clip_weights": "openai", "config": {}}
     assert suite["zero_shot"] is True and suite["eval"]["legacy"] is True
     assert suite["model"]["center_k"] == SPEC_CENTERS[name]
     assert suite["train"]["select_on"] == ("val" if name in SELECTS_ON_VAL else "final")

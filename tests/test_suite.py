@@ -22,7 +22,7 @@ def test_every_shipped_suite_loads():
 @pytest.mark.parametrize("name", sorted(PAPER_K))
 def test_paper_suites_use_the_paper_settings(name):
     s = load_suite(name)
-    assert s["backbone"]["clip"] == "ViT-B-32"
+    assert s["backbone"]["clip"] == "ViT-B-32-quickgelu"
     assert s["frames"]["max_frames"] == 12 and s["frames"]["image_size"] == 224
     assert s["text"]["max_words"] == 32
     assert s["model"]["center_k"] == PAPER_K[name] and s["model"]["center_weight"] == 0.5

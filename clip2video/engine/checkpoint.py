@@ -73,8 +73,44 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
             f"checkpoint {path} cannot be read ({type(exc).__name__}: {exc}); delete it to restart the run"
         ) from exc
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(f"{path} is not a clip2video training checkpoint (format {CHECKPOINT_FORMAT})")
+        raise CheckpointError(
+            f"{path} is not a clip2video training checkpoint (format {CHECKPOINT_FORMAT}); "
+            "delete it to restart the run"
+        )
     return state
+
+
+def load_model_state(model: torch.nn.Module, state_dict: Any, path: str | os.PathLike) -> None:
+    """Load a checkpoint's model weights into ``model``, or fail with one line naming ``path``.
+
+    A checkpoint of another architecture (e.g. resuming after a backbone or model change) has
+    missing, unexpected or differently shaped tensors; the error names a few and says what to do.
+    """
+    if not isinstance(state_dict, dict):
+        raise CheckpointError(f"checkpoint {path} holds no model state dict; delete it to restart the run")
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state_dict))
+    unexpected = sorted(set(state_dict) - set(own))
+    wrong = [
+        f"{k} {tuple(state_dict[k].shape)} vs {tuple(v.shape)}"
+        for k, v in own.items()
+        if k in state_dict and isinstance(state_dict[k], torch.Tensor) and state_dict[k].shape != v.shape
+    ]
+    if missing or unexpected or wrong:
+        parts = [
+            f"{label} {', '.join(items[:3])}{' ...' if len(items) > 3 else ''}"
+            for label, items in (
+                ("shape (checkpoint vs model)", wrong),
+                ("missing", missing),
+                ("unexpected", unexpected),
+            )
+            if items
+        ]
+        raise CheckpointError(
+            f"checkpoint {path} was written by another model architecture ({'; '.join(parts)}): the "
+            "settings changed since it was saved; run without --resume, or delete it to restart the run"
+        )
+    model.load_state_dict(state_dict)
 
 
 def capture_rng_state() -> dict[str, Any]:

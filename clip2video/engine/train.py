@@ -39,6 +39,7 @@ from clip2video.engine.checkpoint import (
     CheckpointError,
     capture_rng_state,
     load_checkpoint,
+    load_model_state,
     restore_rng_state,
     save_checkpoint,
 )
@@ -339,7 +340,7 @@ def train(
     if resume:
         state = load_checkpoint(last_path, map_location="cpu")
         _check_resume_config(state["config"], config, last_path)
-        model.load_state_dict(state["model"])
+        load_model_state(model, state["model"], last_path)
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         start_epoch, global_step, history = state["epoch"] + 1, state["step"], list(state["history"])
@@ -462,7 +463,7 @@ def train(
     selected_path = last_path
     if config.select_on != "final" and best_epoch >= 0:
         best_state = load_checkpoint(best_path, map_location="cpu")
-        model.load_state_dict(best_state["model"])
+        load_model_state(model, best_state["model"], best_path)
         selected_path = best_path
     selected = next((r for r in history if r["epoch"] == best_epoch), history[-1])
     final_metrics = {"train_loss": selected["loss"], **selected.get("val", {})}

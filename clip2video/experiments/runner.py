@@ -166,10 +166,10 @@ def build_row_model(
     if checkpoint is not None:
         if not checkpoint.is_file():
             raise Clip2VideoError(f"checkpoint for {name!r} not found: {checkpoint}")
-        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
-        if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
-            state = state["model"]  # a checkpoint written by this harness' trainer
-        return from_official_checkpoint(state, variant=name, center_weight=options.get("center_weight", 0.5))
+        # Any checkpoint the harness writes (trainer's last.pt / best.pt, state_dict, official_state_dict).
+        return from_official_checkpoint(
+            checkpoint, variant=name, center_weight=options.get("center_weight", 0.5)
+        )
     return create_model(name, **options)
 
 

@@ -11,7 +11,14 @@ Sources (``clip_weights``):
   read from the tensors' shapes (heads = width // 64), as the official code does.
 
 Every model is built in float32 (open_clip's ``build_model_from_openai_state_dict`` would cast
-to fp16). ``quick_gelu`` is True by default, as OpenAI's CLIP was trained with QuickGELU.
+to fp16).
+
+The activation follows open_clip's naming and the weights' source (see :func:`resolve_activation`):
+``ViT-B-32`` is GELU (LAION's weights), ``ViT-B-32-quickgelu`` is QuickGELU (OpenAI's weights);
+OpenAI's weights (the ``openai`` tag or OpenAI's TorchScript archive) are QuickGELU. When the name,
+the weights and an explicit ``quick_gelu`` disagree, building fails with one error saying which
+name to use. A config dict states its activation with a ``quick_gelu`` key; without one (and
+without weights that say) it is QuickGELU, as OpenAI's CLIP and the temporal blocks use.
 """
 
 from __future__ import annotations
@@ -117,21 +124,48 @@ def read_clip_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         raise WeightsError(
             f"CLIP weights file {path} does not exist: pass OpenAI's ViT-B-32.pt or an open_clip checkpoint"
         )
+    what = (
+        "pass OpenAI's ViT-B-32.pt (TorchScript archive), a torch.save'd CLIP state dict, an open_clip "
+        "checkpoint or a .safetensors file"
+    )
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
-        state = load_file(str(path))
+        try:
+            state = load_file(str(path))
+        except Exception as exc:  # noqa: BLE001 - any failure means the file is not safetensors
+            raise WeightsError(
+                f"CLIP weights {path} are not a readable safetensors file ({type(exc).__name__}); {what}"
+            ) from exc
     else:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 state = torch.jit.load(str(path), map_location="cpu").state_dict()
-        except Exception:
+        except Exception:  # noqa: BLE001 - not TorchScript: try a plain torch.save file next
             try:
                 state = torch.load(path, map_location="cpu", weights_only=True)
-            except Exception as exc:
-                raise WeightsError(f"cannot read CLIP weights {path}: {exc}") from exc
-    return clean_state_dict(state, source=str(path))
+            except Exception as exc:  # noqa: BLE001 - torch raises many types for a non-checkpoint
+                raise WeightsError(
+                    f"CLIP weights {path} are not a readable checkpoint ({unreadable_reason(path)}); {what}"
+                ) from exc
+    return clean_state_dict(state, source=f"CLIP weights {path}")
+
+
+def unreadable_reason(path: str | Path) -> str:
+    """Why ``torch.load`` refused ``path``, in a few words (torch's own advice runs over many lines)."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(4)
+    except OSError as exc:
+        return f"it cannot be read: {exc.strerror or exc}"
+    if not head:
+        return "the file is empty"
+    if head.startswith(b"PK"):
+        return "a zip archive that torch cannot load (truncated, or not written by torch.save)"
+    if head[:1] == b"\x80":
+        return "a pickle that is not a plain tensor state dict"
+    return "its bytes are not a torch.save file"
 
 
 def clean_state_dict(state: Any, source: str) -> dict[str, torch.Tensor]:
@@ -139,7 +173,10 @@ def clean_state_dict(state: Any, source: str) -> dict[str, torch.Tensor]:
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
     if not isinstance(state, dict):
-        raise WeightsError(f"{source}: expected a state dict, found {type(state).__name__}")
+        raise WeightsError(
+            f"{source}: expected a state dict of tensors, found a {type(state).__name__}; "
+            "save one with torch.save(model.state_dict(), path)"
+        )
     out: dict[str, torch.Tensor] = {}
     for key, value in state.items():
         key = key.removeprefix("module.")
@@ -228,27 +265,101 @@ def fetch_pretrained(name: str, tag: str) -> str:
     return path
 
 
+def name_activation(clip: str | dict[str, Any]) -> bool | None:
+    """QuickGELU (True) or GELU (False) as the model name or config dict states it (None: unstated)."""
+    if isinstance(clip, str):
+        cfg = open_clip.get_model_config(clip)
+        return bool(cfg.get("quick_gelu", False)) if cfg is not None else None
+    value = clip.get("quick_gelu") if isinstance(clip, dict) else None
+    return None if value is None else bool(value)
+
+
+def weights_activation(clip: str | dict[str, Any], clip_weights: str | Path | None) -> bool | None:
+    """The activation the weights were trained with, where their source says (None: unknown).
+
+    The ``openai`` tag and OpenAI's TorchScript archive (``ViT-B-32.pt``) are QuickGELU; other
+    open_clip tags say it in their pretrained config; a plain state-dict file does not say.
+    """
+    if clip_weights is None:
+        return None
+    weights = str(clip_weights)
+    if is_url_or_tag(weights):
+        if weights == "openai":
+            return True
+        if not isinstance(clip, str):
+            return None
+        base = clip.removesuffix("-quickgelu")
+        for name in (clip, base, base + "-quickgelu"):  # open_clip files each tag under its activation's name
+            cfg = open_clip.get_pretrained_cfg(name, weights)
+            if cfg:
+                return bool(cfg.get("quick_gelu", name_activation(name)))
+        return None
+    return True if _is_torchscript(Path(weights)) else None
+
+
+def _is_torchscript(path: Path) -> bool:
+    """Whether ``path`` is a TorchScript archive (OpenAI's release format for CLIP)."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return any(name.endswith("constants.pkl") or "/code/" in name for name in archive.namelist())
+    except (OSError, zipfile.BadZipFile):
+        return False
+
+
+def resolve_activation(
+    clip: str | dict[str, Any], clip_weights: str | Path | None, quick_gelu: bool | None = None
+) -> bool:
+    """QuickGELU or GELU from the name, the weights' source and an explicit choice; refuse a mismatch."""
+    act = {True: "QuickGELU", False: "GELU"}
+    stated: list[tuple[bool, str]] = []
+    named = name_activation(clip)
+    if named is not None:
+        what = f"clip={clip!r}" if isinstance(clip, str) else "the config's quick_gelu"
+        stated.append((named, f"{what} builds {act[named]}"))
+    trained = weights_activation(clip, clip_weights)
+    if trained is not None:
+        stated.append((trained, f"the weights {clip_weights} were trained with {act[trained]}"))
+    if quick_gelu is not None:
+        stated.append((bool(quick_gelu), f"quick_gelu={bool(quick_gelu)} asks for {act[bool(quick_gelu)]}"))
+    for value, reason in stated[1:]:
+        if value != stated[0][0]:
+            hint = ""
+            if isinstance(clip, str):
+                base = clip.removesuffix("-quickgelu")
+                hint = f"; use clip='{base + '-quickgelu' if value else base}' (open_clip's naming) for these weights"
+                if trained is not None:
+                    right = base + "-quickgelu" if trained else base
+                    hint = f"; use clip='{right}' (open_clip's naming) for these weights"
+            raise WeightsError(f"activation mismatch: {stated[0][1]} but {reason}{hint}")
+    return stated[0][0] if stated else True
+
+
 def build_clip(
     clip: str | dict[str, Any] = "ViT-B-32",
     clip_weights: str | Path | None = None,
-    quick_gelu: bool = True,
+    quick_gelu: bool | None = None,
 ) -> tuple[CLIP, dict[str, Any]]:
-    """The CLIP backbone and its architecture dict (JSON-serialisable).
+    """The CLIP backbone and its architecture dict (JSON-serialisable, with its ``quick_gelu``).
 
-    With weights from a file, the architecture comes from the file's tensors.
+    With weights from a file, the architecture comes from the file's tensors. The activation comes
+    from :func:`resolve_activation`.
     """
+    act = resolve_activation(clip, clip_weights, quick_gelu)
     if clip_weights is None:
         cfg = named_clip_config(clip) if isinstance(clip, str) else copy.deepcopy(clip)
-        return build_clip_from_config(cfg, quick_gelu), cfg
+        cfg.pop("quick_gelu", None)
+        return build_clip_from_config(cfg, act), {**cfg, "quick_gelu": act}
     weights = str(clip_weights)
     if is_url_or_tag(weights):
         if not isinstance(clip, str):
             raise WeightsError(
-                f"clip_weights={weights!r} is a pretrained tag: name the model, e.g. clip='ViT-B-32'"
+                f"clip_weights={weights!r} is a pretrained tag: name the model, e.g. clip='ViT-B-32-quickgelu'"
             )
         weights = fetch_pretrained(clip, weights)
     state = read_clip_state_dict(weights)
     cfg = infer_clip_config(state)
-    model = build_clip_from_config(cfg, quick_gelu)
+    model = build_clip_from_config(cfg, act)
     load_clip_weights(model, state, weights)
-    return model, cfg
+    return model, {**cfg, "quick_gelu": act}

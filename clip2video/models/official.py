@@ -24,51 +24,56 @@ import torch
 from torch import nn
 
 from clip2video.errors import WeightsError
-from clip2video.models.backbone import clean_state_dict, infer_clip_config
+from clip2video.models.backbone import clean_state_dict, infer_clip_config, unreadable_reason
+from clip2video.models.layout import TAB_KEYS, TDB_KEYS, from_official_layout, to_official_layout
 from clip2video.models.registry import create_model
+from clip2video.models.retrieval import RetrievalModel
 
-TDB_KEYS = ("type_position_embeddings", "trans_layernorm", "frame2t_attention", "frame2t_projection")
-TAB_KEYS = ("weight_center", "emb_center", "actionClip")
 VARIANT_ALIASES = {"meanP": "meanp", "seqTransf": "seqtransf"}
 
 
-def to_official_layout(
-    state_dict: dict[str, torch.Tensor], clip_dtype: torch.dtype = torch.float16
-) -> dict[str, torch.Tensor]:
-    """Rename a model's state dict to the official layout; ``clip.*`` floats cast to ``clip_dtype``."""
-    out: dict[str, torch.Tensor] = {}
-    for key, value in state_dict.items():
-        value = value.detach().cpu()
-        if key.startswith("clip."):
-            out[key] = value.to(clip_dtype) if value.is_floating_point() else value.clone()
-            continue
-        official = key.removeprefix("tdb.").removeprefix("tab.")
-        out[official] = value.float().clone()
-    return out
+def is_own_layout(state_dict: dict[str, Any]) -> bool:
+    """Whether a state dict uses this package's names (``tdb.*`` / ``tab.*``) rather than the official ones."""
+    return any(k.removeprefix("module.").startswith(("tdb.", "tab.")) for k in state_dict)
 
 
-def from_official_layout(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Official names -> this package's names (``tdb.`` / ``tab.`` prefixes), float32."""
-    out: dict[str, torch.Tensor] = {}
-    for key, value in state_dict.items():
-        head = key.split(".")[0]
-        prefix = "tdb." if head in TDB_KEYS else "tab." if head in TAB_KEYS else ""
-        out[prefix + key] = value.float() if value.is_floating_point() else value
-    return out
+def unwrap_checkpoint(state: Any, source: str) -> dict[str, torch.Tensor]:
+    """The model tensors of any checkpoint the harness or the official code writes.
+
+    Accepts an official state dict (``pytorch_model.bin.N``), ``model.official_state_dict()``,
+    ``model.state_dict()`` (``tdb.*`` / ``tab.*`` names) and the trainer's ``last.pt`` / ``best.pt``
+    (``{"format": 1, "model": state_dict, ...}``); returns official-layout tensors in float32.
+    """
+    if isinstance(state, dict) and isinstance(state.get("model"), dict):
+        state = state["model"]  # a training checkpoint written by clip2video.engine.train
+    if isinstance(state, torch.Tensor) or not isinstance(state, dict):
+        raise WeightsError(
+            f"{source} holds a {type(state).__name__}, not a model state dict: pass a checkpoint written "
+            "by torch.save(model.state_dict()), the trainer's last.pt / best.pt, or an official pytorch_model.bin.N"
+        )
+    tensors = clean_state_dict(state, source)
+    if not tensors:
+        raise WeightsError(f"{source} holds no tensors: it is not a model checkpoint")
+    if is_own_layout(tensors):
+        tensors = to_official_layout(tensors, clip_dtype=torch.float32)
+    return tensors
 
 
 def read_checkpoint(path_or_state_dict: str | Path | dict[str, Any]) -> tuple[dict[str, torch.Tensor], str]:
-    """The checkpoint's tensors (``module.`` stripped, float32) and a name for messages."""
+    """The checkpoint's tensors in the official layout (``module.`` stripped, float32) and a name for messages."""
     if isinstance(path_or_state_dict, dict):
-        return clean_state_dict(path_or_state_dict, "state dict"), "the given state dict"
+        return unwrap_checkpoint(path_or_state_dict, "the in-memory state dict"), "the in-memory state dict"
     path = Path(path_or_state_dict)
     if not path.is_file():
         raise WeightsError(f"checkpoint {path} does not exist: pass the path of a pytorch_model.bin.N file")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise WeightsError(f"cannot read checkpoint {path}: {exc}") from exc
-    return clean_state_dict(state, str(path)), str(path)
+    except Exception as exc:  # noqa: BLE001 - torch raises many types for a file that is not a checkpoint
+        raise WeightsError(
+            f"checkpoint {path} is not a readable torch checkpoint ({unreadable_reason(path)}); pass a file "
+            "written by torch.save (pytorch_model.bin.N, last.pt, best.pt)"
+        ) from exc
+    return unwrap_checkpoint(state, f"checkpoint {path}"), f"checkpoint {path}"
 
 
 def _count_blocks(state: dict[str, torch.Tensor], prefix: str) -> int:
@@ -136,8 +141,6 @@ def from_official_checkpoint(
     layout, and files written by ``model.official_state_dict()``. ``tdb_proj`` is read from the
     keys when not given.
     """
-    from clip2video.models import retrieval  # noqa: F401  (registers the variants)
-
     variant = VARIANT_ALIASES.get(variant, variant)
     state, source = read_checkpoint(path_or_state_dict)
     clip_cfg = infer_clip_config(state, prefix="clip.")
@@ -147,3 +150,15 @@ def from_official_checkpoint(
     model = create_model(variant, clip=clip_cfg, clip_weights=None, quick_gelu=quick_gelu, **options)
     load_official_weights(model, state, source)
     return model.eval()
+
+
+__all__ = [
+    "TAB_KEYS",
+    "TDB_KEYS",
+    "RetrievalModel",
+    "from_official_checkpoint",
+    "from_official_layout",
+    "read_checkpoint",
+    "to_official_layout",
+    "unwrap_checkpoint",
+]

@@ -29,7 +29,7 @@ from clip2video.models.heads import (
     normalize,
     temporal_pool,
 )
-from clip2video.models.official import to_official_layout
+from clip2video.models.layout import to_official_layout
 from clip2video.models.registry import register_model
 
 
@@ -263,7 +263,7 @@ def _build(
     tab: bool,
     clip: str | dict[str, Any] = "ViT-B-32",
     clip_weights: str | None = None,
-    quick_gelu: bool = True,
+    quick_gelu: bool | None = None,
     temporal_layers: int = 4,
     positions: int | None = None,
     tdb_proj: str = "selfattn",
@@ -273,7 +273,7 @@ def _build(
 ) -> RetrievalModel:
     """Shared builder. Options a variant does not use are accepted and ignored (so that one
     suite ``[model]`` table serves every model) and left out of ``model.config``."""
-    clip_model, _arch = build_clip(clip, clip_weights, quick_gelu)
+    clip_model, arch = build_clip(clip, clip_weights, quick_gelu)
     options = {
         "temporal_layers": int(temporal_layers),
         "positions": int(positions or clip_model.context_length),
@@ -286,7 +286,7 @@ def _build(
         "name": name,
         "clip": clip,
         "clip_weights": None if clip_weights is None else str(clip_weights),
-        "quick_gelu": bool(quick_gelu),
+        "quick_gelu": bool(arch["quick_gelu"]),
     }
     used = (
         (_TEMPORAL_OPTIONS if temporal else ())

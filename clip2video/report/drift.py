@@ -1,14 +1,22 @@
-"""The metric-drift gate: compare a suite's metrics with a locked baseline (``baselines/locked/*.json``).
+"""Training drift: compare a suite's trained metrics with a locked baseline (``baselines/locked/<suite>.json``).
 
-Rule:
-- ``exact`` (deterministic CPU runs, the default when the run's device is the CPU): every locked
-  metric must match within an absolute 1e-9.
-- ``interval`` (GPU runs, whose kernels are not bit-reproducible): a metric drifts when its new
-  value falls outside the locked run's 95% bootstrap interval (over queries) for that metric;
-  metrics without a locked interval (tie counts, order accuracy) are not checked in this mode.
+This is the training layer of the drift gate; ``eval_drift`` is the strict evaluation layer.
+
+The rule (``mode="auto"``, the default):
+- ``exact`` when the lock's platform fingerprint equals the run's (CPU model, torch's CPU
+  capability, torch/numpy/open_clip/python versions, threads, device) and the device is the CPU:
+  every locked metric must equal the new value (|new - locked| <= 1e-9).
+- ``tolerance`` otherwise (another CPU kernel set, thread count, version or a GPU): a metric drifts
+  when ``|new - locked| > tol``, where the lock stores ``tol`` per model and metric, derived at lock
+  time from the spread over seeds: ``tol = max(3 x std over seeds 0, 1, 2, floor)``, with the
+  floor one query's share for recalls and order accuracy (``100 / t2v queries``: one caption) and 1.0 for the
+  ranks (MdR, MnR) and tie counts. A metric without a stored tolerance is compared exactly.
+- ``interval`` (explicit only, kept for old locks): the new value must lie in the locked 95%
+  bootstrap interval.
 A model or metric in the baseline that the new run lacks, or a model the baseline lacks, is drift.
+A failure names each metric with its locked value, new value and tolerance, and both fingerprints.
 Relocking is explicit: ``clip2video drift --update --message "why"`` stores the message, the date,
-the git commit and the command in the baseline file.
+the git commit, the command, the platform fingerprint and the tolerances in the baseline file.
 """
 
 from __future__ import annotations
@@ -27,8 +35,12 @@ from clip2video.errors import Clip2VideoError
 from clip2video.report.stats import bootstrap_ci
 
 EXACT_TOLERANCE = 1e-9
-MODES = ("exact", "interval")
-LOCK_VERSION = 1
+MODES = ("exact", "tolerance", "interval")
+LOCK_VERSION = 2
+TOLERANCE_K = 3.0
+TOLERANCE_SEEDS = (0, 1, 2)
+# Fingerprint keys that must agree for the exact rule (the CPU model, kernel set, versions, threads, device).
+PLATFORM_KEYS = ("cpu_model", "cpu_capability", "torch", "numpy", "open_clip", "python", "threads", "device")
 
 
 class DriftError(Clip2VideoError):
@@ -77,7 +89,14 @@ def compare(locked: dict[str, Any], new: dict[str, Any], *, mode: str = "exact")
                 drifts.append(Drift(model, metric, value, None, "metric missing from the new run"))
                 continue
             got = float(new_metrics[metric])
-            if mode == "exact" or metric not in intervals:
+            tolerances = old.get("tolerances", {})
+            if mode == "tolerance" and metric in tolerances:
+                allowed = float(tolerances[metric])
+                if not abs(got - value) <= allowed:
+                    drifts.append(
+                        Drift(model, metric, value, got, f"|new - locked| <= {allowed:g} (seed spread)")
+                    )
+            elif mode != "interval" or metric not in intervals:
                 if mode == "interval":
                     continue
                 tol = f"exact (|new - locked| <= {EXACT_TOLERANCE:g})"
@@ -95,27 +114,85 @@ def compare(locked: dict[str, Any], new: dict[str, Any], *, mode: str = "exact")
     return drifts
 
 
+def record_metrics(rec: RunRecord) -> dict[str, float]:
+    """A row's locked metrics: the retrieval metrics plus ``order_acc`` when the row has one."""
+    metrics = {k: float(v) for k, v in rec.metrics.items()}
+    if "order_acc" in rec.extra:
+        metrics["order_acc"] = float(rec.extra["order_acc"])
+    return metrics
+
+
 def suite_metrics(
     records: list[RunRecord], *, n_boot: int = 1000, seed: int = 0
 ) -> dict[str, dict[str, Any]]:
     """``{row: {"metrics": {...}, "intervals": {...}}}`` from a suite's records (order_acc included)."""
     out: dict[str, dict[str, Any]] = {}
     for rec in records:
-        metrics = dict(rec.metrics)
-        if "order_acc" in rec.extra:
-            metrics["order_acc"] = float(rec.extra["order_acc"])
+        metrics = record_metrics(rec)
         ci = bootstrap_ci(rec, n_boot=n_boot, seed=seed)
         out[rec.name] = {"metrics": metrics, "intervals": {k: list(v) for k, v in ci.items()}}
     return out
 
 
-def default_mode(records: list[RunRecord]) -> str:
-    """``interval`` when any row ran on a GPU (``device`` in its record or config), else ``exact``."""
+def record_platform(records: list[RunRecord]) -> dict[str, Any] | None:
+    """The platform fingerprint the records carry (``RunRecord.fingerprint["platform"]``), if any."""
     for rec in records:
-        device = str(rec.extra.get("device") or rec.config.get("device") or "cpu")
-        if not device.startswith("cpu"):
-            return "interval"
-    return "exact"
+        fp = getattr(rec, "fingerprint", None) or rec.extra.get("fingerprint")
+        if isinstance(fp, dict) and isinstance(fp.get("platform"), dict):
+            return fp["platform"]
+    return None
+
+
+def same_platform(locked: dict[str, Any] | None, new: dict[str, Any] | None) -> bool:
+    """Whether two platform fingerprints agree on every key of ``PLATFORM_KEYS``."""
+    if not locked or not new:
+        return False
+    return all(locked.get(k) == new.get(k) for k in PLATFORM_KEYS)
+
+
+def default_mode(locked: dict[str, Any] | None, new_platform: dict[str, Any] | None) -> str:
+    """The rule: ``exact`` on the lock's own CPU platform, ``tolerance`` anywhere else."""
+    platform = (locked or {}).get("fingerprint")
+    device = str((new_platform or {}).get("device", "cpu"))
+    if device.startswith("cpu") and same_platform(platform, new_platform):
+        return "exact"
+    return "tolerance"
+
+
+def seed_tolerances(
+    by_model: dict[str, list[dict[str, float]]], query_counts: dict[str, int], k: float = TOLERANCE_K
+) -> dict[str, dict[str, float]]:
+    """``{model: {metric: max(k x std over seeds, floor)}}`` from each model's metrics, one dict per seed.
+
+    ``query_counts[model]`` is its number of t2v queries (the floor of recalls and order accuracy
+    is one caption's share, ``100 / t2v queries``); ranks and tie counts have the floor 1.0.
+    """
+    import numpy as np
+
+    out: dict[str, dict[str, float]] = {}
+    for model, runs in sorted(by_model.items()):
+        tol: dict[str, float] = {}
+        for key in sorted(set().union(*(set(r) for r in runs))):
+            values = np.array([float(r[key]) for r in runs if key in r], dtype=np.float64)
+            spread = float(np.std(values, ddof=1)) if values.size > 1 else 0.0
+            tol[key] = max(k * spread, _floor(key, query_counts.get(model)))
+        out[model] = tol
+    return out
+
+
+def tolerance_rule(k: float = TOLERANCE_K, seeds: tuple[int, ...] = TOLERANCE_SEEDS) -> str:
+    """The tolerance rule in words, as stored in a lock."""
+    return (
+        f"exact (1e-9) when the platform fingerprint matches on the CPU; otherwise |new - locked| <= "
+        f"max({k:g} x std over seeds {', '.join(map(str, seeds))}, floor), floor = 100/(t2v queries) for "
+        "recalls and order_acc, 1.0 for MdR, MnR and tie counts"
+    )
+
+
+def _floor(metric: str, queries: int | None) -> float:
+    if metric.endswith(("_MdR", "_MnR", "_ties")):
+        return 1.0
+    return 100.0 / queries if queries else 1.0
 
 
 def load_locked(path: str | Path) -> dict[str, Any]:
@@ -127,10 +204,10 @@ def load_locked(path: str | Path) -> dict[str, Any]:
             f'`clip2video drift --suite <name> --update --message "why"`'
         )
     try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise DriftError(f"{path} is not valid JSON ({exc}); relock it with --update") from exc
-    if not isinstance(data.get("models"), dict):
+    if not isinstance(data, dict) or not isinstance(data.get("models"), dict):
         raise DriftError(f"{path} has no 'models' mapping; relock it with --update")
     return data
 
@@ -151,15 +228,21 @@ def write_locked(
     message: str,
     *,
     suite: str = "",
-    mode: str = "exact",
+    mode: str = "auto",
     command: str | None = None,
     n_boot: int | None = None,
+    fingerprint: dict[str, Any] | None = None,
+    tolerances: dict[str, dict[str, float]] | None = None,
+    tolerance_rule: str | None = None,
 ) -> Path:
     """Lock ``metrics`` (``suite_metrics`` output) with the reason; stores date, commit and command."""
     if not message or not message.strip():
         raise DriftError('relocking a baseline needs a message saying why (--message "...")')
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    models = {name: dict(entry) for name, entry in metrics.items()}
+    for name, tol in (tolerances or {}).items():
+        if name in models:
+            models[name]["tolerances"] = tol
     data = {
         "version": LOCK_VERSION,
         "suite": suite,
@@ -169,7 +252,13 @@ def write_locked(
         "command": command if command is not None else " ".join(["clip2video", *sys.argv[1:]]),
         "mode": mode,
         "n_boot": n_boot,
-        "models": metrics,
+        "fingerprint": fingerprint,
+        "tolerance_rule": tolerance_rule,
+        "models": models,
     }
-    path.write_text(json.dumps(data, indent=2) + "\n")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(data, indent=2) + "\n")
+    except OSError as exc:
+        raise DriftError(f"cannot write the baseline {path}: {exc.strerror or exc}") from exc
     return path
