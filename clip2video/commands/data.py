@@ -53,7 +53,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         ),
     )
     convert.add_argument("--pickle", required=True, type=Path, help="path to raw-captions.pkl")
-    convert.add_argument("--out", required=True, type=Path, help="JSON file to write (raw-captions.json)")
+    convert.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="JSON file to write (default: raw-captions.json beside the pickle, the file the msvd protocol reads)",
+    )
     convert.set_defaults(func=_convert_msvd)
 
     listing = verbs.add_parser("protocols", help="list the registered protocols and their settings")
@@ -112,10 +117,11 @@ def _verify(args: argparse.Namespace) -> int:
 
 
 def _convert_msvd(args: argparse.Namespace) -> int:
-    from clip2video.data.annotations import convert_msvd_pickle
+    from clip2video.data.annotations import convert_msvd_pickle, msvd_json_path
 
-    count = convert_msvd_pickle(args.pickle, args.out)
-    print(f"wrote captions of {count:,} videos to {args.out}")
+    out = args.out or msvd_json_path(args.pickle)
+    count = convert_msvd_pickle(args.pickle, out)
+    print(f"wrote captions of {count:,} videos to {out}")
     return 0
 
 

@@ -32,9 +32,12 @@ def run_drift(args: argparse.Namespace) -> int:
 
     if args.update and not (args.message and args.message.strip()):
         raise Clip2VideoError('--update relocks the baseline: say why with --message "..."')
+    from clip2video.commands.tables import suite_name
+
+    source, args.suite = args.suite, suite_name(args.suite)  # a shipped name or a TOML path
     baseline = args.baseline or DEFAULT_BASELINES / f"{args.suite}.json"
     if args.rerun:
-        _rerun(args.suite, args)
+        _rerun(source, args)
     records = read_suite_records(args.runs, args.suite)
     n_boot = resamples_of(records)
     mode = args.mode if args.mode != "auto" else default_mode(records)
@@ -79,8 +82,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         ),
         formatter_class=fmt,
     )
-    d.add_argument("--suite", default="smoke", help="suite name")
-    d.add_argument("--runs", type=Path, default=Path("runs"), help="folder of recorded runs")
+    from clip2video.commands.tables import hidden_alias
+
+    d.add_argument("--suite", default="smoke", help="shipped suite name or a TOML path")
+    d.add_argument("--runs-dir", dest="runs", type=Path, default=Path("runs"), help="folder of recorded runs")
+    hidden_alias(d, "--runs", "runs")
     d.add_argument(
         "--baseline", type=Path, default=None, help="locked file (default: baselines/locked/<suite>.json)"
     )

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -88,14 +89,14 @@ def annotation_path(protocol: Protocol, annotations_dir: str | Path, filename: s
 def read_id_list(path: str | Path) -> list[str]:
     """A split list with one video id per line (blank lines skipped; a final newline optional)."""
     path = Path(path)
-    ids = [line.strip() for line in path.read_text(encoding="utf-8-sig").splitlines()]
+    ids = [line.strip() for line in read_text(path).splitlines()]
     return _check_unique([i for i in ids if i], path)
 
 
 def read_id_csv(path: str | Path) -> list[str]:
     """An MSR-VTT id csv (``MSRVTT_train.9k.csv`` ...): header ``video_id``, one id per row."""
     path = Path(path)
-    with open(path, newline="", encoding="utf-8-sig") as handle:
+    with io.StringIO(read_text(path), newline="") as handle:
         reader = csv.DictReader(handle)
         if not reader.fieldnames or "video_id" not in reader.fieldnames:
             raise ProtocolError(f"{path}: expected a csv with a 'video_id' header, got {reader.fieldnames}")
@@ -109,7 +110,7 @@ def read_jsfusion_csv(path: str | Path) -> list[tuple[str, str]]:
     Header ``key,vid_key,video_id,sentence``; quoted sentences may hold commas.
     """
     path = Path(path)
-    with open(path, newline="", encoding="utf-8-sig") as handle:
+    with io.StringIO(read_text(path), newline="") as handle:
         reader = csv.DictReader(handle)
         names = reader.fieldnames or []
         if "video_id" not in names or "sentence" not in names:
@@ -127,7 +128,7 @@ def read_split_file(path: str | Path) -> list[str]:
     path = Path(path)
     if path.suffix.lower() != ".csv":
         return read_id_list(path)
-    with open(path, newline="", encoding="utf-8-sig") as handle:
+    with io.StringIO(read_text(path), newline="") as handle:
         header = next(csv.reader(handle), [])
     if "sentence" in header:
         return [vid for vid, _ in read_jsfusion_csv(path)]
@@ -194,13 +195,32 @@ def load_msvd_captions(path: str | Path, *, allow_pickle: bool = False) -> dict[
 def _msvd_from_pickle(path: Path) -> dict[str, list[str]]:
     import pickle
 
-    with open(path, "rb") as handle:
-        raw = pickle.load(handle)  # noqa: S301 - only from a path the user named, see docstring
+    if not path.is_file():
+        raise ProtocolError(f"MSVD captions pickle {path} does not exist; pass the path of raw-captions.pkl")
+    try:
+        with open(path, "rb") as handle:
+            raw = pickle.load(handle)  # noqa: S301 - only from a path the user named, see docstring
+    except (
+        pickle.UnpicklingError,
+        EOFError,
+        ValueError,
+        TypeError,
+        AttributeError,
+        ImportError,
+        IndexError,
+    ) as exc:
+        raise ProtocolError(
+            f"{path} is not a readable pickle ({type(exc).__name__}: {exc}); expected MSVD's raw-captions.pkl"
+        ) from exc
     if not isinstance(raw, dict):
         raise ProtocolError(f"{path}: expected a pickled dict {{video_id: [[token, ...], ...]}}")
     out: dict[str, list[str]] = {}
     for vid, caps in raw.items():
         texts = []
+        if not isinstance(caps, list | tuple):
+            raise ProtocolError(
+                f"{path}: video {vid!r} must map to a list of token lists, got {type(caps).__name__}"
+            )
         for n, tokens in enumerate(caps):
             if isinstance(tokens, str):
                 raise ProtocolError(f"{path}: video {vid!r} caption {n} is a string, expected a token list")
@@ -209,19 +229,56 @@ def _msvd_from_pickle(path: Path) -> dict[str, list[str]]:
     return out
 
 
-def convert_msvd_pickle(pickle_path: str | Path, out_path: str | Path) -> int:
-    """Write MSVD's ``raw-captions.pkl`` as JSON ``{id: ["caption text", ...]}``; returns #videos."""
+def convert_msvd_pickle(pickle_path: str | Path, out_path: str | Path | None = None) -> int:
+    """Write MSVD's ``raw-captions.pkl`` as JSON ``{id: ["caption text", ...]}``; returns #videos.
+
+    ``out_path`` defaults to ``raw-captions.json`` beside the pickle: the file the msvd protocol reads.
+    """
     captions = load_msvd_captions(pickle_path, allow_pickle=True)
-    out = Path(out_path)
+    out = Path(out_path) if out_path is not None else msvd_json_path(pickle_path)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(captions, ensure_ascii=False, indent=0), encoding="utf-8")
     return len(captions)
 
 
-def _read_json(path: Path) -> Any:
+def read_text(path: str | Path) -> str:
+    """A text file's contents (UTF-8, a byte-order mark dropped); ProtocolError naming a non-UTF-8 file."""
+    path = Path(path)
+    data = path.read_bytes()
     try:
-        with open(path, encoding="utf-8") as handle:
-            return json.load(handle)
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise ProtocolError(
+            f"{path}: not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start}, line {line}); "
+            "re-save the file as UTF-8"
+        ) from None
+
+
+def _unique_keys(path: Path) -> Any:
+    def hook(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for key, value in pairs:
+            if key in out:
+                raise ProtocolError(
+                    f"{path}: key {key!r} appears more than once in one JSON object; a later entry "
+                    "would silently replace the earlier one's captions: merge or remove the duplicate"
+                )
+            out[key] = value
+        return out
+
+    return hook
+
+
+def msvd_json_path(pickle_path: str | Path) -> Path:
+    """Where ``convert-msvd`` writes by default: the msvd protocol's captions file beside the pickle."""
+    return Path(pickle_path).with_name(get_protocol("msvd").captions_file)
+
+
+def _read_json(path: Path) -> Any:
+    """A JSON file; ProtocolError naming the file when it is not UTF-8, not JSON or repeats a key."""
+    try:
+        return json.loads(read_text(path), object_pairs_hook=_unique_keys(path))
     except json.JSONDecodeError as exc:
         raise ProtocolError(f"{path}: not valid JSON ({exc})") from exc
 

@@ -25,10 +25,16 @@ project). Each file is looked up flat first, then in the protocol's sub-folder (
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import MappingProxyType
 from typing import Literal
 
-from clip2video.errors import ProtocolError
+from clip2video.errors import ProtocolError, UnknownNameError
+
+
+class UnknownProtocolError(UnknownNameError, ProtocolError):
+    """``Unknown protocol 'x'. Available: ...`` (a ProtocolError and a KeyError)."""
+
 
 Layout = Literal["msrvtt-1k-a", "msrvtt-full", "msvd", "vatex", "synthetic"]
 LAYOUTS: tuple[str, ...] = ("msrvtt-1k-a", "msrvtt-full", "msvd", "vatex", "synthetic")
@@ -194,14 +200,38 @@ def get_protocol(name: str | Protocol) -> Protocol:
     try:
         return _REGISTRY[name]
     except KeyError:
-        raise ProtocolError(
-            f"unknown protocol {name!r}; known protocols: {', '.join(list_protocols())}"
-        ) from None
+        raise UnknownProtocolError("protocol", str(name), list_protocols()) from None
 
 
 def list_protocols() -> list[str]:
     """Names of the registered protocols, sorted."""
     return sorted(_REGISTRY)
+
+
+def data_folders(
+    protocol: Protocol | str, data_root: str | Path, *, annotations: str = "", videos: str = ""
+) -> tuple[Path, Path]:
+    """(annotations, videos) folders of ``protocol`` under ``data_root``.
+
+    ``annotations`` / ``videos`` (a suite's ``data.*``) win when set (relative to ``data_root``).
+    Otherwise the protocol's own folder ``DATA/<protocol>/`` is used when it exists, else the
+    dataset's folder shared by its protocols: ``DATA/msrvtt/`` (msrvtt-1k-a, msrvtt-1k-a-7k,
+    msrvtt-full), ``DATA/msvd/``, ``DATA/vatex/`` (vatex-1k5, vatex-hgr), each holding
+    ``annotations/`` and ``videos/``.
+    """
+    proto = get_protocol(protocol)
+    root = Path(data_root)
+    base = root / proto.name
+    if not base.is_dir() and proto.subfolder and (root / proto.subfolder).is_dir():
+        base = root / proto.subfolder
+
+    def pick(value: str, default: Path) -> Path:
+        if not value:
+            return default
+        path = Path(value)
+        return path if path.is_absolute() else root / path
+
+    return pick(annotations, base / "annotations"), pick(videos, base / "videos")
 
 
 def _public(group: str, *files: str) -> dict[str, MappingProxyType]:
