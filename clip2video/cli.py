@@ -58,7 +58,8 @@ class DefaultsOnceHelpFormatter(argparse.HelpFormatter):
             or "unset:" in text
             or default in (None, False, argparse.SUPPRESS)
             or action.option_strings == []
-            or isinstance(default, list | tuple) and not default
+            or isinstance(default, list | tuple)
+            and not default
         ):
             return text
         return text + " (default: %(default)s)"

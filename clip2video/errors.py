@@ -80,18 +80,20 @@ def describe_os_error(exc: OSError) -> str:
 
 
 def check_writable_dir(path: str | Path, what: str, flag: str | None = None) -> Path:
-    """Create ``path`` (a folder) if needed and prove it is writable; else :class:`OutputError`."""
+    """Prove that the folder ``path`` can be written (or created) without creating it; else
+    :class:`OutputError` naming the flag, the folder and the reason."""
     folder = Path(path)
     via = f" ({flag})" if flag else ""
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if existing.exists() and not existing.is_dir():
+        blocker = "is a file" if existing == folder else f"cannot be created: {existing} is a file"
+        raise OutputError(f"{what}{via} {folder} {blocker}, not a folder; pass a folder")
+    probe = existing / f".clip2video-write-check-{os.getpid()}"
     try:
-        if folder.exists() and not folder.is_dir():
-            raise OutputError(f"{what}{via} {folder} is a file, not a folder; pass a folder")
-        folder.mkdir(parents=True, exist_ok=True)
-        probe = folder / f".clip2video-write-check-{os.getpid()}"
         probe.write_bytes(b"")
         probe.unlink()
-    except OutputError:
-        raise
     except OSError as exc:
         raise OutputError(f"{what}{via} {folder} is not writable: {describe_os_error(exc)}") from exc
     return folder

@@ -89,7 +89,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--protocol", required=True, help=f"one of: {', '.join(list_protocols())}")
-    p.add_argument("--model", required=True, help="a registered model: meanp, seqtransf, tdb, tab, clip2video or a plugin's")
+    p.add_argument(
+        "--model",
+        required=True,
+        help="a registered model: meanp, seqtransf, tdb, tab, clip2video or a plugin's",
+    )
     p.add_argument("--checkpoint", default=None, metavar="FILE", help="checkpoint to evaluate")
     p.add_argument(
         "--zero-shot",
