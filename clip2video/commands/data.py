@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -107,13 +108,26 @@ def _verify(args: argparse.Namespace) -> int:
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(report.to_dict(), indent=2), encoding="utf-8")
-    if not report.ok and report.problem_ids and not args.allow_missing:
-        print(
-            f"clip2video: error: {len(report.problem_ids)} test video(s) missing or unreadable: "
-            + " ".join(report.problem_ids),
-            file=sys.stderr,
-        )
+    if not report.ok:
+        print(f"clip2video: error: {verify_failure(report)}", file=sys.stderr)
     return 0 if report.ok else 1
+
+
+def verify_failure(report: Any) -> str:
+    """One line for a failed ``verify``: the first annotation error, else the videos, else the files."""
+    more = " (the report above lists every problem)"
+    if report.errors:
+        return report.errors[0] + more
+    if report.problem_ids and not report.allow_missing:
+        return (
+            f"{len(report.problem_ids)} test video(s) missing or unreadable: "
+            + " ".join(report.problem_ids)
+            + "; --allow-missing drops them (changes the protocol; recorded)"
+        )
+    bad = [f"{c.file} ({c.status})" for c in report.split_checks if not c.ok]
+    if bad:
+        return f"split files differ from the public {report.protocol} files: {', '.join(bad)}" + more
+    return "; ".join(report.count_problems) + more
 
 
 def _convert_msvd(args: argparse.Namespace) -> int:

@@ -55,7 +55,7 @@ def check_before_work(
         check_writable_dir(results_dir, "results folder", "--results-dir")
     check_checkpoints(resolved, checkpoints or {}, eval_only=eval_only, clip_weights=clip_weights)
     check_clip_weights(resolved, clip_weights)
-    check_data(resolved, data_root, decode_videos=decode_videos, progress=progress)
+    check_data(resolved, data_root, training=not eval_only, decode_videos=decode_videos, progress=progress)
     return resolved
 
 
@@ -138,8 +138,15 @@ def check_clip_weights(suite: Suite, clip_weights: str | None) -> None:
         )
 
 
-def check_data(suite: Suite, data_root: str | Path, *, decode_videos: bool, progress: bool) -> None:
-    """Annotations parse, training videos exist, validation and test videos decode fully."""
+def check_data(
+    suite: Suite,
+    data_root: str | Path,
+    *,
+    training: bool = True,
+    decode_videos: bool = True,
+    progress: bool = False,
+) -> None:
+    """Annotations parse, training videos exist (when a row trains), validation and test videos decode fully."""
     from clip2video.data.annotations import load_split
     from clip2video.data.verify import require_split_videos_exist, require_test_videos
     from clip2video.experiments.runner import resolve_data
@@ -154,7 +161,9 @@ def check_data(suite: Suite, data_root: str | Path, *, decode_videos: bool, prog
         ) from exc
     proto = paths.protocol
     allow_missing = suite["data"]["allow_missing"]
-    require_split_videos_exist(load_split(proto, paths.annotations, "train"), paths.videos)
+    train = load_split(proto, paths.annotations, "train")
+    if training:
+        require_split_videos_exist(train, paths.videos)
     for split in ("val", "test") if proto.val_split else ("test",):
         require_test_videos(
             load_split(proto, paths.annotations, split),
