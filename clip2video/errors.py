@@ -61,8 +61,8 @@ class OutputError(Clip2VideoError):
 def describe_os_error(exc: OSError) -> str:
     """One line for an ``OSError``: the file(s), the errno's meaning and its symbolic name.
 
-    >>> describe_os_error(OSError(28, "No space left on device", "runs/x/metrics.json"))
-    'runs/x/metrics.json: No space left on device (ENOSPC)'
+    >>> describe_os_error(OSError(2, "No such file or directory", "data/msvd/test_list.txt"))
+    'data/msvd/test_list.txt: No such file or directory (ENOENT)'
     """
     code = exc.errno
     meaning = os.strerror(code) if code else (exc.strerror or str(exc) or type(exc).__name__)
