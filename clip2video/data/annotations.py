@@ -16,7 +16,7 @@ import csv
 import hashlib
 import io
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from clip2video.data.protocols import MSRVTT_FULL_TEST_RANGE, Protocol, get_protocol
-from clip2video.errors import ProtocolError
+from clip2video.errors import ProtocolError, UnknownNameError
 
 _SHOW = 20  # ids shown in an error before "... and N more"
 
@@ -370,8 +370,9 @@ def load_split(
     filename = proto.split_file(split)
     if filename is None:
         raise ProtocolError(f"protocol {proto.name!r} has no {split} split")
-    if proto.layout == "msrvtt-1k-a" and filename == proto.test_split:
-        pairs = read_jsfusion_csv(annotation_path(proto, annotations_dir, filename))
+    reader = get_reader(proto)
+    if reader.read_pairs is not None and split in reader.pairs_splits:
+        pairs = reader.read_pairs(annotation_path(proto, annotations_dir, filename))
         return _from_pairs(proto, split, pairs)
     video_ids = split_video_ids(proto, annotations_dir, split)
     captions = _captions_table(proto, annotations_dir, captions_path, allow_pickle)
@@ -379,42 +380,128 @@ def load_split(
 
 
 def split_video_ids(protocol: Protocol | str, annotations_dir: str | Path, split: str) -> list[str]:
-    """The video ids of ``split`` in list order (MSR-VTT full test: the range when its csv is absent)."""
+    """The video ids of ``split`` in list order (the reader's default ids when its file is absent)."""
     proto = get_protocol(protocol)
     filename = proto.split_file(split)
     if filename is None:
         raise ProtocolError(f"protocol {proto.name!r} has no {split} split")
     path = find_annotation(proto, annotations_dir, filename)
-    if path is None and proto.layout == "msrvtt-full" and filename == proto.test_split:
-        lo, hi = MSRVTT_FULL_TEST_RANGE
-        return [f"video{i}" for i in range(lo, hi)]
     if path is None:
+        defaults = default_split_ids(proto, split)
+        if defaults is not None:
+            return defaults
         path = annotation_path(proto, annotations_dir, filename)
     return read_split_file(path)
+
+
+def default_split_ids(protocol: Protocol | str, split: str) -> list[str] | None:
+    """The ids a protocol's reader uses when ``split``'s file is absent (MSR-VTT full test), else None."""
+    proto = get_protocol(protocol)
+    reader = get_reader(proto)
+    return None if reader.default_ids is None else reader.default_ids(split)
 
 
 def _captions_table(
     proto: Protocol, annotations_dir: str | Path, captions_path: str | Path | None, allow_pickle: bool
 ) -> Mapping[str, list[str]]:
+    reader = get_reader(proto)
     path = Path(captions_path) if captions_path else None
     if path is None:
         path = find_annotation(proto, annotations_dir, proto.captions_file)
-        if path is None and proto.layout == "msvd":
-            pkl = find_annotation(proto, annotations_dir, "raw-captions.pkl")
-            if pkl is not None:
-                raise ProtocolError(
-                    f"protocol 'msvd' reads {proto.captions_file}, found only {pkl}: convert it once with "
-                    f"`clip2video data convert-msvd --pickle {pkl} --out {pkl.with_suffix('.json')}`"
-                )
+        if path is None and reader.missing_captions_hint is not None:
+            reader.missing_captions_hint(proto, annotations_dir)
         if path is None:
             path = annotation_path(proto, annotations_dir, proto.captions_file)
     elif not path.is_file():
         raise ProtocolError(f"captions file {path} does not exist")
-    if proto.layout in ("msrvtt-1k-a", "msrvtt-full"):
-        return read_msrvtt_data(path)
-    if proto.layout == "msvd":
-        return load_msvd_captions(path, allow_pickle=allow_pickle)
+    return reader.read_captions(path, allow_pickle)
+
+
+# --------------------------------------------------------------------------------------------
+# Readers: a protocol's ``layout`` names the reader of its files (one registry entry per family).
+
+
+@dataclass(frozen=True)
+class Reader:
+    """How a family of protocols reads its annotation files.
+
+    ``read_captions(path, allow_pickle)`` -> ``{video_id: [caption, ...]}`` from the captions file.
+    ``read_pairs(path)`` -> ``[(video_id, caption), ...]`` for the splits in ``pairs_splits`` whose
+    file holds (video, caption) rows instead of ids (MSR-VTT's JSFusion test csv).
+    ``default_ids(split)`` -> the ids when that split's file is absent (or None).
+    ``missing_captions_hint(protocol, annotations_dir)`` may raise a more helpful error when the
+    captions file is absent (MSVD: only the pickle is there).
+    """
+
+    read_captions: Callable[[Path, bool], Mapping[str, list[str]]]
+    read_pairs: Callable[[Path], list[tuple[str, str]]] | None = None
+    pairs_splits: tuple[str, ...] = ()
+    default_ids: Callable[[str], list[str] | None] | None = None
+    missing_captions_hint: Callable[[Protocol, str | Path], None] | None = None
+
+
+_READERS: dict[str, Reader] = {}
+
+
+def register_reader(name: str, reader: Reader, *, overwrite: bool = False) -> Reader:
+    """Add a reader that protocols name in their ``layout``; re-registering needs ``overwrite=True``."""
+    if name in _READERS and not overwrite and _READERS[name] is not reader:
+        raise ProtocolError(
+            f"a reader named {name!r} is already registered; pass overwrite=True to replace it"
+        )
+    _READERS[name] = reader
+    return reader
+
+
+def list_readers() -> list[str]:
+    """Names of the registered annotation readers."""
+    return sorted(_READERS)
+
+
+def get_reader(protocol: Protocol | str) -> Reader:
+    """The reader that ``protocol``'s ``layout`` names."""
+    proto = get_protocol(protocol)
+    try:
+        return _READERS[proto.layout]
+    except KeyError:
+        raise UnknownNameError(
+            f"reader (layout of protocol {proto.name!r})", proto.layout, list_readers()
+        ) from None
+
+
+def _msrvtt_full_test_ids(split: str) -> list[str] | None:
+    if split != "test":
+        return None
+    lo, hi = MSRVTT_FULL_TEST_RANGE
+    return [f"video{i}" for i in range(lo, hi)]
+
+
+def _msvd_pickle_hint(proto: Protocol, annotations_dir: str | Path) -> None:
+    pkl = find_annotation(proto, annotations_dir, "raw-captions.pkl")
+    if pkl is not None:
+        raise ProtocolError(
+            f"protocol {proto.name!r} reads {proto.captions_file}, found only {pkl}: convert it once with "
+            f"`clip2video data convert-msvd --pickle {pkl}` (writes {msvd_json_path(pkl)})"
+        )
+
+
+def _msrvtt_captions(path: Path, allow_pickle: bool) -> Mapping[str, list[str]]:
+    return read_msrvtt_data(path)
+
+
+def _msvd_captions(path: Path, allow_pickle: bool) -> Mapping[str, list[str]]:
+    return load_msvd_captions(path, allow_pickle=allow_pickle)
+
+
+def _vatex_captions(path: Path, allow_pickle: bool) -> Mapping[str, list[str]]:
     return read_vatex_data(path)
+
+
+register_reader("msrvtt-1k-a", Reader(_msrvtt_captions, read_pairs=read_jsfusion_csv, pairs_splits=("test",)))
+register_reader("msrvtt-full", Reader(_msrvtt_captions, default_ids=_msrvtt_full_test_ids))
+register_reader("msvd", Reader(_msvd_captions, missing_captions_hint=_msvd_pickle_hint))
+register_reader("vatex", Reader(_vatex_captions))
+register_reader("synthetic", Reader(_vatex_captions))
 
 
 def _from_table(

@@ -16,6 +16,7 @@ from typing import Any
 from clip2video.data.annotations import (
     SplitData,
     content_sha256,
+    default_split_ids,
     file_sha256,
     find_annotation,
     load_split,
@@ -104,9 +105,10 @@ def _check_file(proto: Protocol, annotations_dir: str | Path, name: str) -> Spli
     want_sha = proto.split_sha256.get(name)
     want_count = proto.split_counts.get(name)
     if path is None:
+        defaults = default_split_ids(proto, "test") if name == proto.test_split else None
         note = (
-            "absent: the test ids video7010..video9999 are used"
-            if proto.layout == "msrvtt-full" and name == proto.test_split
+            f"absent: the reader's default test ids {defaults[0]}..{defaults[-1]} are used"
+            if defaults
             else "not found"
         )
         status = "ok" if note.startswith("absent") else "missing"
