@@ -125,7 +125,8 @@ def test_register_protocol_refuses_a_silent_replacement():
 def test_protocol_layout_names_a_registered_reader(tmp_path):
     """``layout`` names the annotation reader; an unknown one is refused naming the available ones,
     and a protocol with its own reader is one reader + one entry (issue 9 §3)."""
-    from clip2video.data.annotations import Reader, list_readers, load_split, register_reader
+    from clip2video.data.annotations import load_split, table_reader
+    from clip2video.data.protocols import list_readers, register_reader
     from clip2video.errors import UnknownNameError
 
     odd = Protocol(
@@ -153,7 +154,7 @@ def test_protocol_layout_names_a_registered_reader(tmp_path):
             table.setdefault(vid, []).append(caption)
         return table
 
-    register_reader("youcook", Reader(tsv), overwrite=True)
+    register_reader("youcook", table_reader(tsv), overwrite=True)
     split = load_split("test-youcook", tmp_path, "test")
     assert split.captions == ["one", "two", "three"] and split.caption_video.tolist() == [0, 1, 1]
     with pytest.raises(ProtocolError, match="layout"):

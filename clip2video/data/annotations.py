@@ -23,8 +23,15 @@ from typing import Any
 
 import numpy as np
 
-from clip2video.data.protocols import MSRVTT_FULL_TEST_RANGE, Protocol, get_protocol
-from clip2video.errors import ProtocolError, UnknownNameError
+from clip2video.data.protocols import (
+    MSRVTT_FULL_TEST_RANGE,
+    Protocol,
+    SplitReader,
+    get_protocol,
+    get_reader,
+    register_reader,
+)
+from clip2video.errors import ProtocolError
 
 _SHOW = 20  # ids shown in an error before "... and N more"
 
@@ -361,26 +368,21 @@ def load_split(
     captions_path: str | Path | None = None,
     allow_pickle: bool = False,
 ) -> SplitData:
-    """Assemble ``split`` ("train" | "val" | "test") of ``protocol`` from ``annotations_dir``.
+    """Assemble ``split`` ("train" | "val" | "test") of ``protocol`` from ``annotations_dir``
+    with the reader its ``layout`` names (:func:`clip2video.data.protocols.register_reader`).
 
     ``captions_path`` overrides the protocol's captions file (for MSVD it may name
     ``raw-captions.pkl``, read only with ``allow_pickle=True``: unpickling executes code).
     """
     proto = get_protocol(protocol)
-    filename = proto.split_file(split)
-    if filename is None:
+    if proto.split_file(split) is None:
         raise ProtocolError(f"protocol {proto.name!r} has no {split} split")
-    reader = get_reader(proto)
-    if reader.read_pairs is not None and split in reader.pairs_splits:
-        pairs = reader.read_pairs(annotation_path(proto, annotations_dir, filename))
-        return _from_pairs(proto, split, pairs)
-    video_ids = split_video_ids(proto, annotations_dir, split)
-    captions = _captions_table(proto, annotations_dir, captions_path, allow_pickle)
-    return _from_table(proto, split, video_ids, captions)
+    reader = get_reader(proto.layout, proto.name)
+    return reader(proto, annotations_dir, split, captions_path=captions_path, allow_pickle=allow_pickle)
 
 
 def split_video_ids(protocol: Protocol | str, annotations_dir: str | Path, split: str) -> list[str]:
-    """The video ids of ``split`` in list order (the reader's default ids when its file is absent)."""
+    """The video ids of ``split`` in list order (the layout's default ids when its file is absent)."""
     proto = get_protocol(protocol)
     filename = proto.split_file(split)
     if filename is None:
@@ -395,85 +397,61 @@ def split_video_ids(protocol: Protocol | str, annotations_dir: str | Path, split
 
 
 def default_split_ids(protocol: Protocol | str, split: str) -> list[str] | None:
-    """The ids a protocol's reader uses when ``split``'s file is absent (MSR-VTT full test), else None."""
+    """The ids used when ``split``'s file is absent (MSR-VTT full test: video7010..video9999), else None."""
     proto = get_protocol(protocol)
-    reader = get_reader(proto)
-    return None if reader.default_ids is None else reader.default_ids(split)
-
-
-def _captions_table(
-    proto: Protocol, annotations_dir: str | Path, captions_path: str | Path | None, allow_pickle: bool
-) -> Mapping[str, list[str]]:
-    reader = get_reader(proto)
-    path = Path(captions_path) if captions_path else None
-    if path is None:
-        path = find_annotation(proto, annotations_dir, proto.captions_file)
-        if path is None and reader.missing_captions_hint is not None:
-            reader.missing_captions_hint(proto, annotations_dir)
-        if path is None:
-            path = annotation_path(proto, annotations_dir, proto.captions_file)
-    elif not path.is_file():
-        raise ProtocolError(f"captions file {path} does not exist")
-    return reader.read_captions(path, allow_pickle)
+    if proto.layout == "msrvtt-full" and split == "test":
+        lo, hi = MSRVTT_FULL_TEST_RANGE
+        return [f"video{i}" for i in range(lo, hi)]
+    return None
 
 
 # --------------------------------------------------------------------------------------------
-# Readers: a protocol's ``layout`` names the reader of its files (one registry entry per family).
+# Readers of the built-in layouts. A reader is ``(protocol, annotations_dir, split, *,
+# captions_path=None, allow_pickle=False) -> SplitData``; :func:`table_reader` builds one from a
+# captions-file parser, for the common case of id lists plus one captions file.
+
+CaptionsParser = Callable[[Path, bool], Mapping[str, list[str]]]
 
 
-@dataclass(frozen=True)
-class Reader:
-    """How a family of protocols reads its annotation files.
+def table_reader(
+    parse_captions: CaptionsParser,
+    *,
+    pair_splits: tuple[str, ...] = (),
+    missing_captions_hint: Callable[[Protocol, str | Path], None] | None = None,
+) -> SplitReader:
+    """A reader for id-list splits plus one captions file ``parse_captions(path, allow_pickle)``
+    -> ``{video_id: [caption, ...]}``. Splits in ``pair_splits`` are instead read as (video_id,
+    sentence) rows (MSR-VTT's JSFusion csv). ``missing_captions_hint`` may raise a more helpful
+    error when the captions file is absent."""
 
-    ``read_captions(path, allow_pickle)`` -> ``{video_id: [caption, ...]}`` from the captions file.
-    ``read_pairs(path)`` -> ``[(video_id, caption), ...]`` for the splits in ``pairs_splits`` whose
-    file holds (video, caption) rows instead of ids (MSR-VTT's JSFusion test csv).
-    ``default_ids(split)`` -> the ids when that split's file is absent (or None).
-    ``missing_captions_hint(protocol, annotations_dir)`` may raise a more helpful error when the
-    captions file is absent (MSVD: only the pickle is there).
-    """
+    def read(
+        proto: Protocol,
+        annotations_dir: str | Path,
+        split: str,
+        *,
+        captions_path: str | Path | None = None,
+        allow_pickle: bool = False,
+    ) -> SplitData:
+        filename = proto.split_file(split)
+        if filename is None:
+            raise ProtocolError(f"protocol {proto.name!r} has no {split} split")
+        if split in pair_splits:
+            return _from_pairs(
+                proto, split, read_jsfusion_csv(annotation_path(proto, annotations_dir, filename))
+            )
+        video_ids = split_video_ids(proto, annotations_dir, split)
+        path = Path(captions_path) if captions_path else None
+        if path is None:
+            path = find_annotation(proto, annotations_dir, proto.captions_file)
+            if path is None and missing_captions_hint is not None:
+                missing_captions_hint(proto, annotations_dir)
+            if path is None:
+                path = annotation_path(proto, annotations_dir, proto.captions_file)
+        elif not path.is_file():
+            raise ProtocolError(f"captions file {path} does not exist")
+        return _from_table(proto, split, video_ids, parse_captions(path, allow_pickle))
 
-    read_captions: Callable[[Path, bool], Mapping[str, list[str]]]
-    read_pairs: Callable[[Path], list[tuple[str, str]]] | None = None
-    pairs_splits: tuple[str, ...] = ()
-    default_ids: Callable[[str], list[str] | None] | None = None
-    missing_captions_hint: Callable[[Protocol, str | Path], None] | None = None
-
-
-_READERS: dict[str, Reader] = {}
-
-
-def register_reader(name: str, reader: Reader, *, overwrite: bool = False) -> Reader:
-    """Add a reader that protocols name in their ``layout``; re-registering needs ``overwrite=True``."""
-    if name in _READERS and not overwrite and _READERS[name] is not reader:
-        raise ProtocolError(
-            f"a reader named {name!r} is already registered; pass overwrite=True to replace it"
-        )
-    _READERS[name] = reader
-    return reader
-
-
-def list_readers() -> list[str]:
-    """Names of the registered annotation readers."""
-    return sorted(_READERS)
-
-
-def get_reader(protocol: Protocol | str) -> Reader:
-    """The reader that ``protocol``'s ``layout`` names."""
-    proto = get_protocol(protocol)
-    try:
-        return _READERS[proto.layout]
-    except KeyError:
-        raise UnknownNameError(
-            f"reader (layout of protocol {proto.name!r})", proto.layout, list_readers()
-        ) from None
-
-
-def _msrvtt_full_test_ids(split: str) -> list[str] | None:
-    if split != "test":
-        return None
-    lo, hi = MSRVTT_FULL_TEST_RANGE
-    return [f"video{i}" for i in range(lo, hi)]
+    return read
 
 
 def _msvd_pickle_hint(proto: Protocol, annotations_dir: str | Path) -> None:
@@ -481,7 +459,7 @@ def _msvd_pickle_hint(proto: Protocol, annotations_dir: str | Path) -> None:
     if pkl is not None:
         raise ProtocolError(
             f"protocol {proto.name!r} reads {proto.captions_file}, found only {pkl}: convert it once with "
-            f"`clip2video data convert-msvd --pickle {pkl}` (writes {msvd_json_path(pkl)})"
+            f"`clip2video data convert-msvd --pickle {pkl} --out {msvd_json_path(pkl)}`"
         )
 
 
@@ -497,11 +475,15 @@ def _vatex_captions(path: Path, allow_pickle: bool) -> Mapping[str, list[str]]:
     return read_vatex_data(path)
 
 
-register_reader("msrvtt-1k-a", Reader(_msrvtt_captions, read_pairs=read_jsfusion_csv, pairs_splits=("test",)))
-register_reader("msrvtt-full", Reader(_msrvtt_captions, default_ids=_msrvtt_full_test_ids))
-register_reader("msvd", Reader(_msvd_captions, missing_captions_hint=_msvd_pickle_hint))
-register_reader("vatex", Reader(_vatex_captions))
-register_reader("synthetic", Reader(_vatex_captions))
+BUILTIN_READERS: dict[str, SplitReader] = {
+    "msrvtt-1k-a": table_reader(_msrvtt_captions, pair_splits=("test",)),
+    "msrvtt-full": table_reader(_msrvtt_captions),
+    "msvd": table_reader(_msvd_captions, missing_captions_hint=_msvd_pickle_hint),
+    "vatex": table_reader(_vatex_captions),
+    "synthetic": table_reader(_vatex_captions),
+}
+for _layout, _reader in BUILTIN_READERS.items():
+    register_reader(_layout, _reader)
 
 
 def _from_table(

@@ -27,6 +27,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
+from typing import Any
+from typing import Protocol as TypingProtocol
 
 from clip2video.errors import ProtocolError, UnknownNameError
 
@@ -35,9 +37,9 @@ class UnknownProtocolError(UnknownNameError, ProtocolError):
     """``Unknown protocol 'x'. Available: ...`` (a ProtocolError and a KeyError)."""
 
 
-# A protocol's ``layout`` names the reader of its annotation files, registered in
-# clip2video.data.annotations (``register_reader``); these are the built-in ones. Adding a protocol
-# means one reader (or an existing one), one ``register_protocol`` entry and a suite.
+# A protocol's ``layout`` names the reader of its annotation files (``register_reader``; the
+# built-in readers are registered by clip2video.data.annotations). Adding a protocol means one
+# reader (or an existing layout), one ``register_protocol`` entry and a suite.
 Layout = str
 LAYOUTS: tuple[str, ...] = ("msrvtt-1k-a", "msrvtt-full", "msvd", "vatex", "synthetic")
 SPLITS: tuple[str, ...] = ("train", "val", "test")
@@ -208,6 +210,46 @@ def get_protocol(name: str | Protocol) -> Protocol:
 def list_protocols() -> list[str]:
     """Names of the registered protocols, sorted."""
     return sorted(_REGISTRY)
+
+
+class SplitReader(TypingProtocol):
+    """Reads one split of a protocol: ``reader(protocol, annotations_dir, split, *, captions_path=None,
+    allow_pickle=False) -> SplitData`` (clip2video.data.annotations.SplitData)."""
+
+    def __call__(
+        self,
+        protocol: Protocol,
+        annotations_dir: str | Path,
+        split: str,
+        *,
+        captions_path: str | Path | None = None,
+        allow_pickle: bool = False,
+    ) -> Any: ...
+
+
+_READERS: dict[str, SplitReader] = {}
+
+
+def register_reader(layout: str, reader: SplitReader, *, overwrite: bool = False) -> SplitReader:
+    """Register the reader that protocols with ``layout`` use; re-registering needs ``overwrite=True``."""
+    if layout in _READERS and not overwrite and _READERS[layout] is not reader:
+        raise ProtocolError(f"a reader for layout {layout!r} is already registered; pass overwrite=True")
+    _READERS[layout] = reader
+    return reader
+
+
+def list_readers() -> list[str]:
+    """The layouts that have a registered reader (the built-ins once clip2video.data.annotations is imported)."""
+    return sorted(_READERS)
+
+
+def get_reader(layout: str, protocol_name: str = "") -> SplitReader:
+    """The reader registered for ``layout``: ``Unknown reader 'x'. Available: ...`` otherwise."""
+    try:
+        return _READERS[layout]
+    except KeyError:
+        what = f"reader (layout of protocol {protocol_name!r})" if protocol_name else "reader"
+        raise UnknownProtocolError(what, layout, list_readers()) from None
 
 
 def data_folders(
