@@ -407,9 +407,15 @@ def load_meta(annotations_dir: str | Path) -> dict[str, Any]:
     try:
         meta = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
-        raise ProtocolError(f"{path} is not valid JSON ({exc}); regenerate with overwrite=True") from exc
+        raise ProtocolError(
+            f"{path} is not valid JSON ({exc}); regenerate it with "
+            f"`clip2video data synthetic {Path(annotations_dir).parent} --overwrite` (and the suite's settings)"
+        ) from exc
     if not isinstance(meta, dict) or not isinstance(meta.get("videos"), dict):
-        raise ProtocolError(f"{path} has no 'videos' mapping; regenerate with overwrite=True")
+        raise ProtocolError(
+            f"{path} has no 'videos' mapping; regenerate it with "
+            f"`clip2video data synthetic {Path(annotations_dir).parent} --overwrite` (and the suite's settings)"
+        )
     return meta
 
 

@@ -95,34 +95,44 @@ def check_checkpoints(
             f"({', '.join(suite.models)}) and no zero-shot row: nothing to evaluate; pass "
             "--checkpoint MODEL=FILE (or one FILE for every model)"
         )
-    if not rows:
-        return
-    from clip2video.experiments.runner import build_row_model, model_options
-
-    options = model_options(suite, clip_weights)
-    options["clip_weights"] = None  # the checkpoint holds the backbone; no download to check it
     for model in rows:
-        path = Path(checkpoints.get(model, checkpoints.get("*")))
-        if not path.is_file():
+        load_checkpoint_into(model, Path(checkpoints.get(model, checkpoints.get("*"))), suite)
+
+
+def load_checkpoint_into(model: str, path: Path, suite: Suite) -> None:
+    """Load ``path`` the way an eval-only row does (the models' loader); WeightsError naming the file."""
+    if not path.is_file():
+        raise WeightsError(
+            f"--checkpoint {path} (for model {model!r}): "
+            + ("is a folder, not a file" if path.is_dir() else "file does not exist")
+        )
+    import torch
+
+    from clip2video.models import from_official_checkpoint
+
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        if isinstance(state, dict) and isinstance(state.get("model"), dict):
+            state = state["model"]  # a checkpoint written by this harness' trainer
+        if not isinstance(state, dict):
             raise WeightsError(
-                f"--checkpoint {path} (for model {model!r}): "
-                + ("is a folder, not a file" if path.is_dir() else "file does not exist")
+                f"--checkpoint {path} (model {model!r}) holds a {type(state).__name__}, not a state dict "
+                "(pass a checkpoint written by this harness or an official CLIP2Video/CLIP4Clip one)"
             )
-        try:
-            build_row_model(model, options, suite["seeds"][0], path)
-        except Clip2VideoError as exc:
-            message = str(exc)
-            raise WeightsError(
-                message if str(path) in message else f"--checkpoint {path} (model {model!r}): {message}"
-            ) from exc
-        except OSError as exc:
-            raise WeightsError(f"--checkpoint {path} (model {model!r}): {describe_os_error(exc)}") from exc
-        except Exception as exc:  # torch.load / load_state_dict raise many kinds
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-            raise WeightsError(
-                f"--checkpoint {path} (model {model!r}) does not load: {type(exc).__name__}: {first[:300]}; "
-                "pass a checkpoint written by this harness or an official CLIP2Video/CLIP4Clip one of the same model"
-            ) from exc
+        from_official_checkpoint(state, variant=model, center_weight=suite["model"]["center_weight"])
+    except Clip2VideoError as exc:
+        message = str(exc)
+        raise WeightsError(
+            message if str(path) in message else f"--checkpoint {path} (model {model!r}): {message}"
+        ) from exc
+    except OSError as exc:
+        raise WeightsError(f"--checkpoint {path} (model {model!r}): {describe_os_error(exc)}") from exc
+    except Exception as exc:  # torch.load / load_state_dict raise many kinds, with multi-line advice
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise WeightsError(
+            f"--checkpoint {path} (model {model!r}) does not load: {type(exc).__name__}: {first[:300]}; "
+            "pass a checkpoint written by this harness or an official CLIP2Video/CLIP4Clip one of this model"
+        ) from exc
 
 
 def check_clip_weights(suite: Suite, clip_weights: str | None) -> None:

@@ -24,7 +24,7 @@ from clip2video.errors import ConfigError
 FREE_SECTIONS = {("backbone", "config")}
 SELECT_ON = ("final", "val", "test")
 TDB_PROJECTIONS = ("selfattn", "mlp", "none")
-# Post-processors a suite may name in eval.postprocess (engine.postprocess implements them).
+# Built-in post-processors (engine.postprocess implements them; its registry, when present, wins).
 POSTPROCESSORS = ("dsl", "qbnorm")
 
 
@@ -279,12 +279,20 @@ def _check_enums(settings: dict[str, Any], source: str) -> None:
         raise SuiteError(f"{source}: eval.legacy = true needs eval.v2t = 'official' (the official code's)")
 
 
+def known_postprocessors() -> list[str]:
+    """The post-processor registry's names (engine.postprocess), or the built-in ones."""
+    from clip2video.engine import postprocess
+
+    registry = getattr(postprocess, "list_postprocessors", None)
+    return list(registry()) if registry is not None else list(POSTPROCESSORS)
+
+
 def _check_postprocess(settings: dict[str, Any], source: str) -> None:
+    known = known_postprocessors()
     for name in settings["eval"]["postprocess"]:
-        if name not in POSTPROCESSORS:
+        if name not in known:
             raise SuiteError(
-                f"{source}: eval.postprocess: Unknown post-processor {name!r}. "
-                f"Available: {', '.join(POSTPROCESSORS)}"
+                f"{source}: eval.postprocess: Unknown post-processor {name!r}. Available: {', '.join(known)}"
             )
 
 
