@@ -165,16 +165,25 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(argv: list[str], modules: list[str]) -> int:
-    from clip2video.plugins import import_modules, load_entry_points
+    import os
 
-    load_entry_points()
-    import_modules(modules)
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if not getattr(args, "func", None):
-        parser.print_help()
-        return 2
-    return int(args.func(args) or 0)
+    from clip2video.plugins import ENV_VAR, import_modules, load_entry_points
+
+    before = os.environ.get(ENV_VAR)
+    try:
+        load_entry_points()
+        import_modules(modules)  # also exported in $CLIP2VIDEO_IMPORT for row workers
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        if not getattr(args, "func", None):
+            parser.print_help()
+            return 2
+        return int(args.func(args) or 0)
+    finally:  # an in-process caller (tests, notebooks) keeps its environment
+        if before is None:
+            os.environ.pop(ENV_VAR, None)
+        else:
+            os.environ[ENV_VAR] = before
 
 
 if __name__ == "__main__":

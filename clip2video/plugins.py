@@ -21,12 +21,15 @@ for a module that is not installed as a package: it is imported before the comma
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 from importlib import metadata
 
 from clip2video.errors import Clip2VideoError
 
 GROUPS: tuple[str, ...] = ("clip2video.models", "clip2video.protocols")
+# The --import modules, passed on to worker processes (row workers call load_plugins() first).
+ENV_VAR = "CLIP2VIDEO_IMPORT"
 _loaded: set[str] = set()
 
 
@@ -72,8 +75,17 @@ def _register(group: str, name: str, obj: object) -> None:
         register_protocol(obj)
 
 
-def import_modules(modules: list[str] | tuple[str, ...]) -> None:
-    """Import each user module (``--import MODULE``); its registrations run on import."""
+def load_plugins() -> None:
+    """Everything a process needs before it looks up a model or protocol: the installed entry
+    points, then the ``--import`` modules of the command that started it (``$CLIP2VIDEO_IMPORT``).
+    Worker processes call this first."""
+    load_entry_points()
+    import_modules([m for m in os.environ.get(ENV_VAR, "").split(",") if m], export=False)
+
+
+def import_modules(modules: list[str] | tuple[str, ...], *, export: bool = True) -> None:
+    """Import each user module (``--import MODULE``); its registrations run on import. With
+    ``export`` the names are also put in ``$CLIP2VIDEO_IMPORT`` for worker processes."""
     for name in modules:
         try:
             importlib.import_module(name)
@@ -83,3 +95,6 @@ def import_modules(modules: list[str] | tuple[str, ...]) -> None:
             ) from exc
         except Exception as exc:
             raise PluginError(f"--import {name}: importing it failed: {type(exc).__name__}: {exc}") from exc
+    if export and modules:
+        known = [m for m in os.environ.get(ENV_VAR, "").split(",") if m]
+        os.environ[ENV_VAR] = ",".join(dict.fromkeys([*known, *modules]))

@@ -399,6 +399,13 @@ def test_import_registers_a_users_model_and_protocol(tmp_path, capsys, monkeypat
     error_line(code, err, str(tmp_path / "f"))
     code, err = cli(capsys, "data", "protocols", "--import", "no_such_module_here")
     error_line(code, err, "--import no_such_module_here")
+    import os
+
+    from clip2video.plugins import ENV_VAR, load_plugins
+
+    assert ENV_VAR not in os.environ  # the in-process command left the environment as it found it
+    monkeypatch.setenv(ENV_VAR, "my_ext")  # what a row worker inherits from `--import my_ext`
+    load_plugins()
 
 
 def test_entry_point_plugin_is_loaded_at_start(tmp_path):
