@@ -100,7 +100,7 @@ def _verify(args: argparse.Namespace) -> int:
         args.videos,
         allow_missing=args.allow_missing,
         open_videos=not args.no_open,
-        progress=not args.no_progress,
+        progress=False if args.no_progress else None,  # None: bars only on a terminal
         captions_path=args.captions,
         allow_pickle=args.allow_pickle,
     )

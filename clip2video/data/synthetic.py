@@ -461,7 +461,9 @@ def _generate_into(folder: Path, seed: int, settings: SyntheticSettings) -> None
     splits, jobs = _clip_jobs(seed, settings)
     captions: dict[str, dict[str, list[str]]] = {}
     records: dict[str, dict[str, Any]] = {}
-    with tqdm(total=sum(len(v) for v in splits.values()), desc="synthetic clips", unit="clip") as bar:
+    with tqdm(
+        total=sum(len(v) for v in splits.values()), desc="synthetic clips", unit="clip", disable=None
+    ) as bar:
         for first_id, job in jobs:
             index = int(first_id[3:])
             for offset, (clip, texts, record) in enumerate(job()):

@@ -194,18 +194,21 @@ def check_videos(
     videos_dir: str | Path,
     *,
     open_videos: bool = True,
-    progress: bool = True,
+    progress: bool | None = None,
     full_decode: bool = False,
 ) -> tuple[list[VideoProblem], list[VideoProblem]]:
     """(missing, unreadable) among the split's videos; every id is tried, none stops the loop.
 
-    ``open_videos`` opens each video (its first frame); ``full_decode`` decodes every frame."""
+    ``open_videos`` opens each video (its first frame); ``full_decode`` decodes every frame.
+    ``progress``: a bar (True), none (False), or one only when stderr is a terminal (None)."""
     from tqdm.auto import tqdm
 
     missing: list[VideoProblem] = []
     unreadable: list[VideoProblem] = []
     label = f"{split.protocol} {split.split} videos".strip()
-    for vid in tqdm(split.video_ids, desc=label, unit="video", disable=not progress):
+    for vid in tqdm(
+        split.video_ids, desc=label, unit="video", disable=None if progress is None else not progress
+    ):
         try:
             path = find_video(videos_dir, vid)
         except VideoReadError:
@@ -230,7 +233,7 @@ def verify(
     *,
     allow_missing: bool = False,
     open_videos: bool = True,
-    progress: bool = True,
+    progress: bool | None = None,
     captions_path: str | Path | None = None,
     allow_pickle: bool = False,
 ) -> VerifyReport:
@@ -349,7 +352,7 @@ def require_test_videos(
     *,
     allow_missing: bool = False,
     open_videos: bool = True,
-    progress: bool = True,
+    progress: bool | None = None,
     full_decode: bool = False,
 ) -> SplitData:
     """``split`` when all its videos exist and open; else an error naming every missing / unreadable
