@@ -1,0 +1,82 @@
+"""Every ``clip2video ...`` command in the README's code blocks parses (issue 11 §1).
+
+Each command is run with ``--help`` (its verb must exist: argparse exits 0) and parsed as written
+without running it (every flag and choice must exist), so a README line with a wrong verb or flag
+fails here instead of in a user's terminal.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from pathlib import Path
+
+import pytest
+
+from clip2video.cli import build_parser, main
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+FENCE = re.compile(r"^```[^\n]*\n(.*?)^```", re.MULTILINE | re.DOTALL)
+
+
+def readme_commands(text: str) -> list[str]:
+    """The ``clip2video`` command lines of every fenced code block (``\\`` continuations joined)."""
+    commands: list[str] = []
+    for block in FENCE.findall(text):
+        for line in block.replace("\\\n", " ").splitlines():
+            line = line.strip().removeprefix("$ ").strip()
+            if line.startswith("clip2video ") or line == "clip2video":
+                commands.append(line)
+    return commands
+
+
+def _argv(command: str) -> list[str]:
+    """The arguments after ``clip2video`` (shell comments dropped)."""
+    words = shlex.split(command, comments=True)
+    assert words[0] == "clip2video", command
+    return words[1:]
+
+
+COMMANDS = readme_commands(README.read_text(encoding="utf-8"))
+
+
+def test_the_readme_has_commands() -> None:
+    """The extraction finds the README's command lines (an empty list would make the test vacuous)."""
+    assert len(COMMANDS) >= 5, COMMANDS
+    assert readme_commands("```bash\nclip2video tables   # x\n$ clip2video drift \\\n  --rerun\n```\n") == [
+        "clip2video tables   # x",
+        "clip2video drift    --rerun",
+    ]
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_readme_command_has_help(command: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """``<command> --help`` exits 0: the verb (and sub-verb) exists."""
+    with pytest.raises(SystemExit) as exit_info:
+        main([*_argv(command), "--help"])
+    out = capsys.readouterr()
+    assert exit_info.value.code == 0, f"`{command} --help` exited {exit_info.value.code}: {out.err}"
+    assert "usage: clip2video" in out.out
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_readme_command_parses(command: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """The command as written parses: every flag, choice and positional exists (nothing is run)."""
+    argv = _argv(command)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:
+        pytest.fail(f"README command `{command}` does not parse: {capsys.readouterr().err.strip()}")
+        raise AssertionError from exc
+    assert getattr(args, "func", None) is not None or not argv, f"`{command}` names no verb"
+
+
+@pytest.mark.parametrize(
+    "command", ["clip2video ablaton --suite smoke", "clip2video ablation --suite smoke --no-such-flag"]
+)
+def test_a_wrong_verb_or_flag_is_caught(command: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """The check above can fail: a misspelt verb or flag does not parse."""
+    with pytest.raises(SystemExit) as exit_info:
+        build_parser().parse_args(_argv(command))
+    assert exit_info.value.code != 0
+    capsys.readouterr()

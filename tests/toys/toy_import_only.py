@@ -1,0 +1,11 @@
+"""A user module for ``--import toys.toy_import_only``: it registers a model when imported."""
+
+from __future__ import annotations
+
+from clip2video.models import register_model
+from toys.toy_model import MeanColourModel
+
+
+@register_model
+def toy_import_only(dim: int = 8) -> MeanColourModel:
+    return MeanColourModel(dim=dim)
