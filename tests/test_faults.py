@@ -44,6 +44,7 @@ def error_line(code: int, err: str, *named: str, exit_code: int = 1) -> str:
     assert len(lines) == 1, err
     for name in named:
         assert str(name) in lines[0], (name, lines[0])
+    print(lines[0])  # shown with pytest -rP: what each fault now prints
     return lines[0]
 
 

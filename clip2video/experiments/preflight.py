@@ -112,6 +112,15 @@ def load_checkpoint_into(model: str, path: Path, suite: Suite) -> None:
 
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
+    except OSError as exc:
+        raise WeightsError(f"--checkpoint {path} (model {model!r}): {describe_os_error(exc)}") from exc
+    except Exception as exc:  # random bytes, text, a truncated zip: torch's advice runs to many lines
+        raise WeightsError(
+            f"--checkpoint {path} (model {model!r}) is not a PyTorch checkpoint that torch.load can read "
+            f"({type(exc).__name__}: {_first_sentence(exc)}); pass a checkpoint written by this harness or an "
+            "official CLIP2Video/CLIP4Clip one"
+        ) from exc
+    try:
         if isinstance(state, dict) and isinstance(state.get("model"), dict):
             state = state["model"]  # a checkpoint written by this harness' trainer
         if not isinstance(state, dict):
@@ -133,6 +142,13 @@ def load_checkpoint_into(model: str, path: Path, suite: Suite) -> None:
             f"--checkpoint {path} (model {model!r}) does not load: {type(exc).__name__}: {first[:300]}; "
             "pass a checkpoint written by this harness or an official CLIP2Video/CLIP4Clip one of this model"
         ) from exc
+
+
+def _first_sentence(exc: BaseException, limit: int = 160) -> str:
+    text = " ".join(str(exc).split())
+    if text.startswith("Weights only load failed."):
+        text = "not a plain tensor/state-dict pickle"
+    return text.split(". ")[0][:limit] or "no message"
 
 
 def check_clip_weights(suite: Suite, clip_weights: str | None) -> None:
