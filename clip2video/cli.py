@@ -1,52 +1,195 @@
-"""The ``clip2video`` command: thin argument parsing; each verb lives in its own module."""
+"""The ``clip2video`` command: thin argument parsing; each verb lives in its own module.
+
+Every user-facing failure prints one ``clip2video: error: ...`` line and exits non-zero;
+``--debug`` (anywhere on the command line) shows the traceback instead. Ctrl-C prints
+``interrupted; continue with --resume`` and exits 130. Warnings print once each, without the
+echoed source line. Plugins (entry points ``clip2video.models`` / ``clip2video.protocols``) and
+``--import MODULE`` modules are imported before the parser is built, so their models and
+protocols are known to every verb.
+"""
 
 from __future__ import annotations
 
 import argparse
 import importlib
 import sys
+import traceback
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 # Each module defines ``register(subparsers)``, adding its verbs with ``set_defaults(func=...)``.
 COMMAND_MODULES: tuple[str, ...] = (
     "clip2video.commands.data",
     "clip2video.commands.ablation",
+    "clip2video.commands.eval",
     "clip2video.commands.tables",
     "clip2video.commands.drift",
 )
+EXIT_ERROR = 1
+EXIT_INTERRUPTED = 130
+EXIT_BROKEN_PIPE = 141
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The full parser with every verb the installed modules register."""
+    """The full parser with every verb; each verb (and sub-verb) also takes --debug and --import."""
     parser = argparse.ArgumentParser(
         prog="clip2video",
-        description="CLIP2Video benchmark harness: data checks, ablations, tables and the drift gate.",
+        description="CLIP2Video benchmark harness: data checks, ablations, evaluation, tables and the drift gate.",
     )
+    _add_common(parser, suppress=False)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name != name:
-                raise
-            continue
-        module.register(sub)
+        importlib.import_module(name).register(sub)
+    for leaf in _leaf_parsers(parser):
+        leaf.formatter_class = DefaultsOnceHelpFormatter
+        if leaf is not parser:
+            _add_common(leaf, suppress=True)
     return parser
+
+
+class DefaultsOnceHelpFormatter(argparse.HelpFormatter):
+    """Appends ``(default: X)`` once, only where there is a default to show and the help names none."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if (
+            "default" in text
+            or "unset:" in text
+            or default in (None, False, argparse.SUPPRESS)
+            or action.option_strings == []
+            or isinstance(default, list | tuple)
+            and not default
+        ):
+            return text
+        return text + " (default: %(default)s)"
+
+
+def _add_common(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
+    """``--debug`` and ``--import`` (a verb's copy leaves the top-level value alone unless given)."""
+    default = argparse.SUPPRESS if suppress else None
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        default=argparse.SUPPRESS if suppress else False,
+        help="show the full traceback of an error instead of one line",
+    )
+    parser.add_argument(
+        "--import",
+        dest="imports",
+        action="append",
+        metavar="MODULE",
+        default=default,
+        help="import this Python module first, e.g. one that registers a model or protocol (repeatable)",
+    )
+
+
+def _leaf_parsers(parser: argparse.ArgumentParser) -> Iterator[argparse.ArgumentParser]:
+    """``parser`` and every sub-parser below it."""
+    yield parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in dict.fromkeys(action.choices.values()):
+                yield from _leaf_parsers(child)
+
+
+def _prescan(argv: list[str]) -> tuple[bool, list[str]]:
+    """``--debug`` and the ``--import`` modules, read before the parser exists (plugins add choices)."""
+    debug = "--debug" in argv
+    modules: list[str] = []
+    for i, arg in enumerate(argv):
+        if arg == "--import" and i + 1 < len(argv):
+            modules.append(argv[i + 1])
+        elif arg.startswith("--import="):
+            modules.append(arg.split("=", 1)[1])
+    return debug, modules
+
+
+@contextmanager
+def _plain_warnings() -> Iterator[None]:
+    """Each distinct warning printed once, as ``clip2video: warning: ...`` without the source line."""
+    seen: set[str] = set()
+
+    def show(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
+        text = str(message)
+        if text in seen:
+            return
+        seen.add(text)
+        print(f"clip2video: warning: {text}", file=file or sys.stderr)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        warnings.filterwarnings("ignore", category=FutureWarning, module="(?!clip2video)")
+        warnings.showwarning = show
+        yield
+
+
+def error_line(exc: BaseException) -> str:
+    """The one line the command prints for ``exc`` (without the ``clip2video: error:`` prefix)."""
+    from clip2video.errors import Clip2VideoError, describe_os_error
+
+    if isinstance(exc, Clip2VideoError):
+        return str(exc)
+    if isinstance(exc, OSError):
+        return describe_os_error(exc)
+    if isinstance(exc, UnicodeDecodeError):
+        return f"a file is not UTF-8 text ({exc}); re-save it as UTF-8"
+    if isinstance(exc, MemoryError):
+        return "out of memory; lower train.batch_size / eval.batch_size with --set"
+    return (
+        f"unexpected {type(exc).__name__}: {exc} "
+        "(this is a bug or an unchecked input: rerun with --debug for the traceback and report it)"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if not getattr(args, "func", None):
-        parser.print_help()
-        return 2
-    from clip2video.errors import Clip2VideoError
-
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug, modules = _prescan(argv)
     try:
+        with _plain_warnings():
+            return _main(argv, modules)
+    except KeyboardInterrupt:
+        if debug:
+            traceback.print_exc()
+        print("clip2video: interrupted; continue with --resume", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except SystemExit:
+        raise
+    except BrokenPipeError:  # `clip2video ... | head`: the reader left; say nothing
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
+    except Exception as exc:
+        if debug:
+            traceback.print_exc()
+        print(f"clip2video: error: {error_line(exc)}", file=sys.stderr)
+        return EXIT_ERROR
+
+
+def _main(argv: list[str], modules: list[str]) -> int:
+    import os
+
+    from clip2video.plugins import ENV_VAR, import_modules, load_entry_points
+
+    before = os.environ.get(ENV_VAR)
+    try:
+        load_entry_points()
+        import_modules(modules)  # also exported in $CLIP2VIDEO_IMPORT for row workers
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        if not getattr(args, "func", None):
+            parser.print_help()
+            return 2
         return int(args.func(args) or 0)
-    except Clip2VideoError as exc:
-        print(f"clip2video: error: {exc}", file=sys.stderr)
-        return 1
+    finally:  # an in-process caller (tests, notebooks) keeps its environment
+        if before is None:
+            os.environ.pop(ENV_VAR, None)
+        else:
+            os.environ[ENV_VAR] = before
 
 
 if __name__ == "__main__":

@@ -1,6 +1,14 @@
-"""Exceptions shared across the package, each naming what is at fault and what to do."""
+"""Exceptions shared across the package, each naming what is at fault and what to do.
+
+Every user-facing failure is a :class:`Clip2VideoError` (or an ``OSError`` naming its file); the
+command line prints it as one ``clip2video: error: ...`` line (``--debug`` shows the traceback).
+"""
 
 from __future__ import annotations
+
+import errno
+import os
+from pathlib import Path
 
 
 class Clip2VideoError(Exception):
@@ -23,3 +31,69 @@ class ProtocolError(Clip2VideoError):
 
 class WeightsError(Clip2VideoError):
     """CLIP or checkpoint weights cannot be found or loaded."""
+
+
+class ConfigError(Clip2VideoError):
+    """A setting (suite key, command-line option) is unknown, of the wrong type or out of range."""
+
+
+class UnknownNameError(ConfigError, KeyError):
+    """A registry lookup failed: ``Unknown model 'x'. Available: a, b, c``.
+
+    Also a ``KeyError`` so that code which caught the registries' old ``KeyError`` still works.
+    """
+
+    def __init__(self, kind: str, name: str, available: list[str] | tuple[str, ...]) -> None:
+        self.kind = kind
+        self.name = name
+        self.available = list(available)
+        shown = ", ".join(self.available) or "none"
+        super().__init__(f"Unknown {kind} {name!r}. Available: {shown}")
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0])
+
+
+class OutputError(Clip2VideoError):
+    """An output folder or file cannot be written."""
+
+
+def describe_os_error(exc: OSError) -> str:
+    """One line for an ``OSError``: the file(s), the errno's meaning and its symbolic name.
+
+    >>> describe_os_error(OSError(2, "No such file or directory", "data/msvd/test_list.txt"))
+    'data/msvd/test_list.txt: No such file or directory (ENOENT)'
+    """
+    code = exc.errno
+    meaning = os.strerror(code) if code else (exc.strerror or str(exc) or type(exc).__name__)
+    name = f" ({errno.errorcode[code]})" if code in errno.errorcode else ""
+    files = [str(f) for f in (exc.filename, exc.filename2) if f is not None]
+    where = " -> ".join(files) if files else "(no file named by the system)"
+    hint = ""
+    if code == errno.ENOSPC:
+        hint = "; free some space (or point --runs-dir elsewhere) and continue with --resume"
+    elif code in (errno.EACCES, errno.EPERM, errno.EROFS):
+        hint = "; choose a folder you can write to"
+    elif code == errno.ENOTDIR:
+        hint = f"; {Path(files[0]).parent if files else 'a parent'} or one of its parents is a file, not a folder"
+    return f"{where}: {meaning}{name}{hint}"
+
+
+def check_writable_dir(path: str | Path, what: str, flag: str | None = None) -> Path:
+    """Prove that the folder ``path`` can be written (or created) without creating it; else
+    :class:`OutputError` naming the flag, the folder and the reason."""
+    folder = Path(path)
+    via = f" ({flag})" if flag else ""
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if existing.exists() and not existing.is_dir():
+        blocker = "is a file" if existing == folder else f"cannot be created: {existing} is a file"
+        raise OutputError(f"{what}{via} {folder} {blocker}, not a folder; pass a folder")
+    probe = existing / f".clip2video-write-check-{os.getpid()}"
+    try:
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise OutputError(f"{what}{via} {folder} is not writable: {describe_os_error(exc)}") from exc
+    return folder

@@ -335,15 +335,18 @@ def test_policies_on_random_ties_by_loops(policy: str, seed: int) -> None:
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_infinite_scores_count_like_comparisons(seed: int) -> None:
-    """+-inf scores, ground truths among them, tie and rank exactly as comparisons say; a row
-    holding both infinities is not mistaken for NaN."""
+def test_extreme_scores_count_like_comparisons(seed: int) -> None:
+    """Scores at float32's extremes, ground truths among them, tie and rank exactly as comparisons
+    say; a row holding both extremes (whose sum overflows) is not mistaken for a non-finite row.
+    (+-inf itself is an error like NaN: test_infinite_scores_are_an_error_naming_the_rows.)"""
     rng = np.random.default_rng(seed)
+    big = np.finfo(np.float32).max
     cv = np.array([0, 1, 1, 2, 3, 3, 4, 0])
     sim = rng.integers(0, 3, size=(len(cv), 5)).astype(np.float32)
-    sim[rng.random(sim.shape) < 0.3] = np.inf
-    sim[rng.random(sim.shape) < 0.2] = -np.inf
-    sim[0, :2] = [np.inf, -np.inf]
+    sim[rng.random(sim.shape) < 0.3] = big
+    sim[rng.random(sim.shape) < 0.2] = -big
+    sim[0, :2] = [big, -big]
+    sim[1, :2] = [big, big]  # the row sum overflows to inf
     rows = sim.tolist()
     for policy in ("pessimistic", "optimistic", "mean"):
         got = retrieval_metrics(sim, cv, tie_policy=policy, chunk_size=3)
@@ -358,6 +361,19 @@ def test_infinite_scores_count_like_comparisons(seed: int) -> None:
         ranks = query_ranks(sim, cv, tie_policy=policy)
         assert ranks.t2v_higher.tolist() == [g for g, _ in t2v]
         assert ranks.t2v_equal.tolist() == [e for _, e in t2v]
+
+
+@pytest.mark.parametrize("value", [np.inf, -np.inf])
+def test_infinite_scores_are_an_error_naming_the_rows(value: float) -> None:
+    """Issue 10 item 10: +-inf is refused like NaN, naming the rows, on the matrix and chunked paths."""
+    sim = np.random.default_rng(0).random((6, 3)).astype(np.float32)
+    sim[4, 1] = value
+    with pytest.raises(ValueError, match=r"\+-inf or NaN in 1 row\(s\): \[4\]"):
+        retrieval_metrics(sim, np.array([0, 0, 1, 1, 2, 2]))
+    with pytest.raises(ValueError, match=r"\+-inf or NaN in row\(s\) \[4\]"):
+        ranks_from_scores(
+            lambda a, b: torch.from_numpy(sim[a:b]), np.array([0, 0, 1, 1, 2, 2]), 3, chunk_size=2
+        )
 
 
 def test_first_hit_ties_ignore_own_captions() -> None:
@@ -452,7 +468,7 @@ def test_cache_sized_blocks_equal_one_block(monkeypatch, layout: str, block: int
 
     cv = LAYOUTS[layout]
     sim = np.random.default_rng(block).integers(0, 3, size=(len(cv), int(cv.max()) + 1)).astype(np.float32)
-    sim[0, 0] = np.inf
+    sim[0, 0] = np.finfo(np.float32).max
     for policy in TIE_POLICIES:
         whole = query_ranks(sim, cv, tie_policy=policy, chunk_size=4)
         monkeypatch.setattr(metrics_module, "_CPU_BLOCK_ELEMENTS", block)

@@ -122,16 +122,44 @@ def test_register_protocol_refuses_a_silent_replacement():
         register_protocol(Protocol(**{**base.__dict__, "stride": 2}))
 
 
-def test_protocol_validates_layout_and_split_names():
+def test_protocol_layout_names_a_registered_reader(tmp_path):
+    """``layout`` names the annotation reader; an unknown one is refused naming the available ones,
+    and a protocol with its own reader is one reader + one entry (issue 9 §3)."""
+    from clip2video.data.annotations import load_split, table_reader
+    from clip2video.data.protocols import list_readers, register_reader
+    from clip2video.errors import UnknownNameError
+
+    odd = Protocol(
+        name="test-youcook",
+        layout="youcook",
+        stride=1,
+        center_k=1,
+        train_split="a",
+        test_split="b",
+        captions_file="c",
+    )
+    register_protocol(odd, overwrite=True)
+    with pytest.raises(
+        UnknownNameError, match=r"Unknown reader .*'youcook'. Available: msrvtt-1k-a, msrvtt-full"
+    ):
+        load_split("test-youcook", tmp_path, "test")
+    assert "vatex" in list_readers()
+    (tmp_path / "b").write_text("v1\nv2\n")
+    (tmp_path / "c").write_text("v1\tone\nv2\ttwo\nv2\tthree\n")
+
+    def tsv(path, allow_pickle):
+        table = {}
+        for line in path.read_text().splitlines():
+            vid, caption = line.split("\t")
+            table.setdefault(vid, []).append(caption)
+        return table
+
+    register_reader("youcook", table_reader(tsv), overwrite=True)
+    split = load_split("test-youcook", tmp_path, "test")
+    assert split.captions == ["one", "two", "three"] and split.caption_video.tolist() == [0, 1, 1]
     with pytest.raises(ProtocolError, match="layout"):
         Protocol(
-            name="x",
-            layout="youcook",
-            stride=1,
-            center_k=1,
-            train_split="a",
-            test_split="b",
-            captions_file="c",
+            name="x", layout="", stride=1, center_k=1, train_split="a", test_split="b", captions_file="c"
         )
     with pytest.raises(ProtocolError, match="split"):
         get_protocol("msvd").split_file("dev")

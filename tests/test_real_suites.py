@@ -36,7 +36,7 @@ from clip2video.experiments.suite import load_suite
 from clip2video.metrics import retrieval_metrics
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
-PUBLISHED_CSV = PROJECT_ROOT / "baselines" / "paper" / "clip2video.csv"
+PUBLISHED_CSV = PROJECT_ROOT / "clip2video" / "paper" / "clip2video.csv"  # package data
 MODELS = ["meanp", "clip2video"]
 ROWS = [ZERO_SHOT_ROW, *MODELS]
 METRIC_KEYS = [f"{d}_{m}" for d in ("t2v", "v2t") for m in ("R1", "R5", "R10", "MdR", "MnR")]

@@ -161,7 +161,10 @@ def test_missing_video_triggers_regeneration(tmp_path):
     root = generate_synthetic(tmp_path / "d", seed=0, **small)
     victim = next((root / "videos").iterdir())
     victim.unlink()
-    with pytest.raises(Clip2VideoError, match="missing files"):
+    with pytest.raises(
+        Clip2VideoError,
+        match=r"1 missing file\(s\): .*syn\d+\.mp4; regenerate it with `clip2video data synthetic",
+    ):
         generate_synthetic(root, seed=0, **small)
     generate_synthetic(root, seed=0, overwrite=True, **small)
     assert victim.is_file()

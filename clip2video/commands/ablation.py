@@ -84,36 +84,110 @@ def _without_nproc(argv: list[str]) -> list[str]:
     return out
 
 
-def run_ablation(args: argparse.Namespace) -> int:
-    """Run a suite: train (or evaluate) each model, record, tabulate, plot, track."""
-    if args.nproc > 1 and "WORLD_SIZE" not in os.environ:
-        return relaunch_under_torchrun(args.nproc)
+def run_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The keyword arguments ``run_suite`` and the check before work share, from the parsed flags."""
+    return {
+        "data_root": args.data_root,
+        "clip_weights": args.clip_weights,
+        "eval_only": args.eval_only,
+        "checkpoints": parse_checkpoints(args.checkpoint or []),
+        "runs_dir": args.runs_dir,
+        "tracking_uri": args.tracking_uri,
+        "tracking": not args.no_tracking,
+    }
+
+
+def progress_setting(args: argparse.Namespace) -> bool | None:
+    """``False`` with --no-progress, else ``None``: bars on when stdout is a terminal (the runner decides)."""
+    return False if args.no_progress else None
+
+
+def run_checked_suite(suite: str | Path, overrides: dict[str, Any], args: argparse.Namespace) -> Any:
+    """Check the whole suite and its inputs/outputs before work, run it, then write its tables."""
+    from clip2video.experiments.preflight import check_before_work
     from clip2video.experiments.runner import run_suite
 
-    overrides = merge_overrides(args.set or [])
-    if args.models:
-        overrides["models"] = args.models
+    options = run_options(args)
+    rank0 = int(os.environ.get("RANK", "0")) == 0
+    if rank0:
+        check_before_work(
+            suite,
+            overrides=overrides,
+            results_dir=args.results_dir,
+            decode_videos=not args.no_decode_check,
+            **options,
+        )
     result = run_suite(
-        args.suite,
-        data_root=args.data_root,
-        clip_weights=args.clip_weights,
+        suite,
         device=args.device,
-        eval_only=args.eval_only,
-        checkpoints=parse_checkpoints(args.checkpoint or []),
-        runs_dir=args.runs_dir,
-        tracking_uri=args.tracking_uri,
-        tracking=not args.no_tracking,
         overrides=overrides,
         nproc=args.nproc,
         resume=args.resume,
+        progress=progress_setting(args),
+        **options,
     )
-    if int(os.environ.get("RANK", "0")) == 0:
+    if rank0:
         from clip2video.report.tables import regenerate
 
         written = regenerate(args.runs_dir, args.results_dir, [result.suite.name])
         result.results_files = written.get(result.suite.name, [])
+    return result
+
+
+def run_ablation(args: argparse.Namespace) -> int:
+    """Run a suite: train (or evaluate) each model, record, tabulate, plot, track."""
+    if args.nproc > 1 and "WORLD_SIZE" not in os.environ:
+        return relaunch_under_torchrun(args.nproc)
+    overrides = merge_overrides(args.set or [])
+    if args.models:
+        overrides["models"] = args.models
+    result = run_checked_suite(args.suite, overrides, args)
+    if int(os.environ.get("RANK", "0")) == 0:
         print(result.summary())
     return 0
+
+
+def add_output_options(p: argparse.ArgumentParser) -> None:
+    """--runs-dir and --results-dir, the same on every verb."""
+    p.add_argument("--runs-dir", type=Path, default=Path("runs"), help="where run records and checkpoints go")
+    p.add_argument("--results-dir", type=Path, default=Path("results"), help="where tables and plots go")
+
+
+def add_run_options(p: argparse.ArgumentParser) -> None:
+    """The flags every verb that runs rows takes (ablation, eval)."""
+    p.add_argument(
+        "--data-root",
+        type=Path,
+        default=Path("data"),
+        help="folder holding the datasets: DATA/<protocol>/ or DATA/<msrvtt|msvd|vatex>/ with "
+        "annotations/ and videos/ (and the generated synthetic data)",
+    )
+    p.add_argument(
+        "--clip-weights",
+        default=None,
+        help="override backbone weights: 'openai', a local ViT-B-32.pt, an open_clip checkpoint, or 'none'",
+    )
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 ...")
+    add_output_options(p)
+    p.add_argument(
+        "--tracking-uri",
+        default=None,
+        help="MLflow tracking URI (unset: $MLFLOW_TRACKING_URI or sqlite:///mlruns.db)",
+    )
+    p.add_argument("--no-tracking", action="store_true", help="do not log to MLflow")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="keep finished rows and continue interrupted ones from their last checkpoint",
+    )
+    p.add_argument(
+        "--no-progress", action="store_true", help="no progress bars (off anyway when not a terminal)"
+    )
+    p.add_argument(
+        "--no-decode-check",
+        action="store_true",
+        help="before work, only open each test video instead of decoding every frame",
+    )
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -122,28 +196,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "ablation",
         help="run an experiment suite (train or evaluate each model, then tables, plots, MLflow)",
         description=(
-            "Run an experiment suite from benchmarks/suites: train each model (or, with --eval-only, "
-            "evaluate released checkpoints / the zero-shot CLIP), evaluate on the protocol's test split "
-            "with the one evaluation engine, record runs/<suite>/, regenerate results/<suite>/ and log to "
-            "MLflow. The default suite `ablation` runs offline on the generated synthetic protocol."
+            "Run an experiment suite (a shipped one or a TOML file): check the whole suite and its "
+            "inputs before work, train each model (or, with --eval-only, evaluate released checkpoints / "
+            "the zero-shot CLIP), evaluate on the protocol's test split with the one evaluation engine, "
+            "record RUNS_DIR/<suite>/, regenerate RESULTS_DIR/<suite>/ and log to MLflow. The default "
+            "suite `ablation` runs offline on the generated synthetic protocol."
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument(
-        "--suite", default="ablation", help=f"suite name or TOML path; shipped: {', '.join(list_suites())}"
+        "--suite", default="ablation", help=f"shipped suite name ({', '.join(list_suites())}) or a TOML path"
     )
-    p.add_argument(
-        "--data-root",
-        type=Path,
-        default=Path("data"),
-        help="folder holding the datasets (and the generated synthetic data)",
-    )
-    p.add_argument(
-        "--clip-weights",
-        default=None,
-        help="override backbone weights: 'openai', a local ViT-B-32.pt, an open_clip checkpoint, or 'none'",
-    )
-    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 ...")
+    add_run_options(p)
     p.add_argument(
         "--eval-only",
         action="store_true",
@@ -160,25 +224,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--set",
         action="append",
         metavar="KEY=VALUE",
-        help="override a suite setting, e.g. train.epochs=1 (repeatable)",
+        help="override a suite setting, e.g. train.epochs=1 or data.allow_missing=true (repeatable)",
     )
-    p.add_argument("--runs-dir", type=Path, default=Path("runs"), help="where run records and checkpoints go")
-    p.add_argument("--results-dir", type=Path, default=Path("results"), help="where tables and plots go")
-    p.add_argument(
-        "--tracking-uri",
-        default=None,
-        help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlruns.db)",
-    )
-    p.add_argument("--no-tracking", action="store_true", help="do not log to MLflow")
     p.add_argument(
         "--nproc",
         type=int,
         default=1,
         help="processes for distributed training/evaluation (relaunches under torchrun; CPU: gloo)",
-    )
-    p.add_argument(
-        "--resume",
-        action="store_true",
-        help="keep finished rows and continue interrupted ones from their last checkpoint",
     )
     p.set_defaults(func=run_ablation)

@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -53,7 +54,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         ),
     )
     convert.add_argument("--pickle", required=True, type=Path, help="path to raw-captions.pkl")
-    convert.add_argument("--out", required=True, type=Path, help="JSON file to write (raw-captions.json)")
+    convert.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="JSON file to write (default: raw-captions.json beside the pickle, the file the msvd protocol reads)",
+    )
     convert.set_defaults(func=_convert_msvd)
 
     listing = verbs.add_parser("protocols", help="list the registered protocols and their settings")
@@ -94,7 +100,7 @@ def _verify(args: argparse.Namespace) -> int:
         args.videos,
         allow_missing=args.allow_missing,
         open_videos=not args.no_open,
-        progress=not args.no_progress,
+        progress=False if args.no_progress else None,  # None: bars only on a terminal
         captions_path=args.captions,
         allow_pickle=args.allow_pickle,
     )
@@ -102,20 +108,34 @@ def _verify(args: argparse.Namespace) -> int:
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(report.to_dict(), indent=2), encoding="utf-8")
-    if not report.ok and report.problem_ids and not args.allow_missing:
-        print(
-            f"clip2video: error: {len(report.problem_ids)} test video(s) missing or unreadable: "
-            + " ".join(report.problem_ids),
-            file=sys.stderr,
-        )
+    if not report.ok:
+        print(f"clip2video: error: {verify_failure(report)}", file=sys.stderr)
     return 0 if report.ok else 1
 
 
-def _convert_msvd(args: argparse.Namespace) -> int:
-    from clip2video.data.annotations import convert_msvd_pickle
+def verify_failure(report: Any) -> str:
+    """One line for a failed ``verify``: the first annotation error, else the videos, else the files."""
+    more = " (the report above lists every problem)"
+    if report.errors:
+        return report.errors[0] + more
+    if report.problem_ids and not report.allow_missing:
+        return (
+            f"{len(report.problem_ids)} test video(s) missing or unreadable: "
+            + " ".join(report.problem_ids)
+            + "; --allow-missing drops them (changes the protocol; recorded)"
+        )
+    bad = [f"{c.file} ({c.status})" for c in report.split_checks if not c.ok]
+    if bad:
+        return f"split files differ from the public {report.protocol} files: {', '.join(bad)}" + more
+    return "; ".join(report.count_problems) + more
 
-    count = convert_msvd_pickle(args.pickle, args.out)
-    print(f"wrote captions of {count:,} videos to {args.out}")
+
+def _convert_msvd(args: argparse.Namespace) -> int:
+    from clip2video.data.annotations import convert_msvd_pickle, msvd_json_path
+
+    out = args.out or msvd_json_path(args.pickle)
+    count = convert_msvd_pickle(args.pickle, out)
+    print(f"wrote captions of {count:,} videos to {out}")
     return 0
 
 

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from clip2video.commands.tables import hidden_alias
 from clip2video.errors import Clip2VideoError
 
 DEFAULT_BASELINES = Path("baselines") / "locked"
@@ -222,7 +223,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     d.add_argument("--suite", default="smoke", help="suite: a shipped name or a TOML path (default: smoke)")
     d.add_argument("--layer", choices=LAYERS, default="both", help="which layer(s) to run (default: both)")
-    d.add_argument("--runs", type=Path, default=Path("runs"), help="folder of recorded runs (default: runs)")
+    d.add_argument(
+        "--runs-dir",
+        dest="runs",
+        type=Path,
+        default=Path("runs"),
+        help="folder of recorded runs (default: runs)",
+    )
+    hidden_alias(d, "--runs", "runs")
     d.add_argument(
         "--baselines",
         type=Path,

@@ -14,15 +14,23 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from clip2video.data.protocols import MSRVTT_FULL_TEST_RANGE, Protocol, get_protocol
+from clip2video.data.protocols import (
+    MSRVTT_FULL_TEST_RANGE,
+    Protocol,
+    SplitReader,
+    get_protocol,
+    get_reader,
+    register_reader,
+)
 from clip2video.errors import ProtocolError
 
 _SHOW = 20  # ids shown in an error before "... and N more"
@@ -88,14 +96,14 @@ def annotation_path(protocol: Protocol, annotations_dir: str | Path, filename: s
 def read_id_list(path: str | Path) -> list[str]:
     """A split list with one video id per line (blank lines skipped; a final newline optional)."""
     path = Path(path)
-    ids = [line.strip() for line in path.read_text(encoding="utf-8-sig").splitlines()]
+    ids = [line.strip() for line in read_text(path).splitlines()]
     return _check_unique([i for i in ids if i], path)
 
 
 def read_id_csv(path: str | Path) -> list[str]:
     """An MSR-VTT id csv (``MSRVTT_train.9k.csv`` ...): header ``video_id``, one id per row."""
     path = Path(path)
-    with open(path, newline="", encoding="utf-8-sig") as handle:
+    with io.StringIO(read_text(path), newline="") as handle:
         reader = csv.DictReader(handle)
         if not reader.fieldnames or "video_id" not in reader.fieldnames:
             raise ProtocolError(f"{path}: expected a csv with a 'video_id' header, got {reader.fieldnames}")
@@ -109,7 +117,7 @@ def read_jsfusion_csv(path: str | Path) -> list[tuple[str, str]]:
     Header ``key,vid_key,video_id,sentence``; quoted sentences may hold commas.
     """
     path = Path(path)
-    with open(path, newline="", encoding="utf-8-sig") as handle:
+    with io.StringIO(read_text(path), newline="") as handle:
         reader = csv.DictReader(handle)
         names = reader.fieldnames or []
         if "video_id" not in names or "sentence" not in names:
@@ -127,7 +135,7 @@ def read_split_file(path: str | Path) -> list[str]:
     path = Path(path)
     if path.suffix.lower() != ".csv":
         return read_id_list(path)
-    with open(path, newline="", encoding="utf-8-sig") as handle:
+    with io.StringIO(read_text(path), newline="") as handle:
         header = next(csv.reader(handle), [])
     if "sentence" in header:
         return [vid for vid, _ in read_jsfusion_csv(path)]
@@ -194,13 +202,32 @@ def load_msvd_captions(path: str | Path, *, allow_pickle: bool = False) -> dict[
 def _msvd_from_pickle(path: Path) -> dict[str, list[str]]:
     import pickle
 
-    with open(path, "rb") as handle:
-        raw = pickle.load(handle)  # noqa: S301 - only from a path the user named, see docstring
+    if not path.is_file():
+        raise ProtocolError(f"MSVD captions pickle {path} does not exist; pass the path of raw-captions.pkl")
+    try:
+        with open(path, "rb") as handle:
+            raw = pickle.load(handle)  # noqa: S301 - only from a path the user named, see docstring
+    except (
+        pickle.UnpicklingError,
+        EOFError,
+        ValueError,
+        TypeError,
+        AttributeError,
+        ImportError,
+        IndexError,
+    ) as exc:
+        raise ProtocolError(
+            f"{path} is not a readable pickle ({type(exc).__name__}: {exc}); expected MSVD's raw-captions.pkl"
+        ) from exc
     if not isinstance(raw, dict):
         raise ProtocolError(f"{path}: expected a pickled dict {{video_id: [[token, ...], ...]}}")
     out: dict[str, list[str]] = {}
     for vid, caps in raw.items():
         texts = []
+        if not isinstance(caps, list | tuple):
+            raise ProtocolError(
+                f"{path}: video {vid!r} must map to a list of token lists, got {type(caps).__name__}"
+            )
         for n, tokens in enumerate(caps):
             if isinstance(tokens, str):
                 raise ProtocolError(f"{path}: video {vid!r} caption {n} is a string, expected a token list")
@@ -209,19 +236,56 @@ def _msvd_from_pickle(path: Path) -> dict[str, list[str]]:
     return out
 
 
-def convert_msvd_pickle(pickle_path: str | Path, out_path: str | Path) -> int:
-    """Write MSVD's ``raw-captions.pkl`` as JSON ``{id: ["caption text", ...]}``; returns #videos."""
+def convert_msvd_pickle(pickle_path: str | Path, out_path: str | Path | None = None) -> int:
+    """Write MSVD's ``raw-captions.pkl`` as JSON ``{id: ["caption text", ...]}``; returns #videos.
+
+    ``out_path`` defaults to ``raw-captions.json`` beside the pickle: the file the msvd protocol reads.
+    """
     captions = load_msvd_captions(pickle_path, allow_pickle=True)
-    out = Path(out_path)
+    out = Path(out_path) if out_path is not None else msvd_json_path(pickle_path)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(captions, ensure_ascii=False, indent=0), encoding="utf-8")
     return len(captions)
 
 
-def _read_json(path: Path) -> Any:
+def read_text(path: str | Path) -> str:
+    """A text file's contents (UTF-8, a byte-order mark dropped); ProtocolError naming a non-UTF-8 file."""
+    path = Path(path)
+    data = path.read_bytes()
     try:
-        with open(path, encoding="utf-8") as handle:
-            return json.load(handle)
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise ProtocolError(
+            f"{path}: not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start}, line {line}); "
+            "re-save the file as UTF-8"
+        ) from None
+
+
+def _unique_keys(path: Path) -> Any:
+    def hook(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for key, value in pairs:
+            if key in out:
+                raise ProtocolError(
+                    f"{path}: key {key!r} appears more than once in one JSON object; a later entry "
+                    "would silently replace the earlier one's captions: merge or remove the duplicate"
+                )
+            out[key] = value
+        return out
+
+    return hook
+
+
+def msvd_json_path(pickle_path: str | Path) -> Path:
+    """Where ``convert-msvd`` writes by default: the msvd protocol's captions file beside the pickle."""
+    return Path(pickle_path).with_name(get_protocol("msvd").captions_file)
+
+
+def _read_json(path: Path) -> Any:
+    """A JSON file; ProtocolError naming the file when it is not UTF-8, not JSON or repeats a key."""
+    try:
+        return json.loads(read_text(path), object_pairs_hook=_unique_keys(path))
     except json.JSONDecodeError as exc:
         raise ProtocolError(f"{path}: not valid JSON ({exc})") from exc
 
@@ -304,60 +368,122 @@ def load_split(
     captions_path: str | Path | None = None,
     allow_pickle: bool = False,
 ) -> SplitData:
-    """Assemble ``split`` ("train" | "val" | "test") of ``protocol`` from ``annotations_dir``.
+    """Assemble ``split`` ("train" | "val" | "test") of ``protocol`` from ``annotations_dir``
+    with the reader its ``layout`` names (:func:`clip2video.data.protocols.register_reader`).
 
     ``captions_path`` overrides the protocol's captions file (for MSVD it may name
     ``raw-captions.pkl``, read only with ``allow_pickle=True``: unpickling executes code).
     """
     proto = get_protocol(protocol)
-    filename = proto.split_file(split)
-    if filename is None:
+    if proto.split_file(split) is None:
         raise ProtocolError(f"protocol {proto.name!r} has no {split} split")
-    if proto.layout == "msrvtt-1k-a" and filename == proto.test_split:
-        pairs = read_jsfusion_csv(annotation_path(proto, annotations_dir, filename))
-        return _from_pairs(proto, split, pairs)
-    video_ids = split_video_ids(proto, annotations_dir, split)
-    captions = _captions_table(proto, annotations_dir, captions_path, allow_pickle)
-    return _from_table(proto, split, video_ids, captions)
+    reader = get_reader(proto.layout, proto.name)
+    return reader(proto, annotations_dir, split, captions_path=captions_path, allow_pickle=allow_pickle)
 
 
 def split_video_ids(protocol: Protocol | str, annotations_dir: str | Path, split: str) -> list[str]:
-    """The video ids of ``split`` in list order (MSR-VTT full test: the range when its csv is absent)."""
+    """The video ids of ``split`` in list order (the layout's default ids when its file is absent)."""
     proto = get_protocol(protocol)
     filename = proto.split_file(split)
     if filename is None:
         raise ProtocolError(f"protocol {proto.name!r} has no {split} split")
     path = find_annotation(proto, annotations_dir, filename)
-    if path is None and proto.layout == "msrvtt-full" and filename == proto.test_split:
-        lo, hi = MSRVTT_FULL_TEST_RANGE
-        return [f"video{i}" for i in range(lo, hi)]
     if path is None:
+        defaults = default_split_ids(proto, split)
+        if defaults is not None:
+            return defaults
         path = annotation_path(proto, annotations_dir, filename)
     return read_split_file(path)
 
 
-def _captions_table(
-    proto: Protocol, annotations_dir: str | Path, captions_path: str | Path | None, allow_pickle: bool
-) -> Mapping[str, list[str]]:
-    path = Path(captions_path) if captions_path else None
-    if path is None:
-        path = find_annotation(proto, annotations_dir, proto.captions_file)
-        if path is None and proto.layout == "msvd":
-            pkl = find_annotation(proto, annotations_dir, "raw-captions.pkl")
-            if pkl is not None:
-                raise ProtocolError(
-                    f"protocol 'msvd' reads {proto.captions_file}, found only {pkl}: convert it once with "
-                    f"`clip2video data convert-msvd --pickle {pkl} --out {pkl.with_suffix('.json')}`"
-                )
+def default_split_ids(protocol: Protocol | str, split: str) -> list[str] | None:
+    """The ids used when ``split``'s file is absent (MSR-VTT full test: video7010..video9999), else None."""
+    proto = get_protocol(protocol)
+    if proto.layout == "msrvtt-full" and split == "test":
+        lo, hi = MSRVTT_FULL_TEST_RANGE
+        return [f"video{i}" for i in range(lo, hi)]
+    return None
+
+
+# --------------------------------------------------------------------------------------------
+# Readers of the built-in layouts. A reader is ``(protocol, annotations_dir, split, *,
+# captions_path=None, allow_pickle=False) -> SplitData``; :func:`table_reader` builds one from a
+# captions-file parser, for the common case of id lists plus one captions file.
+
+CaptionsParser = Callable[[Path, bool], Mapping[str, list[str]]]
+
+
+def table_reader(
+    parse_captions: CaptionsParser,
+    *,
+    pair_splits: tuple[str, ...] = (),
+    missing_captions_hint: Callable[[Protocol, str | Path], None] | None = None,
+) -> SplitReader:
+    """A reader for id-list splits plus one captions file ``parse_captions(path, allow_pickle)``
+    -> ``{video_id: [caption, ...]}``. Splits in ``pair_splits`` are instead read as (video_id,
+    sentence) rows (MSR-VTT's JSFusion csv). ``missing_captions_hint`` may raise a more helpful
+    error when the captions file is absent."""
+
+    def read(
+        proto: Protocol,
+        annotations_dir: str | Path,
+        split: str,
+        *,
+        captions_path: str | Path | None = None,
+        allow_pickle: bool = False,
+    ) -> SplitData:
+        filename = proto.split_file(split)
+        if filename is None:
+            raise ProtocolError(f"protocol {proto.name!r} has no {split} split")
+        if split in pair_splits:
+            return _from_pairs(
+                proto, split, read_jsfusion_csv(annotation_path(proto, annotations_dir, filename))
+            )
+        video_ids = split_video_ids(proto, annotations_dir, split)
+        path = Path(captions_path) if captions_path else None
         if path is None:
-            path = annotation_path(proto, annotations_dir, proto.captions_file)
-    elif not path.is_file():
-        raise ProtocolError(f"captions file {path} does not exist")
-    if proto.layout in ("msrvtt-1k-a", "msrvtt-full"):
-        return read_msrvtt_data(path)
-    if proto.layout == "msvd":
-        return load_msvd_captions(path, allow_pickle=allow_pickle)
+            path = find_annotation(proto, annotations_dir, proto.captions_file)
+            if path is None and missing_captions_hint is not None:
+                missing_captions_hint(proto, annotations_dir)
+            if path is None:
+                path = annotation_path(proto, annotations_dir, proto.captions_file)
+        elif not path.is_file():
+            raise ProtocolError(f"captions file {path} does not exist")
+        return _from_table(proto, split, video_ids, parse_captions(path, allow_pickle))
+
+    return read
+
+
+def _msvd_pickle_hint(proto: Protocol, annotations_dir: str | Path) -> None:
+    pkl = find_annotation(proto, annotations_dir, "raw-captions.pkl")
+    if pkl is not None:
+        raise ProtocolError(
+            f"protocol {proto.name!r} reads {proto.captions_file}, found only {pkl}: convert it once with "
+            f"`clip2video data convert-msvd --pickle {pkl} --out {msvd_json_path(pkl)}`"
+        )
+
+
+def _msrvtt_captions(path: Path, allow_pickle: bool) -> Mapping[str, list[str]]:
+    return read_msrvtt_data(path)
+
+
+def _msvd_captions(path: Path, allow_pickle: bool) -> Mapping[str, list[str]]:
+    return load_msvd_captions(path, allow_pickle=allow_pickle)
+
+
+def _vatex_captions(path: Path, allow_pickle: bool) -> Mapping[str, list[str]]:
     return read_vatex_data(path)
+
+
+BUILTIN_READERS: dict[str, SplitReader] = {
+    "msrvtt-1k-a": table_reader(_msrvtt_captions, pair_splits=("test",)),
+    "msrvtt-full": table_reader(_msrvtt_captions),
+    "msvd": table_reader(_msvd_captions, missing_captions_hint=_msvd_pickle_hint),
+    "vatex": table_reader(_vatex_captions),
+    "synthetic": table_reader(_vatex_captions),
+}
+for _layout, _reader in BUILTIN_READERS.items():
+    register_reader(_layout, _reader)
 
 
 def _from_table(

@@ -25,12 +25,22 @@ project). Each file is looked up flat first, then in the protocol's sub-folder (
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import MappingProxyType
-from typing import Literal
+from typing import Any
+from typing import Protocol as TypingProtocol
 
-from clip2video.errors import ProtocolError
+from clip2video.errors import ProtocolError, UnknownNameError
 
-Layout = Literal["msrvtt-1k-a", "msrvtt-full", "msvd", "vatex", "synthetic"]
+
+class UnknownProtocolError(UnknownNameError, ProtocolError):
+    """``Unknown protocol 'x'. Available: ...`` (a ProtocolError and a KeyError)."""
+
+
+# A protocol's ``layout`` names the reader of its annotation files (``register_reader``; the
+# built-in readers are registered by clip2video.data.annotations). Adding a protocol means one
+# reader (or an existing layout), one ``register_protocol`` entry and a suite.
+Layout = str
 LAYOUTS: tuple[str, ...] = ("msrvtt-1k-a", "msrvtt-full", "msvd", "vatex", "synthetic")
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 
@@ -130,8 +140,8 @@ class Protocol:
     description: str = ""
 
     def __post_init__(self) -> None:
-        if self.layout not in LAYOUTS:
-            raise ProtocolError(f"protocol {self.name!r}: unknown layout {self.layout!r}; known: {LAYOUTS}")
+        if not self.layout:
+            raise ProtocolError(f"protocol {self.name!r}: layout must name its annotation reader")
         for attr in ("split_sha256", "split_content_sha256", "split_counts"):
             value = getattr(self, attr)
             if not isinstance(value, MappingProxyType):
@@ -194,14 +204,78 @@ def get_protocol(name: str | Protocol) -> Protocol:
     try:
         return _REGISTRY[name]
     except KeyError:
-        raise ProtocolError(
-            f"unknown protocol {name!r}; known protocols: {', '.join(list_protocols())}"
-        ) from None
+        raise UnknownProtocolError("protocol", str(name), list_protocols()) from None
 
 
 def list_protocols() -> list[str]:
     """Names of the registered protocols, sorted."""
     return sorted(_REGISTRY)
+
+
+class SplitReader(TypingProtocol):
+    """Reads one split of a protocol: ``reader(protocol, annotations_dir, split, *, captions_path=None,
+    allow_pickle=False) -> SplitData`` (clip2video.data.annotations.SplitData)."""
+
+    def __call__(
+        self,
+        protocol: Protocol,
+        annotations_dir: str | Path,
+        split: str,
+        *,
+        captions_path: str | Path | None = None,
+        allow_pickle: bool = False,
+    ) -> Any: ...
+
+
+_READERS: dict[str, SplitReader] = {}
+
+
+def register_reader(layout: str, reader: SplitReader, *, overwrite: bool = False) -> SplitReader:
+    """Register the reader that protocols with ``layout`` use; re-registering needs ``overwrite=True``."""
+    if layout in _READERS and not overwrite and _READERS[layout] is not reader:
+        raise ProtocolError(f"a reader for layout {layout!r} is already registered; pass overwrite=True")
+    _READERS[layout] = reader
+    return reader
+
+
+def list_readers() -> list[str]:
+    """The layouts that have a registered reader (the built-ins once clip2video.data.annotations is imported)."""
+    return sorted(_READERS)
+
+
+def get_reader(layout: str, protocol_name: str = "") -> SplitReader:
+    """The reader registered for ``layout``: ``Unknown reader 'x'. Available: ...`` otherwise."""
+    try:
+        return _READERS[layout]
+    except KeyError:
+        what = f"reader (layout of protocol {protocol_name!r})" if protocol_name else "reader"
+        raise UnknownProtocolError(what, layout, list_readers()) from None
+
+
+def data_folders(
+    protocol: Protocol | str, data_root: str | Path, *, annotations: str = "", videos: str = ""
+) -> tuple[Path, Path]:
+    """(annotations, videos) folders of ``protocol`` under ``data_root``.
+
+    ``annotations`` / ``videos`` (a suite's ``data.*``) win when set (relative to ``data_root``).
+    Otherwise the protocol's own folder ``DATA/<protocol>/`` is used when it exists, else the
+    dataset's folder shared by its protocols: ``DATA/msrvtt/`` (msrvtt-1k-a, msrvtt-1k-a-7k,
+    msrvtt-full), ``DATA/msvd/``, ``DATA/vatex/`` (vatex-1k5, vatex-hgr), each holding
+    ``annotations/`` and ``videos/``.
+    """
+    proto = get_protocol(protocol)
+    root = Path(data_root)
+    base = root / proto.name
+    if not base.is_dir() and proto.subfolder and (root / proto.subfolder).is_dir():
+        base = root / proto.subfolder
+
+    def pick(value: str, default: Path) -> Path:
+        if not value:
+            return default
+        path = Path(value)
+        return path if path.is_absolute() else root / path
+
+    return pick(annotations, base / "annotations"), pick(videos, base / "videos")
 
 
 def _public(group: str, *files: str) -> dict[str, MappingProxyType]:

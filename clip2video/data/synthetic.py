@@ -31,7 +31,7 @@ import numpy as np
 from tqdm import tqdm
 
 from clip2video.data.video_writer import write_video
-from clip2video.errors import Clip2VideoError, ProtocolError
+from clip2video.errors import Clip2VideoError, ConfigError, ProtocolError
 
 GENERATOR_VERSION = 1
 FPS = 5
@@ -277,6 +277,10 @@ def draw_clip(rng: np.random.Generator, size: tuple[int, int], *, num_frames: in
 # the dataset
 
 
+class SyntheticSettingsError(ConfigError, ValueError):
+    """A synthetic-dataset setting is out of range (a ValueError for older callers)."""
+
+
 @dataclass(frozen=True)
 class SyntheticSettings:
     """Everything besides the seed that decides the generated data."""
@@ -288,16 +292,24 @@ class SyntheticSettings:
     size: tuple[int, int] = (32, 32)
 
     def validate(self) -> None:
-        """Raise ValueError naming the first bad setting."""
+        """Raise :class:`SyntheticSettingsError` (also a ValueError) naming the first bad setting."""
         for key in ("num_train", "num_val", "num_test_pairs"):
             if getattr(self, key) < 0:
-                raise ValueError(f"{key} must be >= 0, got {getattr(self, key)}")
+                raise SyntheticSettingsError(
+                    f"synthetic {key} (--{key.replace('_', '-')}) must be >= 0, got {getattr(self, key)}"
+                )
         most = min(len(t) for t in TEMPLATES.values())
         if not 1 <= self.captions_per_video <= most:
-            raise ValueError(f"captions_per_video must be in 1..{most}, got {self.captions_per_video}")
+            raise SyntheticSettingsError(
+                f"synthetic captions_per_video (--captions-per-video) must be in 1..{most}, "
+                f"got {self.captions_per_video}"
+            )
         height, width = self.size
         if height < 16 or width < 16 or height % 2 or width % 2:
-            raise ValueError(f"size (H, W) must be even and >= 16, got {self.size}")
+            raise SyntheticSettingsError(
+                f"synthetic frame size (--size H W) must be even and >= 16 on both sides, got "
+                f"{height} {width}"
+            )
 
     def as_json(self) -> dict[str, Any]:
         """The settings as stored in the meta file."""
@@ -390,14 +402,20 @@ def load_meta(annotations_dir: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise ProtocolError(
             f"{path} does not exist; generate the synthetic dataset first "
-            "(clip2video.data.synthetic.generate_synthetic(root))"
+            f"(`clip2video data synthetic {Path(annotations_dir).parent}`)"
         )
     try:
         meta = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
-        raise ProtocolError(f"{path} is not valid JSON ({exc}); regenerate with overwrite=True") from exc
+        raise ProtocolError(
+            f"{path} is not valid JSON ({exc}); regenerate it with "
+            f"`clip2video data synthetic {Path(annotations_dir).parent} --overwrite` (and the suite's settings)"
+        ) from exc
     if not isinstance(meta, dict) or not isinstance(meta.get("videos"), dict):
-        raise ProtocolError(f"{path} has no 'videos' mapping; regenerate with overwrite=True")
+        raise ProtocolError(
+            f"{path} has no 'videos' mapping; regenerate it with "
+            f"`clip2video data synthetic {Path(annotations_dir).parent} --overwrite` (and the suite's settings)"
+        )
     return meta
 
 
@@ -416,11 +434,15 @@ def load_twins(annotations_dir: str | Path, video_ids: Sequence[str]) -> np.ndar
     return np.asarray([position.get(records[vid].get("twin"), -1) for vid in video_ids], dtype=np.int64)
 
 
-def _is_complete(root: Path, meta: dict[str, Any]) -> bool:
+def _missing_files(root: Path, meta: dict[str, Any]) -> list[Path]:
     annotations = root / "annotations"
     needed = [annotations / DATA_FILE, *(annotations / name for name in SPLIT_FILES.values())]
     needed += [root / "videos" / f"{vid}.mp4" for vid in meta["videos"]]
-    return all(p.is_file() for p in needed)
+    return [p for p in needed if not p.is_file()]
+
+
+def _is_complete(root: Path, meta: dict[str, Any]) -> bool:
+    return not _missing_files(root, meta)
 
 
 def _existing_meta(root: Path) -> dict[str, Any] | None:
@@ -439,7 +461,9 @@ def _generate_into(folder: Path, seed: int, settings: SyntheticSettings) -> None
     splits, jobs = _clip_jobs(seed, settings)
     captions: dict[str, dict[str, list[str]]] = {}
     records: dict[str, dict[str, Any]] = {}
-    with tqdm(total=sum(len(v) for v in splits.values()), desc="synthetic clips", unit="clip") as bar:
+    with tqdm(
+        total=sum(len(v) for v in splits.values()), desc="synthetic clips", unit="clip", disable=None
+    ) as bar:
         for first_id, job in jobs:
             index = int(first_id[3:])
             for offset, (clip, texts, record) in enumerate(job()):
@@ -494,11 +518,19 @@ def generate_synthetic(
         if meta is None:
             what = "files but no synthetic dataset"
         else:
-            differing = [k for k, v in wanted.items() if meta.get(k) != v] or ["missing files"]
-            what = f"a synthetic dataset that differs in {', '.join(differing)}"
+            differing = [
+                f"{k} ({meta.get(k)!r} there, {v!r} wanted)" for k, v in wanted.items() if meta.get(k) != v
+            ]
+            if not differing:
+                absent = _missing_files(root, meta)
+                shown = ", ".join(str(p) for p in absent[:5]) + (" ..." if len(absent) > 5 else "")
+                differing = [f"{len(absent)} missing file(s): {shown}"]
+            what = f"a synthetic dataset that differs in {'; '.join(differing)}"
         raise Clip2VideoError(
-            f"{root} already holds {what}; pass overwrite=True to replace its annotations/ and "
-            "videos/, or choose an empty folder"
+            f"{root} already holds {what}; regenerate it with `clip2video data synthetic {root} "
+            f"--seed {seed} --num-train {num_train} --num-val {num_val} --num-test-pairs {num_test_pairs} "
+            f"--captions-per-video {captions_per_video} --size {size[0]} {size[1]} --overwrite` "
+            "(generate_synthetic(..., overwrite=True)), or choose an empty folder"
         )
     root.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{root.name}.partial-", dir=root.parent))

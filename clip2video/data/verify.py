@@ -16,6 +16,7 @@ from typing import Any
 from clip2video.data.annotations import (
     SplitData,
     content_sha256,
+    default_split_ids,
     file_sha256,
     find_annotation,
     load_split,
@@ -104,9 +105,10 @@ def _check_file(proto: Protocol, annotations_dir: str | Path, name: str) -> Spli
     want_sha = proto.split_sha256.get(name)
     want_count = proto.split_counts.get(name)
     if path is None:
+        defaults = default_split_ids(proto, "test") if name == proto.test_split else None
         note = (
-            "absent: the test ids video7010..video9999 are used"
-            if proto.layout == "msrvtt-full" and name == proto.test_split
+            f"absent: the reader's default test ids {defaults[0]}..{defaults[-1]} are used"
+            if defaults
             else "not found"
         )
         status = "ok" if note.startswith("absent") else "missing"
@@ -141,20 +143,72 @@ def identify_split_file(path: str | Path) -> str | None:
     return None
 
 
+def decode_fully(path: str | Path, video_id: str) -> None:
+    """Decode every frame of a video file (or open every image of a frame folder); VideoReadError
+    naming the id, the path and the first frame that fails."""
+    from clip2video.data import frames
+
+    full_check = getattr(frames, "check_full_decode", None)  # H4's decoder-level check, when present
+    if full_check is not None:
+        full_check(path, video_id)
+        return
+    path = Path(path)
+    if path.is_dir():
+        from PIL import Image
+
+        from clip2video.data.videos import frame_files
+
+        files = frame_files(path)
+        if not files:
+            raise VideoReadError(video_id, path, "frame folder holds no .jpg/.png frames")
+        for file in files:
+            try:
+                with Image.open(file) as img:
+                    img.load()
+            except Exception as exc:
+                raise VideoReadError(
+                    video_id, file, f"frame cannot be decoded ({type(exc).__name__}: {exc})"
+                ) from exc
+        return
+    from clip2video.data.videos import open_video
+
+    reader = open_video(path, video_id)
+    total = len(reader)
+    for start in range(0, total, _DECODE_CHUNK):
+        stop = min(start + _DECODE_CHUNK, total)
+        try:
+            reader.get_batch(list(range(start, stop)))
+        except Exception as exc:  # decord raises RuntimeError or DECORDError
+            raise VideoReadError(
+                video_id,
+                path,
+                f"frames {start}..{stop - 1} of {total} cannot be decoded ({type(exc).__name__})",
+            ) from exc
+
+
+_DECODE_CHUNK = 64
+
+
 def check_videos(
     split: SplitData,
     videos_dir: str | Path,
     *,
     open_videos: bool = True,
-    progress: bool = True,
+    progress: bool | None = None,
+    full_decode: bool = False,
 ) -> tuple[list[VideoProblem], list[VideoProblem]]:
-    """(missing, unreadable) among the split's videos; every id is tried, none stops the loop."""
+    """(missing, unreadable) among the split's videos; every id is tried, none stops the loop.
+
+    ``open_videos`` opens each video (its first frame); ``full_decode`` decodes every frame.
+    ``progress``: a bar (True), none (False), or one only when stderr is a terminal (None)."""
     from tqdm.auto import tqdm
 
     missing: list[VideoProblem] = []
     unreadable: list[VideoProblem] = []
     label = f"{split.protocol} {split.split} videos".strip()
-    for vid in tqdm(split.video_ids, desc=label, unit="video", disable=not progress):
+    for vid in tqdm(
+        split.video_ids, desc=label, unit="video", disable=None if progress is None else not progress
+    ):
         try:
             path = find_video(videos_dir, vid)
         except VideoReadError:
@@ -164,7 +218,7 @@ def check_videos(
         if not open_videos:
             continue
         try:
-            probe_video(path, vid)
+            decode_fully(path, vid) if full_decode else probe_video(path, vid)
         except VideoReadError as exc:
             unreadable.append(VideoProblem(vid, "unreadable", str(path), exc.reason))
         except Exception as exc:  # a decoder failure that videos.py does not wrap
@@ -179,7 +233,7 @@ def verify(
     *,
     allow_missing: bool = False,
     open_videos: bool = True,
-    progress: bool = True,
+    progress: bool | None = None,
     captions_path: str | Path | None = None,
     allow_pickle: bool = False,
 ) -> VerifyReport:
@@ -297,12 +351,16 @@ def require_test_videos(
     videos_dir: str | Path,
     *,
     allow_missing: bool = False,
-    open_videos: bool = False,
-    progress: bool = True,
+    open_videos: bool = True,
+    progress: bool | None = None,
+    full_decode: bool = False,
 ) -> SplitData:
-    """``split`` when all its videos exist; else an error naming every missing / unreadable id,
-    or (``allow_missing``) the split without them, with ``dropped`` recording ids and counts."""
-    missing, unreadable = check_videos(split, videos_dir, open_videos=open_videos, progress=progress)
+    """``split`` when all its videos exist and open; else an error naming every missing / unreadable
+    id, or (``allow_missing``, like ``data verify --allow-missing``) the split without them, with
+    ``dropped`` recording ids and counts."""
+    missing, unreadable = check_videos(
+        split, videos_dir, open_videos=open_videos, progress=progress, full_decode=full_decode
+    )
     bad = missing + unreadable
     if not bad:
         return split
@@ -311,6 +369,23 @@ def require_test_videos(
     listing = "; ".join(f"{p.video_id} ({p.kind}: {p.path})" for p in bad)
     raise ProtocolError(
         f"{len(bad)} {split.protocol} {split.split} video(s) missing or unreadable in {videos_dir}: "
-        f"{listing}. Dropping them changes the protocol: pass allow_missing / --allow-missing to "
-        "drop them and record it"
+        f"{listing}. Dropping them changes the protocol: to drop them and record it, pass "
+        "`--set data.allow_missing=true` (ablation, eval) or `--allow-missing` (data verify)"
     )
+
+
+def require_split_videos_exist(split: SplitData, videos_dir: str | Path) -> None:
+    """Every video of a (training) split exists; else one error naming the split and every missing id."""
+    missing = []
+    for vid in split.video_ids:
+        try:
+            find_video(videos_dir, vid)
+        except VideoReadError:
+            missing.append(vid)
+    if missing:
+        shown = ", ".join(missing[:20]) + (f" ... and {len(missing) - 20} more" if len(missing) > 20 else "")
+        raise ProtocolError(
+            f"{len(missing)} of {split.num_videos} {split.protocol} {split.split} video(s) are missing in "
+            f"{videos_dir}: {shown}; add them or point --data-root / data.videos at the right folder "
+            f"(the {split.split} split cannot drop videos)"
+        )

@@ -22,7 +22,7 @@ from clip2video.data.annotations import SplitData, load_split
 from clip2video.data.datasets import PairDataset
 from clip2video.data.frame_cache import FrameCache
 from clip2video.data.frames import FrameSampler
-from clip2video.data.protocols import Protocol, get_protocol
+from clip2video.data.protocols import Protocol, data_folders, get_protocol
 from clip2video.data.text import CaptionTokenizer
 from clip2video.data.verify import require_test_videos
 from clip2video.engine import ddp
@@ -108,14 +108,16 @@ def resolve_data(suite: Suite, data_root: str | Path, *, rank: int = 0) -> DataP
         ddp.barrier()
         return DataPaths(protocol, folder / "annotations", folder / "videos")
     data = suite["data"]
-    annotations = _under(root, data["annotations"]) or root / protocol.name / "annotations"
-    videos = _under(root, data["videos"]) or root / protocol.name / "videos"
+    annotations, videos = data_folders(
+        protocol, root, annotations=data["annotations"], videos=data["videos"]
+    )  # DATA/<protocol>/ or the dataset's shared DATA/<msrvtt|msvd|vatex>/
     for what, path in (("annotations", annotations), ("videos", videos)):
         if not path.is_dir():
             raise ProtocolError(
                 f"suite {suite.name!r} (protocol {protocol.name}): the {what} folder {path} does not "
-                f"exist; pass --data-root DIR holding {protocol.name}/annotations and "
-                f"{protocol.name}/videos, or set data.{what} in the suite"
+                f"exist; pass --data-root DIR holding {protocol.name}/ (or "
+                f"{protocol.subfolder or protocol.name}/) with annotations/ and videos/, or set "
+                f"data.{what} in the suite (--set data.{what}=PATH)"
             )
     return DataPaths(protocol, annotations, videos)
 

@@ -1,23 +1,35 @@
-"""Experiment suites are data: load a suite TOML, merge it over the defaults, validate every key."""
+"""Experiment suites are data: load a suite TOML, merge it over the defaults, validate everything.
+
+The shipped suites are package data (``clip2video/suites/*.toml``, read with importlib.resources),
+so an installed wheel has them; ``--suite`` takes one of their names or a path to a TOML file.
+:func:`load_suite` checks every key, type, enum and range, the protocol and every model name
+against the registries, the post-processors and the seeds, so a suite that cannot run fails at
+once with one message naming the file and the key.
+"""
 
 from __future__ import annotations
 
 import copy
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any
 
-from clip2video.errors import Clip2VideoError
+from clip2video.errors import ConfigError
 
-SUITES_DIR = Path(__file__).resolve().parents[2] / "benchmarks" / "suites"
 # Sections whose contents are free-form (passed through as they are).
 FREE_SECTIONS = {("backbone", "config")}
+SELECT_ON = ("final", "val", "test")
+TDB_PROJECTIONS = ("selfattn", "mlp", "none")
+# Built-in post-processors (engine.postprocess implements them; its registry, when present, wins).
+POSTPROCESSORS = ("dsl", "qbnorm")
 
 
-class SuiteError(Clip2VideoError):
-    """A suite file is missing, malformed or names an unknown setting."""
+class SuiteError(ConfigError):
+    """A suite file is missing, malformed or names an unknown setting or value."""
 
 
 @dataclass(frozen=True)
@@ -40,9 +52,14 @@ class Suite:
         return list(self.settings["models"])
 
 
+def suites_dir() -> Traversable:
+    """The shipped suites (package data ``clip2video/suites``)."""
+    return resources.files("clip2video").joinpath("suites")
+
+
 def default_settings() -> dict[str, Any]:
     """The defaults shipped with the package (``defaults.toml``)."""
-    text = resources.files("clip2video.experiments").joinpath("defaults.toml").read_text()
+    text = resources.files("clip2video.experiments").joinpath("defaults.toml").read_text(encoding="utf-8")
     return tomllib.loads(text)
 
 
@@ -64,54 +81,231 @@ def _merge(defaults: dict, override: dict, where: str, source: str, path: tuple[
             expected = type(defaults[key])
             if expected is float and isinstance(value, int) and not isinstance(value, bool):
                 value = float(value)
-            if not isinstance(value, expected):
+            if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
                 raise SuiteError(
-                    f"{source}: {'.'.join(here)!r} must be {expected.__name__}, got {type(value).__name__}"
+                    f"{source}: {'.'.join(here)!r} must be {expected.__name__}, got "
+                    f"{type(value).__name__} {value!r}"
                 )
             merged[key] = value
     return merged
 
 
-def resolve_suite_path(name_or_path: str | Path) -> Path:
-    """A suite name (``benchmarks/suites/<name>.toml``) or a path to a TOML file."""
+def resolve_suite_path(name_or_path: str | Path) -> Path | Traversable:
+    """A shipped suite's name (``clip2video/suites/<name>.toml``) or a path to a TOML file."""
     candidate = Path(name_or_path)
-    if candidate.suffix == ".toml":
+    if candidate.suffix == ".toml" or candidate.parent != Path("."):
         if not candidate.is_file():
-            raise SuiteError(f"suite file {candidate} does not exist")
+            raise SuiteError(
+                f"suite file {candidate} does not exist (shipped suites: {', '.join(list_suites())})"
+            )
         return candidate
-    path = SUITES_DIR / f"{name_or_path}.toml"
+    path = suites_dir().joinpath(f"{name_or_path}.toml")
     if not path.is_file():
         raise SuiteError(
-            f"no suite {name_or_path!r}: {path} does not exist; known: {', '.join(list_suites())}"
+            f"Unknown suite {str(name_or_path)!r}. Available: {', '.join(list_suites())} "
+            "(or pass the path of a .toml file)"
         )
     return path
 
 
 def list_suites() -> list[str]:
-    """Names of the suites in ``benchmarks/suites``."""
-    return sorted(p.stem for p in SUITES_DIR.glob("*.toml"))
+    """Names of the shipped suites."""
+    return sorted(p.name[: -len(".toml")] for p in suites_dir().iterdir() if p.name.endswith(".toml"))
 
 
-def load_suite(name_or_path: str | Path, overrides: dict[str, Any] | None = None) -> Suite:
-    """Load, merge over the defaults, and validate a suite (``overrides`` as a nested dict)."""
+def load_suite(name_or_path: str | Path | Suite, overrides: dict[str, Any] | None = None) -> Suite:
+    """Load, merge over the defaults, and validate a suite (``overrides`` as a nested dict).
+
+    A :class:`Suite` (e.g. from :func:`suite_from_settings`) passes through, with ``overrides`` applied.
+    """
+    if isinstance(name_or_path, Suite):
+        if not overrides:
+            return name_or_path
+        settings = _merge(name_or_path.settings, overrides, "top level", "command-line override (--set)")
+        validate_settings(settings, f"suite {name_or_path.name!r} with the --set overrides")
+        return Suite(name=name_or_path.name, path=name_or_path.path, settings=settings)
     path = resolve_suite_path(name_or_path)
+    source = str(path)
     try:
-        data = tomllib.loads(path.read_text())
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as exc:
-        raise SuiteError(f"{path}: not valid TOML ({exc})") from exc
-    settings = _merge(default_settings(), data, "top level", str(path))
+        raise SuiteError(f"{source}: not valid TOML ({exc})") from exc
+    except UnicodeDecodeError as exc:
+        raise SuiteError(f"{source}: not UTF-8 text (byte {exc.start}); re-save it as UTF-8") from exc
+    settings = _merge(default_settings(), data, "top level", source)
     if overrides:
-        settings = _merge(settings, overrides, "top level", "command-line override")
-    _validate(settings, str(path))
-    return Suite(name=settings["name"] or path.stem, path=path, settings=settings)
+        settings = _merge(settings, overrides, "top level", "command-line override (--set)")
+        source = f"{source} with the --set overrides"
+    validate_settings(settings, source)
+    stem = Path(str(path)).stem
+    return Suite(name=settings["name"] or stem, path=Path(str(path)), settings=settings)
 
 
-def _validate(settings: dict[str, Any], source: str) -> None:
+def suite_from_settings(name: str, settings: dict[str, Any], source: str = "") -> Suite:
+    """A suite built in code (``settings`` merged over the defaults and validated), e.g. the ``eval`` verb's row."""
+    source = source or f"suite {name!r}"
+    merged = _merge(default_settings(), {**settings, "name": name}, "top level", source)
+    validate_settings(merged, source)
+    return Suite(name=name, path=None, settings=merged)
+
+
+# --------------------------------------------------------------------------------------------
+# Validation: every value a row will use, checked before any work.
+
+# (section, key) -> (lowest allowed, highest allowed or None); both inclusive.
+RANGES: dict[tuple[str, str], tuple[float, float | None]] = {
+    ("run", "jobs"): (0, None),
+    ("run", "threads"): (1, None),
+    ("data", "num_workers"): (0, None),
+    ("data", "frame_cache_mb"): (0, None),
+    ("synthetic", "seed"): (0, None),
+    ("synthetic", "num_train"): (1, None),
+    ("synthetic", "num_val"): (0, None),
+    ("synthetic", "num_test_pairs"): (1, None),
+    ("synthetic", "captions_per_video"): (1, None),
+    ("synthetic", "height"): (16, None),
+    ("synthetic", "width"): (16, None),
+    ("model", "center_k"): (1, None),
+    ("model", "center_weight"): (0.0, 1.0),
+    ("model", "temporal_layers"): (1, None),
+    ("frames", "max_frames"): (1, None),
+    ("frames", "image_size"): (1, None),
+    ("text", "max_words"): (3, None),
+    ("train", "epochs"): (1, None),
+    ("train", "batch_size"): (1, None),
+    ("train", "grad_accum"): (1, None),
+    ("train", "lr"): (0.0, None),
+    ("train", "coef_lr"): (0.0, None),
+    ("train", "weight_decay"): (0.0, None),
+    ("train", "warmup"): (0.0, 1.0),
+    ("train", "clip_grad"): (0.0, None),
+    ("train", "val_every"): (1, None),
+    ("eval", "bootstrap"): (0, None),
+    ("eval", "batch_size"): (1, None),
+}
+# Strictly positive (a zero learning rate trains nothing).
+POSITIVE: set[tuple[str, str]] = {("train", "lr"), ("train", "coef_lr")}
+
+
+def _enums() -> dict[tuple[str, ...], tuple[str, ...]]:
+    from clip2video.metrics import TIE_POLICIES, V2T_CONVENTIONS
+
+    return {
+        ("train", "select_on"): SELECT_ON,
+        ("eval", "tie_policy"): TIE_POLICIES,
+        ("eval", "v2t"): V2T_CONVENTIONS,
+        ("model", "tdb_proj"): TDB_PROJECTIONS,
+    }
+
+
+def validate_settings(settings: dict[str, Any], source: str) -> None:
+    """Raise :class:`SuiteError` naming ``source`` and the key of the first value that cannot run."""
+    checks: list[Callable[[dict[str, Any], str], None]] = [
+        _check_protocol,
+        _check_models,
+        _check_seeds,
+        _check_ranges,
+        _check_enums,
+        _check_postprocess,
+        _check_backbone,
+    ]
+    for check in checks:
+        check(settings, source)
+
+
+def _check_protocol(settings: dict[str, Any], source: str) -> None:
+    from clip2video.data.protocols import get_protocol
+
     if not settings["protocol"]:
         raise SuiteError(f"{source}: 'protocol' is required")
-    if not settings["models"]:
+    try:
+        get_protocol(settings["protocol"])
+    except Exception as exc:
+        raise SuiteError(f"{source}: protocol: {exc}") from exc
+
+
+def _check_models(settings: dict[str, Any], source: str) -> None:
+    from clip2video.models import list_models
+
+    models = settings["models"]
+    if not models:
         raise SuiteError(f"{source}: 'models' must name at least one model")
-    if settings["train"]["select_on"] not in ("final", "val", "test"):
-        raise SuiteError(f"{source}: train.select_on must be final, val or test")
-    if settings["backbone"]["clip"] == "tiny" and not settings["backbone"]["config"]:
+    known = list_models()
+    for name in models:
+        if not isinstance(name, str) or name not in known:
+            raise SuiteError(
+                f"{source}: models: Unknown model {name!r}. Available: {', '.join(known)} "
+                "(a plugin's models need its package installed or --import MODULE)"
+            )
+    repeated = sorted({m for m in models if models.count(m) > 1})
+    if repeated:
+        raise SuiteError(f"{source}: models: {', '.join(repeated)} listed more than once")
+
+
+def _check_seeds(settings: dict[str, Any], source: str) -> None:
+    seeds = settings["seeds"]
+    if not seeds:
+        raise SuiteError(f"{source}: 'seeds' must hold at least one integer seed, e.g. seeds = [0]")
+    bad = [s for s in seeds if not isinstance(s, int) or isinstance(s, bool) or s < 0]
+    if bad:
+        raise SuiteError(f"{source}: seeds: {bad[0]!r} is not a non-negative integer; e.g. seeds = [0, 1, 2]")
+    if len(set(seeds)) != len(seeds):
+        raise SuiteError(f"{source}: seeds: {seeds} repeats a seed")
+
+
+def _check_ranges(settings: dict[str, Any], source: str) -> None:
+    for (section, key), (low, high) in RANGES.items():
+        value = settings[section][key]
+        positive = (section, key) in POSITIVE
+        if value < low or (high is not None and value > high) or (positive and value <= 0):
+            if positive:
+                want = "> 0"
+            elif high is None:
+                want = f">= {low}"
+            else:
+                want = f"in [{low}, {high}]"
+            raise SuiteError(f"{source}: {section}.{key} = {value!r} is out of range: it must be {want}")
+
+
+def _check_enums(settings: dict[str, Any], source: str) -> None:
+    for (section, key), allowed in _enums().items():
+        value = settings[section][key]
+        if value not in allowed:
+            raise SuiteError(f"{source}: {section}.{key} = {value!r}: choose one of {', '.join(allowed)}")
+    e = settings["eval"]
+    if e["tie_policy"] == "legacy" and e["v2t"] != "official":
+        raise SuiteError(f"{source}: eval.tie_policy = 'legacy' needs eval.v2t = 'official'")
+    if e["legacy"] and e["v2t"] != "official":
+        raise SuiteError(f"{source}: eval.legacy = true needs eval.v2t = 'official' (the official code's)")
+
+
+def known_postprocessors() -> list[str]:
+    """The post-processor registry's names (engine.postprocess), or the built-in ones."""
+    from clip2video.engine import postprocess
+
+    registry = getattr(postprocess, "list_postprocessors", None)
+    return list(registry()) if registry is not None else list(POSTPROCESSORS)
+
+
+def _check_postprocess(settings: dict[str, Any], source: str) -> None:
+    known = known_postprocessors()
+    for name in settings["eval"]["postprocess"]:
+        if name not in known:
+            raise SuiteError(
+                f"{source}: eval.postprocess: Unknown post-processor {name!r}. Available: {', '.join(known)}"
+            )
+
+
+def _check_backbone(settings: dict[str, Any], source: str) -> None:
+    backbone = settings["backbone"]
+    if backbone["clip"] == "tiny" and not backbone["config"]:
         raise SuiteError(f"{source}: backbone.clip = 'tiny' needs a [backbone.config] table")
+    if not backbone["clip"]:
+        raise SuiteError(f"{source}: backbone.clip must name a CLIP architecture, e.g. 'ViT-B-32'")
+    from clip2video.data.protocols import get_protocol
+
+    if get_protocol(settings["protocol"]).val_split is None and settings["train"]["select_on"] == "val":
+        raise SuiteError(
+            f"{source}: train.select_on = 'val' but protocol {settings['protocol']!r} has no validation "
+            "split; use 'final'"
+        )

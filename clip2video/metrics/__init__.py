@@ -531,8 +531,9 @@ class _Fetcher:
             bad = _nan_rows(rows)
             if len(bad):
                 raise ValueError(
-                    f"sim has NaN in row(s) {(bad[:_SHOWN] + start).tolist()} (first found; caption "
-                    "indices): fix the model outputs or drop those captions; NaN is never ranked silently"
+                    f"sim has +-inf or NaN in row(s) {(bad[:_SHOWN] + start).tolist()} (first found; caption "
+                    "indices): fix the model outputs or drop those captions; a score that is not a finite "
+                    "number is never ranked silently"
                 )
         return rows
 
@@ -637,6 +638,12 @@ def retrieval_metrics(
     whose ground truth tied with another candidate), from ``sim[num_captions, num_videos]``.
 
     ``caption_video[i]`` is caption i's video; single- and several-captions protocols alike.
+    A NaN or +-inf score is a ValueError naming its rows (caption indices), never ranked.
+
+    >>> import numpy as np
+    >>> m = retrieval_metrics(np.eye(3), np.arange(3))
+    >>> m["t2v_R1"], m["v2t_R1"], m["t2v_MdR"]
+    (100.0, 100.0, 1.0)
     """
     return metrics_from_ranks(
         query_ranks(sim, caption_video, tie_policy=tie_policy, v2t=v2t, chunk_size=chunk_size)
@@ -656,18 +663,23 @@ def _check_options(tie_policy: str, v2t: str) -> None:
 
 
 def _nan_rows(rows: torch.Tensor) -> torch.Tensor:
-    """Indices (CPU) of the rows holding NaN. A row sum is NaN for every such row (and for rows
-    holding both infinities), so only those suspect rows are scanned element by element."""
+    """Indices (CPU) of the rows holding NaN or +-inf (a score must be a finite number). A row sum
+    is not finite for every such row (and may overflow for others), so only those suspect rows are
+    scanned element by element."""
     if not rows.is_floating_point():
         return torch.zeros(0, dtype=torch.int64)
-    suspects = torch.nonzero(torch.isnan(rows.sum(1))).squeeze(1)
+    suspects = torch.nonzero(~torch.isfinite(rows.sum(1))).squeeze(1)
     if len(suspects) == 0:
         return suspects.cpu()
-    return suspects[torch.isnan(rows[suspects]).any(1)].cpu()
+    return suspects[(~torch.isfinite(rows[suspects])).any(1)].cpu()
 
 
 def _check_no_nan(matrix: torch.Tensor, chunk_size: int) -> None:
-    """Raise naming the rows of ``matrix`` that hold NaN (scanned in chunks of rows)."""
+    """Raise ValueError naming the rows of ``matrix`` that hold NaN or +-inf (scanned in chunks of rows).
+
+    +-inf is an error like NaN: a finite model never scores infinity, so an infinite similarity
+    means an overflow or a masking bug upstream, and ranking it would hide that.
+    """
     rows = torch.cat(
         [
             _nan_rows(matrix[start : start + chunk_size]) + start
@@ -676,9 +688,10 @@ def _check_no_nan(matrix: torch.Tensor, chunk_size: int) -> None:
     )
     if len(rows):
         raise ValueError(
-            f"sim has NaN in {len(rows)} row(s): {rows[:_SHOWN].tolist()}"
+            f"sim has +-inf or NaN in {len(rows)} row(s): {rows[:_SHOWN].tolist()}"
             + (" ..." if len(rows) > _SHOWN else "")
-            + " (caption indices); fix the model outputs or drop those captions, NaN is never ranked"
+            + " (caption indices); fix the model outputs or drop those captions, a score that is not a "
+            "finite number is never ranked"
         )
 
 

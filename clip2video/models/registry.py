@@ -16,6 +16,8 @@ from typing import Any, TypeVar, overload
 
 from torch import nn
 
+from clip2video.errors import UnknownNameError
+
 ModelFn = TypeVar("ModelFn", bound=Callable[..., nn.Module])
 
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {}
@@ -53,5 +55,7 @@ def is_model(name: str) -> bool:
 def create_model(name: str, **config: Any) -> nn.Module:
     """Build the registered model ``name`` with ``config`` (``create_model(**model.config)`` rebuilds one)."""
     if name not in _REGISTRY:
-        raise KeyError(f"unknown model {name!r}; registered: {', '.join(list_models()) or 'none'}")
+        raise UnknownNameError(
+            "model", name, list_models()
+        )  # a KeyError: "Unknown model 'x'. Available: ..."
     return _REGISTRY[name](**config)

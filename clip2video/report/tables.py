@@ -10,6 +10,7 @@ frames; tabulate (``DataFrame.to_markdown``) and ``DataFrame.to_latex`` format t
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,8 @@ from clip2video.engine.records import RunRecord, SuiteInfo, read_suite_info, rea
 from clip2video.errors import Clip2VideoError
 from clip2video.report.stats import METRIC_KEYS, PairedDiff, bootstrap_ci, paired_bootstrap
 
-PAPER_DIR = Path(__file__).resolve().parents[2] / "baselines" / "paper"
+# Package data (clip2video/paper/*.csv), so a non-editable install has the published rows too.
+PAPER_DIR = Path(str(resources.files("clip2video").joinpath("paper")))
 REFERENCE_MODEL = "meanp"
 _DISPLAY = {"R1": "R@1", "R5": "R@5", "R10": "R@10", "MdR": "MdR", "MnR": "MnR"}
 COLUMN_LABELS = {key: f"{key[:3]} {_DISPLAY[key[4:]]}" for key in METRIC_KEYS}

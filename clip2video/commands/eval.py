@@ -1,0 +1,110 @@
+"""CLI verb ``clip2video eval``: evaluate one checkpoint on one protocol, no suite file needed.
+
+``clip2video eval --protocol msvd --model clip2video --checkpoint FILE --data-root DATA`` builds a
+one-row suite from the protocol's shipped suite (or the defaults), checks everything before work,
+evaluates, and writes ``RESULTS_DIR/<suite>/result.json`` beside the usual table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from clip2video.errors import ConfigError
+
+
+def eval_suite_settings(protocol: str, model: str, *, zero_shot: bool) -> dict[str, Any]:
+    """The one row's settings: the protocol's shipped suite when there is one, reduced to one model and seed."""
+    from clip2video.experiments.suite import list_suites, suites_dir
+
+    settings: dict[str, Any] = {}
+    if protocol in list_suites():
+        settings = tomllib.loads(suites_dir().joinpath(f"{protocol}.toml").read_text(encoding="utf-8"))
+    settings.update(
+        protocol=protocol,
+        models=[model],
+        seeds=[0],
+        zero_shot=zero_shot,
+        description=f"clip2video eval: {model} on {protocol}",
+    )
+    return settings
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    """Evaluate one model on one protocol; print the table and the result file."""
+    from clip2video.commands.ablation import merge_overrides, run_checked_suite
+    from clip2video.experiments.suite import suite_from_settings
+
+    if args.checkpoint is None and not args.zero_shot:
+        raise ConfigError(
+            "eval needs --checkpoint FILE (a harness or official CLIP2Video/CLIP4Clip checkpoint), or "
+            "--zero-shot to evaluate the pretrained CLIP with mean pooling"
+        )
+    name = args.name or f"eval-{args.protocol}-{args.model}"
+    suite = suite_from_settings(
+        name, eval_suite_settings(args.protocol, args.model, zero_shot=args.zero_shot), f"eval {name}"
+    )
+    args.eval_only = True
+    args.nproc = 1
+    args.checkpoint = [f"{args.model}={args.checkpoint}"] if args.checkpoint else []
+    result = run_checked_suite(suite, merge_overrides(args.set or []), args)
+    if int(os.environ.get("RANK", "0")) != 0:
+        return 0
+    out = Path(args.results_dir) / result.suite.name / "result.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "suite": result.suite.name,
+        "protocol": result.suite.protocol,
+        "model": args.model,
+        "checkpoint": args.checkpoint[0].split("=", 1)[1] if args.checkpoint else None,
+        "rows": result.rows,
+        "settings": result.suite.settings,
+        "records": str(Path(args.runs_dir) / result.suite.name),
+    }
+    out.write_text(json.dumps(payload, indent=2, default=str) + "\n", encoding="utf-8")
+    print(result.summary())
+    print(f"result: {out}")
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``eval`` to the ``clip2video`` command."""
+    from clip2video.commands.ablation import add_run_options
+    from clip2video.data.protocols import list_protocols
+
+    p = subparsers.add_parser(
+        "eval",
+        help="evaluate one checkpoint on one protocol (one row, no suite file)",
+        description=(
+            "Evaluate one model checkpoint on a protocol's test split with the protocol's published "
+            "settings (its shipped suite), checking everything first; writes RUNS_DIR/<name>/ records, "
+            "RESULTS_DIR/<name>/result.json and the table. Example: clip2video eval --protocol msvd "
+            "--model clip2video --checkpoint pytorch_model.bin.2 --data-root DATA --device cuda "
+            "--clip-weights ViT-B-32.pt"
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--protocol", required=True, help=f"one of: {', '.join(list_protocols())}")
+    p.add_argument(
+        "--model",
+        required=True,
+        help="a registered model: meanp, seqtransf, tdb, tab, clip2video or a plugin's",
+    )
+    p.add_argument("--checkpoint", default=None, metavar="FILE", help="checkpoint to evaluate")
+    p.add_argument(
+        "--zero-shot",
+        action="store_true",
+        help="also (or, without --checkpoint, only) the pretrained CLIP row",
+    )
+    p.add_argument(
+        "--name", default=None, help="records/results folder name (unset: eval-<protocol>-<model>)"
+    )
+    p.add_argument(
+        "--set", action="append", metavar="KEY=VALUE", help="override a setting, e.g. eval.batch_size=256"
+    )
+    add_run_options(p)
+    p.set_defaults(func=run_eval)
