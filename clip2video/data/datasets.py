@@ -18,7 +18,6 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-
 MAX_AUTO_WORKERS = 8  # automatic loader workers: one per available core, at most this many
 AUTO_WORKERS = -1  # the ``data.num_workers`` value that means "automatic"
 
