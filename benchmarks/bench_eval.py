@@ -302,7 +302,9 @@ def summarise(runs: list[dict]) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--videos", type=int, default=1000, help="test videos (1,000 = MSR-VTT 1k-A)")
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--size", type=int, nargs=2, default=(64, 48), metavar=("W", "H"))
@@ -415,11 +417,12 @@ def stage_table(report: dict) -> str:
     head = "| stage | " + " | ".join(
         f"{c} ({report.get('baseline_commit', '')})" if c == "baseline" else "new (this tree)" for c in cols
     )
-    lines = [head + (" | ratio |" if len(cols) == 2 else " |"), "|---" * (len(cols) + 1 + (len(cols) == 2)) + "|"]
+    lines = [
+        head + (" | ratio |" if len(cols) == 2 else " |"),
+        "|---" * (len(cols) + 1 + (len(cols) == 2)) + "|",
+    ]
     for stage in (*STAGES, "end to end"):
-        vals = [
-            report[c]["wall_s"] if stage == "end to end" else report[c]["stages_s"][stage] for c in cols
-        ]
+        vals = [report[c]["wall_s"] if stage == "end to end" else report[c]["stages_s"][stage] for c in cols]
         cells = " | ".join(f"{v:.2f} s" for v in vals)
         ratio = f" | {vals[0] / vals[1]:.2f}x" if len(vals) == 2 and vals[1] > 0 else ""
         lines.append(f"| {stage} | {cells}{ratio} |")

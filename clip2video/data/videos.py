@@ -99,6 +99,16 @@ def video_decoder() -> str:
     return "decord" if importlib.util.find_spec("decord") is not None else "pyav"
 
 
+def decoder_threads() -> int:
+    """Decoder threads: 1 inside a DataLoader worker (the workers are the parallelism), else
+    ``torch.get_num_threads()`` (the row's thread budget, ``[run] threads``). Frames decode the
+    same with any thread count."""
+    import torch
+    from torch.utils.data import get_worker_info
+
+    return 1 if get_worker_info() is not None else max(int(torch.get_num_threads()), 1)
+
+
 class _Frames:
     """What ``get_batch`` returns: decord's NDArray interface (``asnumpy()``) over a numpy array."""
 
@@ -161,6 +171,7 @@ class PyAVReader:
         with av.open(self.path) as container:
             stream = container.streams.video[0]
             stream.thread_type = "AUTO"
+            stream.thread_count = decoder_threads()
             yield from container.decode(stream)
 
     def decode_all(self) -> int:
@@ -195,7 +206,7 @@ def open_video(path: str | Path, video_id: str | None = None, *, decoder: str | 
         if decoder == "decord":
             import decord
 
-            reader = decord.VideoReader(str(path), num_threads=1)
+            reader = decord.VideoReader(str(path), num_threads=decoder_threads())
         else:
             reader = PyAVReader(path)
     except Exception as exc:  # decord: RuntimeError or DECORDError; PyAV: av.error.* or ValueError
