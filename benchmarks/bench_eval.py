@@ -9,11 +9,12 @@ The setup of a user reproducing MSR-VTT 1k-A from a released checkpoint, at a sm
   49,408), loaded with ``from_official_checkpoint`` as ``--checkpoint clip2video=...`` does;
 - the runner's evaluation of a row: encode captions and videos (plain and time-reversed), rank
   (default and ``legacy`` ties), bootstrap intervals, the time-reversal diagnostic; frames at
-  ``frames.image_size=64``, one torch thread (``[run] threads = 1``), an embedding cache.
+  ``frames.image_size=64``, an embedding cache.
 
 Each code version runs in its own fresh process (``--child``) on the same files: the working tree
-(``data.num_workers=-1``, the new default) and the baseline commit checked out with ``git worktree``
-(``num_workers=0``, its default). The parent reports the wall time of each process and the time
+(``data.num_workers=-1``, the new default; one torch thread, as the runner sets ``[run] threads``)
+and the baseline commit checked out with ``git worktree`` (``num_workers=0`` and torch's default
+threads, as its CLI ran: it did not set them). The parent reports the wall time of each process and the time
 per stage (startup, decode, model, ranking, bootstrap, reversal), the ratio, and whether every
 metric is identical.
 
@@ -120,7 +121,8 @@ def child(args: argparse.Namespace) -> None:
     import numpy as np
     import torch
 
-    torch.set_num_threads(args.threads)
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
     from clip2video.data.frames import FrameSampler
     from clip2video.data.text import CaptionTokenizer
     from clip2video.engine import evaluate as ev
@@ -233,7 +235,9 @@ def baseline_tree(commit: str, tmp: Path) -> Path:
     return where
 
 
-def run_child(code_root: Path, spec: Path, work: Path, workers: int, args: argparse.Namespace) -> dict:
+def run_child(
+    code_root: Path, spec: Path, work: Path, workers: int, threads: int, args: argparse.Namespace
+) -> dict:
     """One evaluation in a fresh process importing ``clip2video`` from ``code_root``."""
     work.mkdir(parents=True, exist_ok=True)
     shutil.rmtree(work / "embedding-cache", ignore_errors=True)
@@ -248,15 +252,16 @@ def run_child(code_root: Path, spec: Path, work: Path, workers: int, args: argpa
         "--workers",
         str(workers),
         "--threads",
-        str(args.threads),
+        str(threads),
         "--image-size",
         str(args.image_size),
         "--bootstrap",
         str(args.bootstrap),
         *([] if args.cache else ["--no-cache"]),
     ]
-    env = {**os.environ, "PYTHONPATH": str(code_root), "OMP_NUM_THREADS": str(args.threads)}
-    env.pop("CLIP2VIDEO_DECODER", None)
+    env = {**os.environ, "PYTHONPATH": str(code_root)}
+    for key in ("CLIP2VIDEO_DECODER", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        env.pop(key, None)
     start = time.perf_counter()
     done = subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True)
     wall = time.perf_counter() - start
@@ -312,7 +317,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--baseline", default=BASELINE, help="commit to compare with ('none': skip)")
     parser.add_argument("--workers", type=int, default=-1, help="data.num_workers of the new run")
     parser.add_argument("--baseline-workers", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=1, help="torch threads ([run] threads)")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch threads of the new run ([run] threads, which rows set)"
+    )
+    parser.add_argument(
+        "--baseline-threads",
+        type=int,
+        default=0,
+        help="torch threads of the baseline run (0: torch's default, one per core, as its CLI ran)",
+    )
     parser.add_argument("--bootstrap", type=int, default=1000)
     parser.add_argument("--repeat", type=int, default=1, help="runs of each version (median reported)")
     parser.add_argument("--generated-split", action="store_true", help="never use the real 1k-A list")
@@ -349,13 +362,14 @@ def main(argv: list[str] | None = None) -> None:
                 }
             )
         )
-        versions = {"new": (ROOT, args.workers)}
+        versions = {"new": (ROOT, args.workers, args.threads)}
         if args.baseline != "none":
-            versions["baseline"] = (baseline_tree(args.baseline, tmp), args.baseline_workers)
+            tree = baseline_tree(args.baseline, tmp)
+            versions["baseline"] = (tree, args.baseline_workers, args.baseline_threads)
         runs: dict[str, list[dict]] = {name: [] for name in versions}
         for _ in range(args.repeat):  # interleaved, so that load changes hit both alike
-            for name, (code_root, workers) in versions.items():
-                runs[name].append(run_child(code_root, spec, tmp / f"run-{name}", workers, args))
+            for name, (code_root, workers, threads) in versions.items():
+                runs[name].append(run_child(code_root, spec, tmp / f"run-{name}", workers, threads, args))
         summary = {name: summarise(r) for name, r in runs.items()}
         report: dict[str, Any] = {
             "benchmark": "eval",
@@ -368,7 +382,7 @@ def main(argv: list[str] | None = None) -> None:
                 "split": source,
                 "checkpoint": "clip2video, vision width 64, text width 512, vocab 49,408, 2+2 layers",
                 "bootstrap": args.bootstrap,
-                "threads": args.threads,
+                "threads": {"new": args.threads, "baseline": args.baseline_threads},
                 "embedding_cache": args.cache,
                 "setup_s": setup_s,
             },
