@@ -217,7 +217,7 @@ def eval_rows(data: dict[str, Any] | None) -> list[dict[str, Any]]:
     setup = data.get("setup", {})
     value = (
         f"{ratio:.2f}x ({base:.1f} s vs {new:.1f} s; {same}; {setup.get('videos')} videos, "
-        f"{data['new'].get('workers')} workers)"
+        f"data.num_workers={data['new'].get('workers')})"
     )
     met = ratio >= target and bool(data.get("metrics_identical"))
     return [
@@ -433,6 +433,15 @@ def eval_section(data: dict[str, Any]) -> list[str]:
             )
     if "identical" in data:
         lines.append(f"- identical results (exact): {data['identical']}")
+    if data.get("note"):
+        lines.append(f"- note: {data['note']}")
+    load = (data.get("machine") or {}).get("load_avg_before")
+    if load:
+        lines.append(
+            f"- load average before the run: {', '.join(f'{x:.1f}' for x in load)} on "
+            f"{data['machine'].get('cpus')} cores (other jobs running make the baseline's multi-threaded "
+            "model much slower than on a quiet machine; rerun there)"
+        )
     return lines
 
 
