@@ -3,8 +3,8 @@
 The second evaluation changes only settings that act on the similarity (another tie policy by
 default), so it must skip all decoding and encoding. Target: second >= 20x faster than first.
 
-    python benchmarks/bench_cache.py                          # ~40 generated videos, tiny model
-    python benchmarks/bench_cache.py --pairs 20 --model tdb --out results/perf_cache.json
+    python -m benchmarks.bench_cache                          # ~40 generated videos, tiny model
+    python -m benchmarks.bench_cache --pairs 20 --model tdb --out results/perf_cache.json
 
 From Python (e.g. pointed at the smoke suite's model and test split later)::
 

@@ -12,9 +12,9 @@
    reports ``torch.cuda.max_memory_allocated``).
    ``ns_per_pair`` = time / (N * M) shows how time grows with N * M.
 
-    python benchmarks/bench_ranking.py                       # 1k/4k comparison, growth 1k, 4k, 16k
-    python benchmarks/bench_ranking.py --with-64k            # growth also at 64k x 64k
-    python benchmarks/bench_ranking.py --sizes 1000 4000 --out results/perf_ranking.json
+    python -m benchmarks.bench_ranking                       # 1k/4k comparison, growth 1k, 4k, 16k
+    python -m benchmarks.bench_ranking --with-64k            # growth also at 64k x 64k
+    python -m benchmarks.bench_ranking --sizes 1000 4000 --out results/perf_ranking.json
 """
 
 from __future__ import annotations

@@ -2,25 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
+from benchmarks import run_all
+
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _load():
-    spec = importlib.util.spec_from_file_location("run_all", ROOT / "benchmarks" / "run_all.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["run_all"] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
-run_all = _load()
 
 
 def ranking_json(time_exponent: float = 1.0, memory_exponent: float = 1.0) -> dict:
@@ -138,16 +127,17 @@ def summary(folder: Path, runs=()) -> list[dict]:
 def test_one_row_per_target_in_the_issue_order(tmp_path: Path) -> None:
     rows = summary(write_results(tmp_path))
     whats = [r["what"] for r in rows]
-    assert len(whats) == 10
-    assert whats[0].startswith("ranking 1k") and whats[1].startswith("ranking 4k")
-    assert whats[2].startswith("ranking growth") and whats[3].startswith("ranking peak memory")
-    assert whats[4].endswith("(per core)") and whats[5].endswith("(wall)")
-    assert whats[6].startswith("cache") and all(w.startswith("GPU") for w in whats[7:])
+    assert len(whats) == 11
+    assert whats[0].startswith("eval end to end")
+    assert whats[1].endswith("(wall)") and whats[2].endswith("(per core)")
+    assert whats[3].startswith("ranking 1k") and whats[4].startswith("ranking 4k")
+    assert whats[5].startswith("ranking growth") and whats[6].startswith("ranking peak memory")
+    assert whats[7].startswith("cache") and all(w.startswith("GPU") for w in whats[8:])
 
 
 def test_ratios_come_from_the_pairs_of_timings_and_decide_met(tmp_path: Path) -> None:
     rows = summary(write_results(tmp_path))
-    r1k, r4k, _, _, per_core, wall, cache = rows[:7]
+    _, wall, per_core, r1k, r4k, _, _, cache = rows[:8]
     assert r1k["ratio"] == pytest.approx(10.0) and r1k["met"] is True  # 20 ms / 2 ms >= 5x
     assert r4k["ratio"] == pytest.approx(5.0) and r4k["met"] is False  # 500 / 100 < 10x
     assert per_core["ratio"] == pytest.approx(4.0) and per_core["met"] is True
@@ -162,7 +152,7 @@ def test_ratios_come_from_the_pairs_of_timings_and_decide_met(tmp_path: Path) ->
 )
 def test_growth_and_memory_exponents(tmp_path: Path, time_exp, mem_exp, time_met, mem_met) -> None:
     rows = summary(write_results(tmp_path, ranking=ranking_json(time_exp, mem_exp)))
-    growth, memory = rows[2], rows[3]
+    growth, memory = rows[5], rows[6]
     assert growth["ratio"] == pytest.approx(time_exp)  # fitted s of time ~ (N*M)^s
     assert growth["met"] is time_met
     peak = 0.01 * 16000**mem_exp
@@ -174,13 +164,13 @@ def test_growth_and_memory_exponents(tmp_path: Path, time_exp, mem_exp, time_met
 def test_memory_above_the_full_matrix_is_not_met(tmp_path: Path) -> None:
     data = ranking_json()
     data["growth"][-1]["peak_rss_delta_mib"] = 2 * data["growth"][-1]["full_matrix_mib"]
-    memory = summary(write_results(tmp_path, ranking=data))[3]
+    memory = summary(write_results(tmp_path, ranking=data))[6]
     assert memory["ratio"] == pytest.approx(2.0) and memory["met"] is False
 
 
 def test_gpu_rows_say_not_run_without_a_gpu_report(tmp_path: Path) -> None:
     rows = summary(write_results(tmp_path))
-    for row in rows[7:]:
+    for row in rows[8:]:
         assert row["value"] == "not run: no GPU was available"
         assert row["met"] is None and run_all.met_text(row) == "not run"
 
@@ -188,12 +178,12 @@ def test_gpu_rows_say_not_run_without_a_gpu_report(tmp_path: Path) -> None:
 def test_tiny_or_cpu_gpu_checks_are_ignored(tmp_path: Path) -> None:
     folder = write_results(tmp_path, gpu=gpu_json(size="tiny", device="cpu"))
     assert run_all.newest_gpu_check(folder / "gpu") is None
-    assert summary(folder)[7]["value"] == "not run: no GPU was available"
+    assert summary(folder)[8]["value"] == "not run: no GPU was available"
 
 
 def test_gpu_rows_from_a_full_size_report(tmp_path: Path) -> None:
     rows = summary(write_results(tmp_path, gpu=gpu_json()))
-    encoder, evaluation, parity = rows[7:]
+    encoder, evaluation, parity = rows[8:]
     assert encoder["ratio"] == pytest.approx(30_000 / 21_400) and encoder["met"] is False  # < 1.5x
     assert "bf16 weights" in encoder["value"] and "NVIDIA H100" in encoder["value"]
     assert evaluation["ratio"] == pytest.approx(3.0) and evaluation["met"] is True  # best precision, <= 5 s
@@ -203,7 +193,7 @@ def test_gpu_rows_from_a_full_size_report(tmp_path: Path) -> None:
 
 def test_gpu_compiled_encoder_counts_when_fastest(tmp_path: Path) -> None:
     rows = summary(write_results(tmp_path, gpu=gpu_json(compile_fps=40_000.0, seconds=(5.5, 7.0))))
-    encoder, evaluation = rows[7], rows[8]
+    encoder, evaluation = rows[8], rows[9]
     assert encoder["ratio"] == pytest.approx(40_000 / 21_400) and encoder["met"] is True
     assert "torch.compile" in encoder["value"]
     assert evaluation["met"] is False
@@ -220,13 +210,13 @@ def test_newest_gpu_report_wins(tmp_path: Path) -> None:
 
 def test_missing_benchmark_json_gives_not_run_rows(tmp_path: Path) -> None:
     rows = summary(write_results(tmp_path, decode=None, cache=None))
-    for row in rows[4:7]:
+    for row in (rows[0], rows[1], rows[2], rows[7]):
         assert row["value"].startswith("not run: no results/perf_") and row["met"] is None
 
 
 def test_failed_rerun_marks_its_rows_stale(tmp_path: Path) -> None:
     runs = [{"name": "cache", "command": "x", "returncode": 1, "wall_s": 1.0}]
-    cache = summary(write_results(tmp_path), runs)[6]
+    cache = summary(write_results(tmp_path), runs)[7]
     assert cache["value"].endswith("(from an earlier run: this run failed)")
 
 
@@ -237,9 +227,10 @@ def test_skip_run_writes_markdown_opening_with_the_table_and_json(tmp_path: Path
     md = (folder / "perf.md").read_text().splitlines()
     assert md[0].startswith("# ")
     assert md[2].startswith("| what was compared") and "| met" in md[2]
-    table = md[4 : 4 + 10]
-    assert all(line.startswith("|") for line in table) and not md[14].startswith("|")
-    assert md[5].startswith("| ranking 4k") and "NOT met" in md[5]
+    table = md[4 : 4 + 11]
+    assert all(line.startswith("|") for line in table) and not md[15].startswith("|")
+    assert md[4].startswith("| eval end to end") and "not run" in md[4]
+    assert md[8].startswith("| ranking 4k") and "NOT met" in md[8]
     text = "\n".join(md)
     for expected in ("load average", "## Ranking core", "## Decoding", "## Embedding cache", "## GPU check"):
         assert expected in text
@@ -254,6 +245,57 @@ def test_skip_run_writes_markdown_opening_with_the_table_and_json(tmp_path: Path
 
 def test_commands_write_into_the_results_folder(tmp_path: Path) -> None:
     command = run_all.BENCHMARKS["decode"].command(tmp_path)
-    assert command[1] == "benchmarks/bench_decode.py"
+    assert command[1:3] == ["-m", "benchmarks.bench_decode"]
     assert command[-2:] == ["--out", str((tmp_path / "perf_decode.json").resolve())]
     assert run_all.BENCHMARKS["ranking"].command(ROOT / "results")[-1] == "results/perf_ranking.json"
+
+
+EVAL = {
+    "setup": {"videos": 1000},
+    "target": 1.6,
+    "baseline_commit": "0df3332",
+    "metrics_identical": True,
+    "identical": {"metrics": True, "legacy": True, "time_reversal": True, "bootstrap": True},
+    "baseline": {
+        "wall_s": 60.0,
+        "walls_s": [60.0],
+        "stages_s": dict.fromkeys(("startup", "decode", "model", "ranking", "bootstrap", "reversal"), 1.0),
+        "route": "two passes",
+        "workers": 0,
+        "threads": 1,
+    },
+    "new": {
+        "wall_s": 30.0,
+        "walls_s": [30.0],
+        "stages_s": dict.fromkeys(("startup", "decode", "model", "ranking", "bootstrap", "reversal"), 0.5),
+        "route": "pair",
+        "workers": 2,
+        "threads": 1,
+    },
+}
+
+
+@pytest.mark.parametrize(
+    ("new_wall", "identical", "met"), [(30.0, True, True), (50.0, True, False), (30.0, False, False)]
+)
+def test_eval_row_needs_the_ratio_and_identical_metrics(tmp_path: Path, new_wall, identical, met) -> None:
+    data = json.loads(json.dumps(EVAL))
+    data["new"]["wall_s"], data["metrics_identical"] = new_wall, identical
+    folder = write_results(tmp_path)
+    (folder / "perf_eval.json").write_text(json.dumps(data))
+    row = summary(folder)[0]
+    assert row["ratio"] == pytest.approx(60.0 / new_wall) and row["met"] is met
+    assert ("identical metrics" in row["value"]) is identical
+    md = run_all.render(run_all.aggregate(folder, [], [1.0] * 3, "x"))
+    assert "## End-to-end evaluation" in md and "| end to end | 60.00 s | " in md
+
+
+def test_decode_row_uses_the_all_cores_ratio_when_present(tmp_path: Path) -> None:
+    data = json.loads(json.dumps(DECODE))
+    data["summary"].update(
+        loader_all_cores_wall_s=1.0, official_all_cores_wall_s=3.5, all_cores_workers=2, speedup_wall=3.5
+    )
+    wall = summary(write_results(tmp_path, decode=data))[1]
+    assert wall["what"].endswith("(wall, all cores)")
+    assert wall["ratio"] == pytest.approx(3.5) and wall["met"] is True
+    assert "one at a time: 2.00x" in wall["value"]

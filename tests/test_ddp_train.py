@@ -13,7 +13,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from test_train import StandInModel, ToyPairs, batch_of, cfg, grads_of, recall_at_1
 
-from clip2video.engine.ddp import all_gather_with_grad, init_distributed_from_env, rank_and_world
+from clip2video.engine.distributed import all_gather_with_grad, init_distributed_from_env, rank_and_world
 from clip2video.engine.train import compute_gradients, train
 
 CONFIGS = {"accum1": {"grad_accum": 1}, "accum2": {"grad_accum": 2}}

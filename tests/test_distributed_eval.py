@@ -14,13 +14,13 @@ import torch.multiprocessing as mp
 from test_evaluate import ToyModel, ToyTokenizer, ToyVideos, toy_split
 from torch.utils.data import DistributedSampler
 
-from clip2video.engine.distributed import (
-    assemble_by_index,
+from clip2video.engine.distributed import assemble_by_index, gather_by_index, shard_indices
+from clip2video.engine.evaluate import (
+    encode_split,
+    encode_video_items,
     encode_videos_distributed,
-    gather_by_index,
-    shard_indices,
+    evaluate_embeddings,
 )
-from clip2video.engine.evaluate import encode_split, encode_video_items, evaluate_embeddings
 
 NUM_VIDEOS = 7  # with 11 captions: divisible by none of 2, 3
 

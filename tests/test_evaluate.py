@@ -18,7 +18,6 @@ from clip2video.engine.evaluate import (
     encode_texts,
     encode_videos,
     evaluate_embeddings,
-    evaluate_rows,
     find_split_videos,
     own_scores,
     reverse_frames,
@@ -258,7 +257,9 @@ def test_post_rows_are_separate_and_marked():
     emb = encoded(model, split, ToyVideos(7))
     bank_ids, bank_mask = ToyTokenizer()([f"bank caption {i} clip" for i in range(5)])
     bank = encode_texts(model, bank_ids, bank_mask, progress=False)
-    rows = evaluate_rows(model, emb, posts=[DualSoftmax(0.5), QBNorm(bank, "train-captions", k=1, beta=2.0)])
+    posts = [DualSoftmax(0.5), QBNorm(bank, "train-captions", k=1, beta=2.0)]
+    rows = {"": evaluate_embeddings(model, emb, keep_sim=False)}
+    rows.update({p.row_name: evaluate_embeddings(model, emb, post=p, keep_sim=False) for p in posts})
     assert list(rows) == ["", "+DSL(T=0.5)", "+QB-Norm(bank=train-captions,k=1,beta=2)"]
     sim = (model.scale * emb.text @ emb.video.T).numpy()
     assert_metrics_match(rows[""].metrics, brute_force(sim, split.caption_video))

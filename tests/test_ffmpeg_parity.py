@@ -80,8 +80,10 @@ def test_ffmpeg_output_rule(extracted):
     assert np.all(offsets < -0.22 + 1e-9) and np.all(offsets >= -0.22 - 1 / fps - 1e-9)
 
 
+@pytest.mark.parametrize("decoder", ["decord", "pyav"])
 @pytest.mark.parametrize("stride", [1, 2])
-def test_decord_picks_match_official_jpegs(extracted, stride):
+def test_decoder_picks_match_official_jpegs(extracted, stride, decoder, monkeypatch):
+    monkeypatch.setenv("CLIP2VIDEO_DECODER", decoder)
     video, folder, num_frames, fps, jpg_indices = extracted
     expected = [jpg_indices[k] for k in official_picks(len(jpg_indices), stride)]
     sampler = FrameSampler(stride=stride, image_size=SIZE)

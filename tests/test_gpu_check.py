@@ -3,7 +3,6 @@ the table comes last; its helpers and its encode-once evaluation checked against
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import subprocess
@@ -14,22 +13,11 @@ import numpy as np
 import pytest
 import torch
 
+from benchmarks.gpu import check
 from clip2video.metrics import METRIC_KEYS
 from clip2video.models import create_model
 
 ROOT = Path(__file__).resolve().parents[1]
-SCRIPT = ROOT / "benchmarks" / "gpu" / "check.py"
-
-
-def _load_check():
-    spec = importlib.util.spec_from_file_location("gpu_check", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["gpu_check"] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
-check = _load_check()
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +25,17 @@ def tiny_run(tmp_path_factory) -> tuple[dict, str, Path]:
     """One tiny CPU run as a script: (JSON report, stdout, out dir)."""
     out = tmp_path_factory.mktemp("gpu")
     done = subprocess.run(
-        [sys.executable, str(SCRIPT), "--size", "tiny", "--device", "cpu", "--out", str(out)],
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.gpu.check",
+            "--size",
+            "tiny",
+            "--device",
+            "cpu",
+            "--out",
+            str(out),
+        ],
         capture_output=True,
         text=True,
         timeout=300,

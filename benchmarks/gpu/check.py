@@ -5,8 +5,8 @@ last). It also runs on the CPU at a tiny size, so that CI keeps it working. Weig
 (ViT-B/32-sized at full size) and frames and captions are generated on the device: every time is
 model-side only (no decoding, no tokenising).
 
-    python benchmarks/gpu/check.py                                   # full size, cuda if available
-    python benchmarks/gpu/check.py --size tiny --device cpu --out /tmp/gpu-check
+    python -m benchmarks.gpu.check                                   # full size, cuda if available
+    python -m benchmarks.gpu.check --size tiny --device cpu --out /tmp/gpu-check
 
 Phases, each timed and each skipped (with the reason recorded) when the time budget runs low:
 

@@ -9,6 +9,7 @@ frame jitter drawn from ``(seed, epoch, index)`` so results do not depend on the
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,29 @@ from typing import Any
 import numpy as np
 import torch
 from torch.utils.data import Dataset
+
+MAX_AUTO_WORKERS = 8  # automatic loader workers: one per available core, at most this many
+AUTO_WORKERS = -1  # the ``data.num_workers`` value that means "automatic"
+
+
+def available_cores() -> int:
+    """CPU cores this process may run on (its affinity mask where the OS has one)."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(len(os.sched_getaffinity(0)), 1)
+    return max(os.cpu_count() or 1, 1)
+
+
+def resolve_num_workers(num_workers: int) -> int:
+    """DataLoader workers for a ``data.num_workers`` setting: ``-1`` = ``min(cores, 8)``, else as given.
+
+    Raises ValueError for anything below -1.
+    """
+    num_workers = int(num_workers)
+    if num_workers == AUTO_WORKERS:
+        return min(available_cores(), MAX_AUTO_WORKERS)
+    if num_workers < AUTO_WORKERS:
+        raise ValueError(f"num_workers must be -1 (automatic) or >= 0, got {num_workers}")
+    return num_workers
 
 
 def _is_sampler(obj: Any) -> bool:

@@ -21,11 +21,13 @@ import numpy as np
 import torch
 
 from clip2video.data.frame_cache import FrameCache
-from clip2video.data.videos import frame_files, open_video
+from clip2video.data.videos import PyAVReader, frame_files, open_video
 from clip2video.errors import VideoReadError
 
 CLIP_MEAN: tuple[float, float, float] = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD: tuple[float, float, float] = (0.26862954, 0.26130258, 0.27577711)
+_MEAN = torch.tensor(CLIP_MEAN, dtype=torch.float32).view(1, 3, 1, 1)
+_STD = torch.tensor(CLIP_STD, dtype=torch.float32).view(1, 3, 1, 1)
 
 _DROP = Fraction(-11, 10)  # ffmpeg's CFR thresholds, in output-frame units
 _DUP = Fraction(11, 10)
@@ -178,32 +180,54 @@ class FrameSampler:
         return [mapping[k] for k in self.pick(len(mapping), rng)]
 
     # ----- pixels -------------------------------------------------------------------------------
-    def preprocess(self, images: list) -> torch.Tensor:
-        """CLIP's preprocessing of PIL images (or uint8 HxWx3 arrays) -> FloatTensor[T, 3, S, S]."""
+    def preprocess(self, images: list | np.ndarray, pad_to: int | None = None) -> torch.Tensor:
+        """CLIP's preprocessing of PIL images (or uint8 HxWx3 arrays) -> FloatTensor[T, 3, S, S].
+
+        Bit-identical to ``open_clip.image_transform(S, is_train=False)`` (torchvision's PIL
+        bicubic resize of the short side, center crop, ToTensor, Normalize): each frame is resized
+        and cropped with PIL, then the clip's frames are scaled and normalized in one vectorized
+        step. With ``pad_to`` the result has ``pad_to`` frames, the ones after the real frames 0.
+        """
+        size = self.image_size
+        count = len(images)
+        total = count if pad_to is None else max(int(pad_to), count)
+        out = torch.empty(total, 3, size, size, dtype=torch.float32)
+        if count:
+            crops = np.stack([self._resize_crop(image) for image in images])
+            pixels = torch.from_numpy(crops).permute(0, 3, 1, 2).to(torch.float32)
+            real = out[:count]
+            torch.div(pixels, 255, out=real)
+            real.sub_(_MEAN).div_(_STD)
+        out[count:].zero_()
+        return out
+
+    def _resize_crop(self, image: Any) -> np.ndarray:
+        """uint8 ``[S, S, 3]``: PIL bicubic resize of the short side to S, then the center S x S."""
         from PIL import Image
 
-        if self._transform is None:
-            import open_clip
-
-            self._transform = open_clip.image_transform(
-                self.image_size, is_train=False, mean=CLIP_MEAN, std=CLIP_STD
-            )
-        tensors = []
-        for image in images:
-            if not isinstance(image, Image.Image):
-                image = Image.fromarray(np.asarray(image, dtype=np.uint8))
-            tensors.append(self._transform(image.convert("RGB")))
-        return torch.stack(tensors)
-
-    def _pad(self, frames: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        if not isinstance(image, Image.Image):
+            image = Image.fromarray(np.asarray(image, dtype=np.uint8))
+        if image.mode != "RGB":
+            image = image.convert("RGB")
         size = self.image_size
-        out = torch.zeros(self.max_frames, 3, size, size, dtype=torch.float32)
-        mask = torch.zeros(self.max_frames, dtype=torch.long)
-        if frames is not None:
-            count = frames.shape[0]
-            out[:count] = frames
-            mask[:count] = 1
-        return out, mask
+        width, height = image.size
+        short, long = (width, height) if width <= height else (height, width)
+        new_short, new_long = size, int(size * long / short)  # torchvision's rounding
+        new_w, new_h = (new_short, new_long) if width <= height else (new_long, new_short)
+        if (new_w, new_h) != (width, height):
+            image = image.resize((new_w, new_h), Image.BICUBIC)
+        array = np.asarray(image)
+        top = int(round((new_h - size) / 2.0))
+        left = int(round((new_w - size) / 2.0))
+        return array[top : top + size, left : left + size]
+
+    def _pad(self, frames: torch.Tensor) -> torch.Tensor:
+        """A copy of ``frames`` padded to ``max_frames`` with zero frames."""
+        size, count = self.image_size, frames.shape[0]
+        out = torch.empty(self.max_frames, 3, size, size, dtype=torch.float32)
+        out[:count] = frames
+        out[count:].zero_()
+        return out
 
     def load(
         self, path: str | Path, rng: np.random.Generator | None = None, video_id: str | None = None
@@ -218,10 +242,16 @@ class FrameSampler:
         path = Path(path)
         vid = video_id or (path.name if path.is_dir() else path.stem)
         if path.is_dir():
-            return self._pad(self._load_folder(path, vid, rng))
-        return self._pad(self._load_file(path, vid, rng))
+            frames, count = self._load_folder(path, vid, rng)
+        else:
+            frames, count = self._load_file(path, vid, rng)
+        mask = torch.zeros(self.max_frames, dtype=torch.long)
+        mask[:count] = 1
+        return frames, mask
 
-    def _load_folder(self, folder: Path, vid: str, rng: np.random.Generator | None) -> torch.Tensor:
+    def _load_folder(
+        self, folder: Path, vid: str, rng: np.random.Generator | None
+    ) -> tuple[torch.Tensor, int]:
         from PIL import Image
 
         files = frame_files(folder)
@@ -234,9 +264,9 @@ class FrameSampler:
                     images.append(image.convert("RGB"))
             except OSError as exc:
                 raise VideoReadError(vid, files[k], f"cannot read frame image ({exc})") from exc
-        return self.preprocess(images)
+        return self.preprocess(images, pad_to=self.max_frames), len(images)
 
-    def _load_file(self, path: Path, vid: str, rng: np.random.Generator | None) -> torch.Tensor:
+    def _load_file(self, path: Path, vid: str, rng: np.random.Generator | None) -> tuple[torch.Tensor, int]:
         cache, reader = self._cache, None
         file_key = cache.file_key(path) if cache is not None else None
         probe = cache.probe(file_key) if cache is not None else None
@@ -251,24 +281,72 @@ class FrameSampler:
         indices = self.source_indices(num_frames, fps, rng)
         key = (file_key, self.image_size, tuple(indices))
         if cache is not None and (hit := cache.get(key)) is not None:
-            return hit
+            return self._pad(hit), hit.shape[0]
         frames = self._decode(reader or open_video(path, vid), path, vid, indices)
         if cache is not None:
-            cache.put(key, frames)
-        return frames
+            cache.put(key, frames[: len(indices)].clone())
+        return frames, len(indices)
 
     def _decode(self, reader: Any, path: Path, vid: str, indices: list[int]) -> torch.Tensor:
         unique = sorted(set(indices))
         try:
             batch = reader.get_batch(unique).asnumpy()
-        except Exception as exc:  # decord: RuntimeError or decord._ffi.base.DECORDError
+        except Exception as exc:  # decord: RuntimeError or DECORDError; PyAV: av.error.*, IndexError
             raise VideoReadError(
                 vid,
                 path,
-                f"decord failed reading frames {unique[0]}..{unique[-1]} of {len(reader)} "
+                f"{_decoder_name(reader)} failed reading frames {unique[0]}..{unique[-1]} of {len(reader)} "
                 f"({type(exc).__name__}: {str(exc).strip()[:300]}); the file is probably truncated or corrupt",
             ) from exc
         if batch.shape[0] != len(unique):
-            raise VideoReadError(vid, path, f"decord returned {batch.shape[0]} of {len(unique)} frames")
+            raise VideoReadError(
+                vid, path, f"{_decoder_name(reader)} returned {batch.shape[0]} of {len(unique)} frames"
+            )
         row = {index: n for n, index in enumerate(unique)}
-        return self.preprocess([batch[row[index]] for index in indices])
+        return self.preprocess([batch[row[index]] for index in indices], pad_to=self.max_frames)
+
+
+def _decoder_name(reader: Any) -> str:
+    return "PyAV" if isinstance(reader, PyAVReader) else "decord"
+
+
+def check_decodes(path: str | Path, video_id: str | None = None) -> int:
+    """Decode every frame of a video file or frame folder fully; returns the number of frames.
+
+    For ``data verify``: stricter than the sampler, which decodes only the picked frames. A file
+    is decoded frame by frame with PyAV with error concealment off (a corrupt payload after frame
+    0 raises) and must yield the frame count its index promises; a folder must have no gap in
+    its numbering and every image must decode completely. Any failure is a VideoReadError naming
+    ``video_id`` (default: the file stem or folder name) and the file.
+    """
+    path = Path(path)
+    vid = video_id or (path.name if path.is_dir() else path.stem)
+    if path.is_dir():
+        return _check_folder(path, vid)
+    reader = open_video(path, vid, decoder="pyav")  # missing, empty, no frames: VideoReadError
+    try:
+        count = reader.decode_all()
+    except Exception as exc:  # av.error.InvalidDataError and friends
+        raise VideoReadError(
+            vid, path, f"frames do not decode ({type(exc).__name__}: {str(exc).strip()[:300]}); re-encode it"
+        ) from exc
+    if count != len(reader):
+        raise VideoReadError(
+            vid, path, f"only {count} of the {len(reader)} frames in its index decode; re-encode it"
+        )
+    return count
+
+
+def _check_folder(folder: Path, vid: str) -> int:
+    from PIL import Image
+
+    files = frame_files(folder)  # a gap in the numbering raises here
+    if not files:
+        raise VideoReadError(vid, folder, "frame folder holds no .jpg/.png frames; re-extract the video")
+    for file in files:
+        try:
+            with Image.open(file) as image:
+                image.load()  # the whole payload: a truncated image raises here
+        except (OSError, SyntaxError, ValueError) as exc:
+            raise VideoReadError(vid, file, f"frame image does not decode ({exc})") from exc
+    return len(files)

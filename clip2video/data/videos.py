@@ -1,9 +1,21 @@
-"""Locate a video by id and open it with decord, turning every failure into a VideoReadError."""
+"""Locate a video by id and open it with a frame decoder, turning every failure into a VideoReadError.
+
+Two decoders read video files with the same interface (``len(reader)``, ``reader.get_avg_fps()``,
+``reader.get_batch(indices).asnumpy()`` -> uint8 ``[T, H, W, 3]``): decord, the default, and PyAV
+(:class:`PyAVReader`), used automatically where decord is not installed (decord has no macOS arm64
+wheel) or when ``CLIP2VIDEO_DECODER=pyav``. Frame ``k`` is the ``k``-th frame in presentation
+order for both, so they pick the same source frames.
+"""
 
 from __future__ import annotations
 
+import importlib.util
+import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 from clip2video.errors import VideoReadError
 
@@ -33,8 +45,35 @@ def find_video(videos_dir: str | Path, video_id: str) -> Path:
 
 
 def frame_files(folder: Path) -> list[Path]:
-    """Sorted image files of a frame folder (``00000001.jpg`` ...)."""
-    return sorted(p for p in folder.iterdir() if p.suffix.lower() in FRAME_EXTENSIONS)
+    """Sorted image files of a frame folder (``00000001.jpg`` ...).
+
+    Numbered frames (every stem made of digits, as ffmpeg's ``%08d.jpg`` writes them) must run
+    without a gap from the first number: a missing frame would shift every later one, so it is a
+    VideoReadError naming the folder and the first missing file.
+    """
+    folder = Path(folder)
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in FRAME_EXTENSIONS)
+    if files and all(p.stem.isdigit() for p in files):
+        numbers = [int(p.stem) for p in files]
+        if len(set(numbers)) != len(numbers):
+            raise VideoReadError(
+                folder.name, folder, "frame folder holds two images with the same frame number; keep one"
+            )
+        files.sort(key=lambda p: int(p.stem))
+        numbers.sort()
+        if numbers[-1] - numbers[0] + 1 != len(numbers):
+            present = set(numbers)
+            gap = next(n for n in range(numbers[0], numbers[-1]) if n not in present)
+            width = len(files[0].stem)
+            name = f"{gap:0{width}d}{files[0].suffix}"
+            missing = numbers[-1] - numbers[0] + 1 - len(numbers)
+            raise VideoReadError(
+                folder.name,
+                folder,
+                f"frame folder has a gap: {name} is missing ({missing} missing between "
+                f"{files[0].name} and {files[-1].name}); later frames would shift, so re-extract the video",
+            )
+    return files
 
 
 @dataclass(frozen=True)
@@ -47,24 +86,131 @@ class VideoInfo:
     height: int
 
 
-def open_video(path: str | Path, video_id: str | None = None):
-    """Open ``path`` with decord and return its ``VideoReader``.
+DECODERS: tuple[str, ...] = ("decord", "pyav")
 
-    decord raises RuntimeError (and sometimes its own DECORDError) for missing, empty, garbage
-    or truncated files; both are re-raised as VideoReadError with the id and path.
+
+def video_decoder() -> str:
+    """The decoder video files are read with: ``$CLIP2VIDEO_DECODER`` if set, else decord when installed, else PyAV."""
+    chosen = os.environ.get("CLIP2VIDEO_DECODER", "").strip().lower()
+    if chosen:
+        if chosen not in DECODERS:
+            raise ValueError(f"CLIP2VIDEO_DECODER={chosen!r}: use one of {', '.join(DECODERS)}")
+        return chosen
+    return "decord" if importlib.util.find_spec("decord") is not None else "pyav"
+
+
+def decoder_threads() -> int:
+    """Decoder threads: 1 inside a DataLoader worker (the workers are the parallelism), else
+    ``torch.get_num_threads()`` (the row's thread budget, ``[run] threads``). Frames decode the
+    same with any thread count."""
+    import torch
+    from torch.utils.data import get_worker_info
+
+    return 1 if get_worker_info() is not None else max(int(torch.get_num_threads()), 1)
+
+
+class _Frames:
+    """What ``get_batch`` returns: decord's NDArray interface (``asnumpy()``) over a numpy array."""
+
+    def __init__(self, array: np.ndarray) -> None:
+        self.array = array
+
+    def asnumpy(self) -> np.ndarray:
+        return self.array
+
+
+class PyAVReader:
+    """A video file read with PyAV, with the decord ``VideoReader`` calls the sampler uses.
+
+    Frame ``k`` is the ``k``-th decoded frame in presentation order (decord's numbering);
+    ``len`` counts the video stream's packets that carry a frame, as decord counts its index;
+    ``get_avg_fps`` is the stream's average rate. ``get_batch`` decodes from the start up to the
+    last index asked for and keeps the asked frames (RGB24).
     """
-    import decord
 
+    def __init__(self, path: str | Path) -> None:
+        import av
+
+        self.path = str(path)
+        with av.open(self.path) as container:
+            if not container.streams.video:
+                raise ValueError("no video stream")
+            stream = container.streams.video[0]
+            rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+            self._fps = float(rate) if rate else 0.0
+            self._len = sum(1 for packet in container.demux(stream) if packet.size > 0)
+
+    def __len__(self) -> int:
+        return self._len
+
+    def get_avg_fps(self) -> float:
+        return self._fps
+
+    def get_batch(self, indices: Any) -> _Frames:
+        wanted = [int(i) for i in indices]
+        if not wanted:
+            return _Frames(np.zeros((0, 0, 0, 3), np.uint8))
+        bad = [i for i in wanted if not 0 <= i < self._len]
+        if bad:
+            raise IndexError(f"frame indices {bad[:5]} are outside 0..{self._len - 1}")
+        last, keep = max(wanted), set(wanted)
+        found: dict[int, np.ndarray] = {}
+        for k, frame in enumerate(self._frames()):
+            if k in keep:
+                found[k] = frame.to_ndarray(format="rgb24")
+            if k >= last:
+                break
+        if len(found) != len(keep):
+            missing = sorted(keep - set(found))
+            raise RuntimeError(f"PyAV decoded no frame {missing[:5]}: the stream ends early")
+        return _Frames(np.stack([found[i] for i in wanted]))
+
+    def _frames(self) -> Any:
+        import av
+
+        with av.open(self.path) as container:
+            stream = container.streams.video[0]
+            stream.thread_type = "AUTO"
+            stream.thread_count = decoder_threads()
+            yield from container.decode(stream)
+
+    def decode_all(self) -> int:
+        """Decode every frame (errors raised, not concealed); returns the number of frames."""
+        import av
+
+        count = 0
+        with av.open(self.path) as container:
+            stream = container.streams.video[0]
+            stream.codec_context.options = {"err_detect": "explode"}
+            for packet in container.demux(stream):
+                for _frame in packet.decode():
+                    count += 1
+            return count
+
+
+def open_video(path: str | Path, video_id: str | None = None, *, decoder: str | None = None):
+    """Open ``path`` with the chosen decoder (see :func:`video_decoder`) and return its reader.
+
+    decord raises RuntimeError (and sometimes its own DECORDError), PyAV its ``av.error`` types,
+    for missing, empty, garbage or truncated files; all are re-raised as VideoReadError with the
+    id and path.
+    """
     path = Path(path)
     vid = video_id or path.stem
     if not path.exists():
         raise VideoReadError(vid, path, "file does not exist")
     if path.is_file() and path.stat().st_size == 0:
         raise VideoReadError(vid, path, "file is empty (0 bytes)")
+    decoder = decoder or video_decoder()
     try:
-        reader = decord.VideoReader(str(path), num_threads=1)
-    except Exception as exc:  # decord raises RuntimeError or decord._ffi.base.DECORDError
-        raise VideoReadError(vid, path, f"decord cannot open it ({type(exc).__name__}: {exc})") from exc
+        if decoder == "decord":
+            import decord
+
+            reader = decord.VideoReader(str(path), num_threads=decoder_threads())
+        else:
+            reader = PyAVReader(path)
+    except Exception as exc:  # decord: RuntimeError or DECORDError; PyAV: av.error.* or ValueError
+        raise VideoReadError(vid, path, f"{decoder} cannot open it ({type(exc).__name__}: {exc})") from exc
     if len(reader) == 0:
         raise VideoReadError(vid, path, "the video has no frames")
     return reader

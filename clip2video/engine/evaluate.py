@@ -12,6 +12,8 @@ Evaluation and training validation both go through these functions:
   mixing weight ``w`` and a post-processing row, DSL or QB-Norm) and then into per-query ranks and
   metrics through :mod:`clip2video.metrics`, the one ranking core. Without ``keep_sim`` only one
   chunk of similarity rows exists at a time.
+* :func:`encode_split_pair` encodes the plain and the time-reversed pass from one decode of
+  each video (the reversed frames are :func:`reverse_frames` of the same tensors).
 * :func:`evaluate` glues the two; :func:`time_reversal_diagnostic` measures how much a model
   uses frame order.
 """
@@ -29,10 +31,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm.auto import tqdm
 
 from clip2video import metrics as _metrics
+from clip2video.engine import distributed as _dist
 from clip2video.engine.cache import EmbeddingCache, model_fingerprint, strings_digest
 from clip2video.engine.postprocess import PostProcess
 from clip2video.errors import VideoReadError
@@ -45,12 +48,15 @@ __all__ = [
     "EvalResult",
     "autocast_context",
     "encode_split",
+    "encode_split_pair",
+    "encode_texts_distributed",
+    "encode_video_passes",
+    "encode_videos_distributed",
     "encode_texts",
     "encode_video_items",
     "encode_videos",
     "evaluate",
     "evaluate_embeddings",
-    "evaluate_rows",
     "find_split_videos",
     "model_device",
     "own_scores",
@@ -173,9 +179,53 @@ def _video_loader(
 ) -> DataLoader | Iterable:
     if isinstance(dataset_or_loader, DataLoader):
         return dataset_or_loader
+    from clip2video.data.datasets import resolve_num_workers
+
     return DataLoader(
-        dataset_or_loader, batch_size=batch_size, shuffle=False, num_workers=num_workers, drop_last=False
+        dataset_or_loader,
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=resolve_num_workers(num_workers),
+        drop_last=False,
     )
+
+
+def encode_video_passes(
+    model: nn.Module,
+    dataset_or_loader: Dataset | DataLoader,
+    passes: Sequence[bool] = (False,),
+    *,
+    batch_size: int = 16,
+    num_workers: int = 0,
+    device: torch.device | str | None = None,
+    amp: bool = False,
+    progress: bool = True,
+) -> tuple[Tensor, list[Tensor]]:
+    """Decode every item ``(index, frames, mask)`` once and encode it once per pass.
+
+    ``passes`` holds one flag per pass: ``False`` encodes the frames as decoded, ``True`` with each
+    video's real frames reversed in time (:func:`reverse_frames` of the same decoded tensors).
+    Every pass sees the same batches, so each result equals a separate pass over the data.
+    Returns ``(indices[M], [embeddings[M, E] per pass])`` in iteration order; the indices are
+    those the items carry (a ``Subset`` keeps the original dataset's indices).
+    """
+    passes = tuple(bool(p) for p in passes)
+    if not passes:
+        raise ValueError("encode_video_passes: give at least one pass")
+    device = torch.device(device) if device is not None else model_device(model)
+    loader = _video_loader(dataset_or_loader, batch_size, num_workers)
+    indices: list[Tensor] = []
+    out: list[list[Tensor]] = [[] for _ in passes]
+    with torch.inference_mode(), autocast_context(device, amp):
+        for index, frames, mask in tqdm(loader, desc="encode videos", unit="batch", disable=not progress):
+            dev_mask = mask.to(device)
+            for k, rev in enumerate(passes):
+                batch = _reverse(frames, mask) if rev else frames
+                out[k].append(model.encode_video(batch.to(device), dev_mask).float())
+            indices.append(torch.as_tensor(index, dtype=torch.long).reshape(-1).cpu())
+    if not indices:
+        return torch.zeros(0, dtype=torch.long), [torch.zeros(0, 0, device=device) for _ in passes]
+    return torch.cat(indices), [torch.cat(o) for o in out]
 
 
 def encode_video_items(
@@ -194,23 +244,35 @@ def encode_video_items(
     The indices are those the items carry (a ``Subset`` keeps the original dataset's indices),
     in iteration order. With ``reverse_frames`` each video's real frames are reversed in time.
     """
-    device = torch.device(device) if device is not None else model_device(model)
-    loader = _video_loader(dataset_or_loader, batch_size, num_workers)
-    indices: list[Tensor] = []
-    out: list[Tensor] = []
-    with torch.inference_mode(), autocast_context(device, amp):
-        for index, frames, mask in tqdm(loader, desc="encode videos", unit="batch", disable=not progress):
-            if reverse_frames:
-                frames = _reverse(frames, mask)
-            emb = model.encode_video(frames.to(device), mask.to(device))
-            out.append(emb.float())
-            indices.append(torch.as_tensor(index, dtype=torch.long).reshape(-1).cpu())
-    if not out:
-        return torch.zeros(0, dtype=torch.long), torch.zeros(0, 0, device=device)
-    return torch.cat(indices), torch.cat(out)
+    idx, (emb,) = encode_video_passes(
+        model,
+        dataset_or_loader,
+        (reverse_frames,),
+        batch_size=batch_size,
+        num_workers=num_workers,
+        device=device,
+        amp=amp,
+        progress=progress,
+    )
+    return idx, emb
 
 
 _reverse = reverse_frames  # the keyword argument of encode_video_items shadows the function name
+
+
+def _in_index_order(idx: Tensor, emb: Tensor, total: int) -> Tensor:
+    if len(idx) != total or (len(idx) and not torch.equal(torch.sort(idx).values, torch.arange(total))):
+        raise ValueError(
+            f"encode_videos: the dataset yielded indices {idx.tolist()[:20]}... for {total} items; "
+            "items must be (i, frames, mask) with each i in 0..len-1 exactly once"
+        )
+    out = torch.empty_like(emb)
+    out[idx.to(emb.device)] = emb
+    return out
+
+
+def _dataset_len(dataset_or_loader: Dataset | DataLoader) -> int:
+    return len(dataset_or_loader.dataset if isinstance(dataset_or_loader, DataLoader) else dataset_or_loader)
 
 
 def encode_videos(
@@ -223,30 +285,70 @@ def encode_videos(
     amp: bool = False,
     reverse_frames: bool = False,
     progress: bool = True,
-) -> Tensor:
+    passes: Sequence[bool] | None = None,
+) -> Tensor | list[Tensor]:
     """Encode a video dataset (items ``(i, frames, mask)``, ``i`` in ``0..M-1``) into ``[M, E]``.
 
-    Each video is decoded once; row ``i`` of the result is item ``i``'s embedding.
+    Each video is decoded once; row ``i`` of the result is item ``i``'s embedding. With
+    ``passes`` (see :func:`encode_video_passes`) the result is one ``[M, E]`` tensor per pass,
+    all from the same decoded frames, and ``reverse_frames`` is ignored.
     """
-    idx, emb = encode_video_items(
+    flags = (reverse_frames,) if passes is None else tuple(passes)
+    idx, embs = encode_video_passes(
         model,
         dataset_or_loader,
+        flags,
         batch_size=batch_size,
         num_workers=num_workers,
         device=device,
         amp=amp,
-        reverse_frames=reverse_frames,
         progress=progress,
     )
-    total = len(dataset_or_loader.dataset if isinstance(dataset_or_loader, DataLoader) else dataset_or_loader)
-    if len(idx) != total or (len(idx) and not torch.equal(torch.sort(idx).values, torch.arange(total))):
-        raise ValueError(
-            f"encode_videos: the dataset yielded indices {idx.tolist()[:20]}... for {total} items; "
-            "items must be (i, frames, mask) with each i in 0..len-1 exactly once"
-        )
-    out = torch.empty_like(emb)
-    out[idx.to(emb.device)] = emb
-    return out
+    total = _dataset_len(dataset_or_loader)
+    ordered = [_in_index_order(idx, emb, total) for emb in embs]
+    return ordered[0] if passes is None else ordered
+
+
+def encode_texts_distributed(
+    model: nn.Module, ids: Tensor, mask: Tensor, *, contiguous: bool = False, **kwargs: Any
+) -> Tensor:
+    """:func:`encode_texts` of this rank's shard, gathered by index (every rank gets all rows)."""
+    if not _dist.is_distributed():
+        return encode_texts(model, ids, mask, **kwargs)
+    rank, world = _dist.rank_and_world()
+    shard = _dist.shard_indices(ids.shape[0], rank, world, contiguous=contiguous)
+    local = encode_texts(model, ids[shard], mask[shard], **kwargs) if shard else torch.zeros(0, 0)
+    return _dist.gather_by_index(local, shard, ids.shape[0])
+
+
+def encode_videos_distributed(
+    model: nn.Module,
+    dataset: Dataset | DataLoader,
+    *,
+    contiguous: bool = False,
+    passes: Sequence[bool] | None = None,
+    **kwargs: Any,
+) -> Tensor | list[Tensor]:
+    """:func:`encode_videos` where each rank decodes and encodes its shard, gathered by index.
+
+    Items must be ``(i, frames, mask)``; the gathered result has row ``i`` = item ``i``.
+    A DataLoader argument is unwrapped to its dataset (its sampler would pad). ``passes`` as in
+    :func:`encode_videos`.
+    """
+    if not _dist.is_distributed():
+        return encode_videos(model, dataset, passes=passes, **kwargs)
+    if isinstance(dataset, DataLoader):
+        dataset = dataset.dataset
+    flags = (bool(kwargs.pop("reverse_frames", False)),) if passes is None else tuple(passes)
+    rank, world = _dist.rank_and_world()
+    total = len(dataset)
+    shard = _dist.shard_indices(total, rank, world, contiguous=contiguous)
+    if shard:
+        idx, local = encode_video_passes(model, Subset(dataset, shard), flags, **kwargs)
+    else:
+        idx, local = torch.zeros(0, dtype=torch.long), [torch.zeros(0, 0) for _ in flags]
+    gathered = [_dist.gather_by_index(emb, idx, total) for emb in local]
+    return gathered[0] if passes is None else gathered
 
 
 # ----------------------------------------------------------------------------- split -> embeddings
@@ -328,6 +430,31 @@ def _video_dataset(paths: Sequence[Path], video_ids: Sequence[str], sampler: Any
     return VideoDataset(list(paths), list(video_ids), sampler)
 
 
+def _cached_many(
+    cache: EmbeddingCache | None,
+    parts: Sequence[Mapping[str, Any]],
+    fn: Callable[[list[int]], list[dict[str, Any]]],
+    collective: bool,
+) -> list[tuple[dict[str, Any], str]]:
+    """Each entry of ``parts`` through the cache; ``fn(missing)`` computes the missing ones at once.
+
+    With ``collective`` all ranks agree on every hit or miss and rank 0 writes. Returns
+    ``(value, state)`` per entry, state ``"off"``, ``"hit"`` or ``"miss"``.
+    """
+    if cache is None:
+        return [(value, "off") for value in fn(list(range(len(parts))))]
+    entries = [cache.get(p) for p in parts]
+    hits = [_dist.all_agree(e is not None) if collective else e is not None for e in entries]
+    missing = [k for k, hit in enumerate(hits) if not hit]
+    cache.hits += len(parts) - len(missing)
+    cache.misses += len(missing)
+    computed = dict(zip(missing, fn(missing), strict=True)) if missing else {}
+    if not collective or _dist.rank_and_world()[0] == 0:
+        for k, value in computed.items():
+            cache.put(parts[k], value)
+    return [(computed[k], "miss") if k in computed else (entries[k], "hit") for k in range(len(parts))]
+
+
 def _cached(
     cache: EmbeddingCache | None,
     parts: Mapping[str, Any],
@@ -335,27 +462,15 @@ def _cached(
     collective: bool,
 ) -> tuple[dict[str, Any], str]:
     """``fn()`` through the cache; with ``collective`` all ranks agree on hit/miss, rank 0 writes."""
-    from clip2video.engine.distributed import all_agree, rank_and_world
-
-    if cache is None:
-        return fn(), "off"
-    entry = cache.get(parts)
-    hit = all_agree(entry is not None) if collective else entry is not None
-    if hit:
-        cache.hits += 1
-        return entry, "hit"
-    cache.misses += 1
-    value = fn()
-    if not collective or rank_and_world()[0] == 0:
-        cache.put(parts, value)
-    return value, "miss"
+    return _cached_many(cache, [parts], lambda _missing: [fn()], collective)[0]
 
 
-def encode_split(
+def _encode_split_passes(
     model: nn.Module,
     split: Any,
     protocol: Any,
     videos_dir: str | os.PathLike[str],
+    reverses: Sequence[bool],
     *,
     sampler: Any = None,
     tokenizer: Any = None,
@@ -366,27 +481,16 @@ def encode_split(
     num_workers: int = 0,
     device: torch.device | str | None = None,
     amp: bool = False,
-    reverse: bool = False,
     video_dataset: Dataset | None = None,
     distributed: bool | None = None,
     progress: bool = True,
-) -> Embeddings:
-    """Encode a split's captions and videos once each (or read them from ``cache``).
-
-    ``split`` is a ``SplitData`` (video_ids, captions, caption_video); ``protocol`` a Protocol or
-    its name (the sampler and tokenizer default to the protocol's settings). ``reverse`` encodes
-    time-reversed frames. ``video_dataset`` overrides the dataset built from the split's files.
-    Under an initialised ``torch.distributed`` group (``distributed=None``: whenever one exists;
-    ``False``: never, e.g. when only rank 0 validates) every rank must call this: each encodes its
-    shard and all ranks receive the full embeddings.
-    """
-    from clip2video.engine import distributed as dist_mod
-
-    collective = dist_mod.is_distributed() if distributed is None else bool(distributed)
-    if collective and not dist_mod.is_distributed():
+) -> list[Embeddings]:
+    """Captions once, and one video pass per entry of ``reverses`` from a single decode of each video."""
+    collective = _dist.is_distributed() if distributed is None else bool(distributed)
+    if collective and not _dist.is_distributed():
         raise ValueError("encode_split(distributed=True) needs an initialised torch.distributed group")
-    encode_text_fn = dist_mod.encode_texts_distributed if collective else encode_texts
-    encode_video_fn = dist_mod.encode_videos_distributed if collective else encode_videos
+    encode_text_fn = encode_texts_distributed if collective else encode_texts
+    encode_video_fn = encode_videos_distributed if collective else encode_videos
 
     if sampler is None:
         sampler = _default_sampler(protocol)
@@ -403,14 +507,14 @@ def encode_split(
         "text": _settings(tokenizer),
         "captions": strings_digest(captions),
     }
-    video_parts = {
+    video_common = {
         **common,
         "kind": "video",
         "frames": _settings(sampler),
-        "reverse": bool(reverse),
         "videos": strings_digest(video_ids),
         "files": _files_digest(paths) if paths else None,
     }
+    video_parts = [{**video_common, "reverse": bool(rev)} for rev in reverses]
 
     def text_fn() -> dict[str, Any]:
         ids, mask = tokenizer(captions)
@@ -419,38 +523,90 @@ def encode_split(
         )
         return {"text": emb}
 
-    def video_fn() -> dict[str, Any]:
+    def video_fn(missing: list[int]) -> list[dict[str, Any]]:
         dataset = video_dataset if video_dataset is not None else _video_dataset(paths, video_ids, sampler)
-        emb = encode_video_fn(
+        embs = encode_video_fn(
             model,
             dataset,
+            passes=[bool(reverses[k]) for k in missing],
             batch_size=batch_size,
             num_workers=num_workers,
             device=device,
             amp=amp,
-            reverse_frames=reverse,
             progress=progress,
         )
-        return {"video": emb}
+        return [{"video": emb} for emb in embs]
 
     text, text_state = _cached(cache, text_parts, text_fn, collective)
-    video, video_state = _cached(cache, video_parts, video_fn, collective)
+    videos = _cached_many(cache, video_parts, video_fn, collective)
     dev = torch.device(device) if device is not None else model_device(model)
-    meta = {
-        "protocol": _protocol_name(protocol),
-        "split": split_name,
-        "reverse": bool(reverse),
-        "text_cache": text_state,
-        "video_cache": video_state,
-        "dropped": dict(getattr(split, "dropped", {}) or {}),
-    }
-    return Embeddings(
-        text=text["text"].to(dev),
-        video=video["video"].to(dev),
-        caption_video=np.asarray(split.caption_video, dtype=np.int64),
-        video_ids=video_ids,
-        meta=meta,
-    )
+    text_emb = text["text"].to(dev)
+    out = []
+    for rev, (video, video_state) in zip(reverses, videos, strict=True):
+        meta = {
+            "protocol": _protocol_name(protocol),
+            "split": split_name,
+            "reverse": bool(rev),
+            "text_cache": text_state,
+            "video_cache": video_state,
+            "dropped": dict(getattr(split, "dropped", {}) or {}),
+        }
+        out.append(
+            Embeddings(
+                text=text_emb,
+                video=video["video"].to(dev),
+                caption_video=np.asarray(split.caption_video, dtype=np.int64),
+                video_ids=video_ids,
+                meta=meta,
+            )
+        )
+    return out
+
+
+def encode_split(
+    model: nn.Module,
+    split: Any,
+    protocol: Any,
+    videos_dir: str | os.PathLike[str],
+    *,
+    reverse: bool = False,
+    **kwargs: Any,
+) -> Embeddings:
+    """Encode a split's captions and videos once each (or read them from ``cache``).
+
+    ``split`` is a ``SplitData`` (video_ids, captions, caption_video); ``protocol`` a Protocol or
+    its name (the sampler and tokenizer default to the protocol's settings). ``reverse`` encodes
+    time-reversed frames. Keyword arguments: ``sampler``, ``tokenizer``, ``cache``, ``split_name``
+    ("test"), ``batch_size`` (16), ``text_batch_size`` (256), ``num_workers`` (0; -1 = one per
+    available core, at most 8), ``device``, ``amp``, ``video_dataset`` (overrides the dataset
+    built from the split's files), ``distributed``, ``progress``. Under an initialised
+    ``torch.distributed`` group (``distributed=None``: whenever one exists; ``False``: never,
+    e.g. when only rank 0 validates) every rank must call this: each encodes its shard and all
+    ranks receive the full embeddings.
+    """
+    return _encode_split_passes(model, split, protocol, videos_dir, (bool(reverse),), **kwargs)[0]
+
+
+def encode_split_pair(
+    model: nn.Module,
+    split: Any,
+    protocol: Any,
+    videos_dir: str | os.PathLike[str],
+    *,
+    time_reversal: bool,
+    **kwargs: Any,
+) -> tuple[Embeddings, Embeddings | None]:
+    """``(plain, reversed or None)`` embeddings of a split, decoding each video once.
+
+    With ``time_reversal`` the reversed pass encodes :func:`reverse_frames` of the very frames
+    the plain pass decoded (one decode per video, one caption pass), and each pass is cached
+    under the same key as ``encode_split(reverse=...)`` uses: a cached pass is read, only the
+    missing ones are encoded. Results equal two :func:`encode_split` calls exactly. Keyword
+    arguments as :func:`encode_split`'s.
+    """
+    reverses = (False, True) if time_reversal else (False,)
+    embs = _encode_split_passes(model, split, protocol, videos_dir, reverses, **kwargs)
+    return embs[0], (embs[1] if time_reversal else None)
 
 
 # ----------------------------------------------------------------------------- similarity -> metrics
@@ -548,37 +704,6 @@ def _bank(emb: Embeddings, text: Tensor) -> Embeddings:
     )
 
 
-def evaluate_rows(
-    model: nn.Module,
-    emb: Embeddings,
-    *,
-    posts: Sequence[PostProcess] = (),
-    tie_policy: str = "pessimistic",
-    v2t: str = "official",
-    w: float | None = None,
-    keep_sim: bool = False,
-    chunk_size: int = DEFAULT_CHUNK,
-) -> dict[str, EvalResult]:
-    """The plain row (key ``""``) and one separate, marked row per post-processing spec."""
-    rows = {
-        "": evaluate_embeddings(
-            model, emb, tie_policy=tie_policy, v2t=v2t, w=w, keep_sim=keep_sim, chunk_size=chunk_size
-        )
-    }
-    for post in posts:
-        rows[post.row_name] = evaluate_embeddings(
-            model,
-            emb,
-            tie_policy=tie_policy,
-            v2t=v2t,
-            w=w,
-            post=post,
-            keep_sim=keep_sim,
-            chunk_size=chunk_size,
-        )
-    return rows
-
-
 def evaluate(
     model: nn.Module,
     split: Any,
@@ -608,9 +733,7 @@ def evaluate(
     Under ``torch.distributed`` (see :func:`encode_split`'s ``distributed``) all ranks encode their
     shards and rank 0 ranks: the other ranks return None.
     """
-    from clip2video.engine.distributed import is_distributed, rank_and_world
-
-    collective = is_distributed() if distributed is None else bool(distributed)
+    collective = _dist.is_distributed() if distributed is None else bool(distributed)
 
     emb = encode_split(
         model,
@@ -629,7 +752,7 @@ def evaluate(
         distributed=distributed,
         progress=progress,
     )
-    if collective and rank_and_world()[0] != 0:
+    if collective and _dist.rank_and_world()[0] != 0:
         return None
     return evaluate_embeddings(
         model, emb, tie_policy=tie_policy, v2t=v2t, w=w, post=post, keep_sim=keep_sim, chunk_size=chunk_size
@@ -687,6 +810,8 @@ def time_reversal_diagnostic(
     :func:`encode_split`.
     """
     kwargs = dict(sampler=sampler, tokenizer=tokenizer, cache=cache, **encode_kwargs)
+    if emb is None and rev_emb is None:
+        emb, rev_emb = encode_split_pair(model, split, protocol, videos_dir, time_reversal=True, **kwargs)
     if emb is None:
         emb = encode_split(model, split, protocol, videos_dir, reverse=False, **kwargs)
     if rev_emb is None:

@@ -34,6 +34,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm.auto import tqdm
 
+from clip2video.data.datasets import resolve_num_workers
 from clip2video.engine import ddp
 from clip2video.engine.checkpoint import (
     CheckpointError,
@@ -372,7 +373,7 @@ def train(
         loader = DataLoader(
             train_dataset,
             batch_sampler=sampler,
-            num_workers=config.num_workers,
+            num_workers=resolve_num_workers(config.num_workers),
             pin_memory=device.type == "cuda",
             generator=torch.Generator().manual_seed(config.seed + epoch),
         )

@@ -28,7 +28,7 @@ from clip2video.data.verify import require_test_videos
 from clip2video.engine import ddp
 from clip2video.engine.cache import EmbeddingCache
 from clip2video.engine.evaluate import (
-    encode_split,
+    encode_split_pair,
     evaluate,
     evaluate_embeddings,
     find_split_videos,
@@ -295,22 +295,19 @@ def run_row(
         )
     test = ctx.splits["test"]
 
-    def encode(reverse: bool) -> Any:
-        return encode_split(
-            model,
-            test,
-            ctx.paths.protocol,
-            ctx.paths.videos,
-            sampler=ctx.sampler,
-            tokenizer=ctx.tokenizer,
-            cache=ctx.cache,
-            reverse=reverse,
-            **_encode_kwargs(ctx),
-        )
-
     # Encoding is collective under torchrun: every rank runs the same passes, rank 0 ranks.
-    emb = encode(reverse=False)
-    rev_emb = encode(reverse=True) if e["time_reversal"] else None
+    # Each test video is decoded once; the time-reversal pass reverses the same decoded frames.
+    emb, rev_emb = encode_split_pair(
+        model,
+        test,
+        ctx.paths.protocol,
+        ctx.paths.videos,
+        sampler=ctx.sampler,
+        tokenizer=ctx.tokenizer,
+        cache=ctx.cache,
+        time_reversal=bool(e["time_reversal"]),
+        **_encode_kwargs(ctx),
+    )
     if ctx.rank != 0:
         return None
     plain = evaluate_embeddings(model, emb, tie_policy=e["tie_policy"], v2t=e["v2t"], keep_sim=True)
