@@ -59,6 +59,7 @@ __all__ = [
     "metrics_from_ranks",
     "query_ranks",
     "ranks_from_scores",
+    "recall_at",
     "retrieval_metrics",
 ]
 
@@ -227,6 +228,23 @@ def metrics_from_ranks(ranks: QueryRanks) -> dict[str, float]:
         out.update(_direction_metrics(ranks, direction, argsort_path))
     out["t2v_ties"] = float(np.count_nonzero(ranks.t2v_tied))
     out["v2t_ties"] = float(np.count_nonzero(ranks.v2t_tied))
+    return out
+
+
+def recall_at(ranks: QueryRanks, direction: str, ks: Sequence[int] | np.ndarray) -> np.ndarray:
+    """``direction``'s R@K (percent) for every K in ``ks``: the same sums ``metrics_from_ranks``
+    makes for K = 1, 5, 10 (per-query ``hits`` over the queries; legacy's expanded entries over
+    the entries), so a recall curve at 1/5/10 equals the recorded metrics exactly."""
+    higher, equal = ranks._counts(direction)
+    if len(higher) == 0:
+        raise ValueError(f"no {direction} queries to average (an empty selection?)")
+    out = np.empty(len(ks), dtype=np.float64)
+    for i, k in enumerate(np.asarray(ks).tolist()):
+        if ranks.expanded(direction):
+            hits = int(np.sum(np.clip(k - higher.astype(np.int64), 0, equal.astype(np.int64) + 1)))
+            out[i] = float(hits) * 100 / int(np.sum(equal.astype(np.int64) + 1))
+        else:
+            out[i] = float(np.sum(ranks.hits(direction, k))) * 100 / len(higher)
     return out
 
 
