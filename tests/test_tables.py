@@ -11,10 +11,10 @@ from clip2video.engine.records import (
     RecordError,
     read_suite_info,
     read_suite_records,
+    unlisted_rows,
     write_run_record,
     write_suite_info,
 )
-from clip2video.engine.records import unlisted_rows
 from clip2video.metrics.bootstrap import SeedRun, holm, minimum_detectable_difference, two_level_bootstrap
 from clip2video.report.tables import (
     NO_PUBLISHED,

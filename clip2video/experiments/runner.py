@@ -257,8 +257,8 @@ def run_row(
     """Train (optionally) and evaluate one row, write its record; returns its metrics (rank 0)."""
     from clip2video.data.synthetic import load_twins
     from clip2video.engine.records import write_run_record
-    from clip2video.order import twin_order_accuracy
     from clip2video.metrics.bootstrap import bootstrap_ci
+    from clip2video.order import twin_order_accuracy
 
     suite, e = ctx.suite, ctx.suite["eval"]
     row_dir = ctx.runs_dir / suite.name / name
