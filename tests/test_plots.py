@@ -33,11 +33,14 @@ def test_recall_ks_span_the_gallery_and_bins_fit_half_ranks():
     assert recall_ks(30).tolist() == list(range(1, 31))
     ks = recall_ks(1000)
     assert ks[0] == 1 and ks[-1] == 1000 and np.all(np.diff(ks) > 0)
-    edges = rank_bins(40.5)
-    halves = np.arange(1, 41, 0.5)
-    assert not np.any(np.isin(halves, edges))  # no half rank on an edge
-    assert edges[0] < 1 and edges[-1] > 40.5
-    assert np.all(np.diff(np.digitize(halves, edges)) >= 0)
+    for top in (12.5, 40.5, 3000.0):
+        edges = rank_bins(top)
+        halves = np.arange(1, int(top) + 1, 0.5)  # k, k + 1/2 for k = 1 .. top
+        assert not np.any(np.isin(halves, edges))  # no half rank on an edge
+        assert edges[0] < 1 and edges[-1] > top
+        bins = np.digitize(halves, edges)
+        assert np.all(bins[0::2] == bins[1::2])  # k and k + 1/2 share a bin
+    assert len(rank_bins(12.5)) == 14  # one bin per rank for a small gallery
 
 
 def test_write_plots_makes_nonblank_png_and_pdf_with_legends(tmp_path, monkeypatch):

@@ -5,7 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from clip2video.metrics import TIE_POLICIES, V2T_CONVENTIONS, query_ranks, retrieval_metrics
+from clip2video.metrics import (
+    TIE_POLICIES,
+    V2T_CONVENTIONS,
+    metrics_from_ranks,
+    metrics_from_weights,
+    query_ranks,
+    retrieval_metrics,
+)
 from clip2video.metrics.bootstrap import (
     BootstrapError,
     SeedRun,
@@ -71,7 +78,40 @@ def test_a_replicate_is_the_core_on_the_drawn_clusters():
         got = replicate_statistics(runs, summary.resampling, b)
         for key, value in want.items():
             assert got[key] == pytest.approx(value, abs=1e-12)
-            assert summary.replicates[b, summary.keys.index(key)] == got[key]  # order-independent
+            # the vectorised summary equals the one-at-a-time reference (last-bit sums aside)
+            assert summary.replicates[b, summary.keys.index(key)] == pytest.approx(
+                got[key], rel=1e-12, abs=1e-12
+            )
+
+
+@pytest.mark.parametrize(("policy", "convention"), POLICY_CONVENTIONS)
+def test_weighted_core_equals_take_on_every_resample(policy, convention):
+    sim, cv = tied_sim(per_video=2)
+    ranks = query_ranks(sim, cv, tie_policy=policy, v2t=convention)
+    rng = np.random.default_rng(1)
+    n, m = sim.shape
+    t2v = np.vstack([np.ones(n, dtype=np.int64), rng.multinomial(n, np.full(n, 1 / n), size=6)])
+    v2t = np.vstack([np.ones(m, dtype=np.int64), rng.multinomial(m, np.full(m, 1 / m), size=6)])
+    fast = metrics_from_weights(ranks, t2v, v2t)
+    for b in range(len(t2v)):
+        ref = metrics_from_ranks(
+            ranks.take(t2v=np.repeat(np.arange(n), t2v[b]), v2t=np.repeat(np.arange(m), v2t[b]))
+        )
+        for key, value in ref.items():
+            if b == 0 or not key.split("_")[1].startswith("R") or policy != "mean":
+                assert fast[key][b] == value, (b, key)  # identity, counts, medians, rank sums: exact
+            else:
+                assert fast[key][b] == pytest.approx(value, rel=1e-13), (b, key)
+
+
+def test_results_do_not_depend_on_chunking(monkeypatch):
+    from clip2video.metrics import bootstrap
+
+    sim, cv = tied_sim()
+    runs = [SeedRun(query_ranks(sim + s, cv, tie_policy="mean"), cv) for s in range(2)]
+    whole = two_level_bootstrap(runs, n_boot=40, seed=2)
+    monkeypatch.setattr(bootstrap, "_CELLS_PER_CHUNK", 3 * len(cv))  # 3 replicates per chunk
+    np.testing.assert_array_equal(two_level_bootstrap(runs, n_boot=40, seed=2).replicates, whole.replicates)
 
 
 def test_deterministic_given_the_seed():

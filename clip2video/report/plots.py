@@ -2,8 +2,9 @@
 
 - ``recall_at_k``: R@K for K = 1 .. gallery size (log-scaled K), the mean over seeds with the
   seeds' range shaded; every value comes from the metrics core (``RunRecord.recall_curve``).
-- ``rank_hist``: share of queries per rank bin (log scale); bin edges sit between multiples of 1/2,
-  so the fractional ranks of the ``mean`` tie policy never fall on an edge.
+- ``rank_hist``: share of queries per rank bin (one bin per rank for small galleries, log-spaced
+  above); edges sit at integers minus 1/4, so the half ranks of the ``mean`` tie policy never fall
+  on an edge and share the bin of their whole rank.
 - ``ablation_r1``: R@1 (and order accuracy, with its 50% chance line) per model, mean over seeds
   with the two-level bootstrap interval as error bars.
 """
@@ -17,6 +18,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.ticker import FuncFormatter  # noqa: E402
 
 from clip2video.engine.records import RunRecord  # noqa: E402
 from clip2video.report.groups import ORDER_KEY, ModelGroup, group_records, summarise  # noqa: E402
@@ -25,6 +27,8 @@ DIRECTIONS = ("t2v", "v2t")
 FORMATS = ("png", "pdf")
 _TITLES = {"t2v": "text-to-video", "v2t": "video-to-text"}
 _CURVE_POINTS = 60
+_PLAIN = FuncFormatter(lambda value, _pos: f"{value:g}")  # 1, 10, 100 instead of 10^0 or 1.0
+_LINEAR_RANKS = 25  # rank histograms up to this rank use one bin per rank on a linear axis
 
 
 def recall_ks(gallery: int, points: int = _CURVE_POINTS) -> np.ndarray:
@@ -36,10 +40,17 @@ def recall_ks(gallery: int, points: int = _CURVE_POINTS) -> np.ndarray:
 
 
 def rank_bins(top: float, bins: int = 25) -> np.ndarray:
-    """Log-spaced histogram edges from 1 past ``top``, each a multiple of 1/2 minus 1/4: every
-    rank the tie policies produce (integers, and halves under ``mean``) lies inside one bin."""
-    edges = np.unique(np.round(np.geomspace(1, max(float(top), 2.0) + 1, bins) * 2) / 2) - 0.25
-    return np.append(edges, edges[-1] + 0.5) if edges[-1] < top else edges
+    """Histogram edges from 1 past ``top``, each an integer minus 1/4: every rank the tie policies
+    produce (integers, and halves under ``mean``) lies inside a bin, never on an edge, and a bin
+    holds whole ranks with their halves. One rank per bin up to ``bins`` ranks, log-spaced above."""
+    top = max(float(top), 2.0)
+    if top <= bins:
+        starts = np.arange(1, int(np.ceil(top)) + 2)
+    else:
+        starts = np.unique(np.round(np.geomspace(1, top + 1, bins)))
+        if starts[-1] <= top:
+            starts = np.append(starts, np.ceil(top) + 1)
+    return starts.astype(np.float64) - 0.25
 
 
 def _groups(items: list[RunRecord] | list[ModelGroup], n_boot: int, seed: int) -> list[ModelGroup]:
@@ -61,13 +72,14 @@ def plot_recall_curves(groups: list[ModelGroup], path: str | Path) -> list[Path]
             if len(curves) > 1:
                 ax.fill_between(ks, curves.min(0), curves.max(0), color=line.get_color(), alpha=0.15)
         ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(_PLAIN)
         ax.set_xlim(1, gallery)
         ax.set_ylim(0, 101)
-        ax.set_title(f"{_TITLES[direction]} recall@K (gallery {gallery})")
+        ax.set_title(f"{_TITLES[direction]} recall@K, K up to the gallery ({gallery})")
         ax.set_xlabel("K (log scale)")
         ax.grid(alpha=0.3, which="both")
         ax.legend(loc="lower right", fontsize=8)
-    axes[0].set_ylabel("R@K (%)")
+    axes[0].set_ylabel("R@K (%) — mean over seeds, band: seed range")
     return _save(fig, path)
 
 
@@ -76,14 +88,17 @@ def plot_rank_histograms(groups: list[ModelGroup], path: str | Path) -> list[Pat
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     for ax, direction in zip(axes, DIRECTIONS, strict=True):
         top = max(float(np.max(getattr(r.query_ranks(), direction))) for g in groups for r in g.records)
-        bins = rank_bins(top)
+        bins = rank_bins(top, _LINEAR_RANKS)
         for group in groups:
             ranks = np.concatenate([getattr(r.query_ranks(), direction) for r in group.records])
             weights = np.full(len(ranks), 100.0 / len(ranks))
             ax.hist(ranks, bins=bins, weights=weights, histtype="step", lw=1.6, label=_legend(group))
-        ax.set_xscale("log")
+        if top > _LINEAR_RANKS:
+            ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(_PLAIN)
         ax.set_title(f"{_TITLES[direction]}: rank of the ground truth")
-        ax.set_xlabel("rank (log scale; bins fit half ranks of the mean tie policy)")
+        scale = "log scale; " if top > _LINEAR_RANKS else ""
+        ax.set_xlabel(f"rank ({scale}a bin holds whole ranks with their halves)")
         ax.set_ylabel("queries (%)")
         ax.grid(alpha=0.3)
         ax.legend(loc="upper right", fontsize=8)

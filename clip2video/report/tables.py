@@ -396,10 +396,15 @@ def _footnotes(
             f"Ignored {len(unlisted)} row folder(s) that suite.json does not list (stale rows of an earlier "
             f"run): {', '.join(unlisted)}."
         )
+    if any(g.has(ORDER_KEY) and ORDER_KEY not in g.records[0].arrays for g in groups):
+        notes.append(
+            "order acc: rows without per-caption order wins (`order_wins`) in their record get an interval from "
+            "the seed level only (no per-caption resampling); the per-query section shows their value alone."
+        )
     notes.append(
-        "Single-seed per-query bootstrap (section below, as papers report it): the first seed of each model, "
+        "Single-seed per-query bootstrap (its own section, as papers report it): the first seed of each model, "
         "text and video queries resampled independently; it ignores caption clusters and seed spread, so "
-        "its intervals are narrower than the ones above."
+        "its intervals are narrower than the two-level ones."
     )
     notes.extend(info.notes)
     return notes
@@ -430,9 +435,12 @@ def _per_query_rows(groups: list[ModelGroup], has_order: bool) -> list[dict[str,
         for key in METRIC_KEYS:
             row[COLUMN_LABELS[key]] = fmt_cell(s.point(key), s.interval(key))
         if has_order:
-            row["order acc"] = (
-                fmt_cell(s.point(ORDER_KEY), s.interval(ORDER_KEY)) if ORDER_KEY in s.keys else "n/a"
-            )
+            if ORDER_KEY not in s.keys:
+                row["order acc"] = "n/a"
+            elif ORDER_KEY in group.first.arrays:
+                row["order acc"] = fmt_cell(s.point(ORDER_KEY), s.interval(ORDER_KEY))
+            else:  # a recorded scalar: no per-caption data to resample
+                row["order acc"] = fmt(s.point(ORDER_KEY))
         rows.append(row)
     return rows
 
