@@ -268,13 +268,19 @@ def metrics_from_weights(ranks: QueryRanks, t2v: np.ndarray, v2t: np.ndarray) ->
 def _weighted_direction(
     ranks: QueryRanks, direction: str, w: np.ndarray, argsort_path: bool
 ) -> dict[str, np.ndarray]:
-    """``_direction_metrics`` of weighted queries (see ``metrics_from_weights``)."""
+    """``_direction_metrics`` of weighted queries (see ``metrics_from_weights``). Sums of whole
+    numbers (0/1 hits, twice the ranks) are float matrix products: every partial sum is an integer
+    below 2**53, so they are exact in any order, like the core's."""
     total = w.sum(1)
-    wf = w.astype(np.float64)
     rank = getattr(ranks, direction)
+    wf = w.astype(np.float64)
     out: dict[str, np.ndarray] = {}
     for k in RECALL_KS:
-        out[f"{direction}_R{k}"] = np.sum(wf * ranks.hits(direction, k), axis=1) * 100 / total
+        if ranks.tie_policy == "mean":  # fractional hits: the core's elementwise sum
+            hit_sum = np.sum(wf * ranks.hits(direction, k), axis=1)
+        else:
+            hit_sum = wf @ (rank <= k).astype(np.float64)
+        out[f"{direction}_R{k}"] = hit_sum * 100 / total
     order = np.argsort(rank, kind="stable")
     sorted_rank = rank[order]
     cumulative = np.cumsum(w[:, order], axis=1)
@@ -282,13 +288,19 @@ def _weighted_direction(
     def at(position: np.ndarray) -> np.ndarray:  # the value at a 0-based position of each sorted resample
         return sorted_rank[np.argmax(cumulative > position[:, None], axis=1)]
 
+    shift = 0.0 if argsort_path else 1.0
+    halves = np.round((rank - shift) * 2)
+    if np.array_equal(halves / 2, rank - shift) and np.max(np.abs(halves)) * len(rank) < 2**52:
+        rank_sum = (wf @ halves) / 2  # exact
+    else:
+        rank_sum = np.sum(wf * (rank - shift), axis=1)
     if argsort_path:
         out[f"{direction}_MdR"] = at((total - 1) // 2)
-        out[f"{direction}_MnR"] = np.sum(wf * rank, axis=1) / total
+        out[f"{direction}_MnR"] = rank_sum / total
     else:
         lo, hi = at((total - 1) // 2) - 1.0, at(total // 2) - 1.0
         out[f"{direction}_MdR"] = (lo + hi) / 2 + 1
-        out[f"{direction}_MnR"] = np.sum(wf * (rank - 1.0), axis=1) / total + 1
+        out[f"{direction}_MnR"] = rank_sum / total + 1
     return out
 
 
