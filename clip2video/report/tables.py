@@ -667,6 +667,7 @@ def results_frame(runs_dir: str | Path, suite: str) -> pd.DataFrame:
         wide = summary.pivot(index="row", columns="metric", values=stat)
         out = out.join(wide.add_suffix(f"_{stat}"))
     meta = summary.drop_duplicates("row").set_index("row")[["model", "postprocess", "n_seeds"]]
+    meta = meta.astype({"n_seeds": int})
     order = [g.label for g in table.groups]
     keys = [k for k in (*METRIC_KEYS, ORDER_KEY, "order_changed_share") if k in out.columns]
     columns = keys + [f"{k}_{s}" for k in keys for s in ("std", "lo", "hi")]
