@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -9,12 +11,14 @@ import pytest
 from clip2video.cli import main as cli_main
 from clip2video.engine.records import (
     RecordError,
+    ranks_from_vectors,
     read_suite_info,
     read_suite_records,
     unlisted_rows,
     write_run_record,
     write_suite_info,
 )
+from clip2video.metrics import metrics_from_ranks
 from clip2video.metrics.bootstrap import SeedRun, holm, minimum_detectable_difference, two_level_bootstrap
 from clip2video.report.tables import (
     NO_PUBLISHED,
@@ -297,3 +301,34 @@ def test_latex_table_compiles_with_pdflatex_and_fits_the_text_width(tmp_path):
     assert run.returncode == 0, log[-3000:]
     assert (tmp_path / "doc.pdf").stat().st_size > 1000
     assert "Overfull \\hbox" not in log, [line for line in log.splitlines() if "Overfull" in line]
+
+
+def test_order_accuracy_from_per_caption_wins_is_cluster_resampled(tmp_path):
+    rng = np.random.default_rng(3)
+    cv = np.repeat(np.arange(50), 2)
+    ranks = rng.integers(1, 20, 100).astype(float)
+    names = []
+    for model in ("meanp", "tdb"):
+        for seed in (0, 1):
+            wins = np.where(cv % 2 == 0, np.nan, 0.5) if model == "meanp" else rng.integers(0, 2, 100) * 1.0
+            name = f"{model}-s{seed}"
+            qr = ranks_from_vectors(ranks, ranks[::2])
+            qr = dataclasses.replace(qr, single_caption=False)
+            write_run_record(
+                tmp_path / "s" / name,
+                name=name,
+                metrics=metrics_from_ranks(qr),
+                ranks=qr,
+                caption_video=cv,
+                extra={"model": model, "seed": seed, "order_acc": 100 * float(np.nanmean(wins))},
+                arrays={"order_wins": wins},
+            )
+            names.append(name)
+    write_suite_info(tmp_path, "s", protocol="synthetic", rows=names)
+    table = build_suite_table(read_suite_records(tmp_path, "s"), published=load_published(), n_boot=200)
+    assert table.main.loc["meanp", "order acc"] == "50.0 ± 0.0 [50.0, 50.0]"
+    cell = table.main.loc["tdb", "order acc"]
+    lo, hi = (float(x) for x in cell.split("[")[1].rstrip("]*").split(", "))
+    assert hi - lo > 5  # per-caption wins resampled with their videos, not a seed-only interval
+    assert "[" in table.per_query.loc["tdb (seed 0)", "order acc"]
+    assert not any("seed level only" in f for f in table.footnotes)

@@ -14,6 +14,7 @@ from clip2video.engine.records import RunRecord
 from clip2video.metrics.bootstrap import SeedRun, Summary, per_query_bootstrap, two_level_bootstrap
 
 ORDER_KEY = "order_acc"
+ORDER_WINS = "order_wins"  # the per-caption array behind order_acc (1 / 0.5 / 0, NaN without a twin)
 SCALAR_KEYS = ("order_acc", "order_changed_share")
 
 
@@ -77,8 +78,8 @@ def seed_run(rec: RunRecord) -> SeedRun:
     """What the bootstrap needs of a row: exact ranks, clusters, ``order_wins`` as the per-caption
     share behind ``order_acc`` where recorded, else the recorded scalars."""
     shares = {}
-    if "order_wins" in rec.arrays:
-        shares[ORDER_KEY] = np.asarray(rec.arrays["order_wins"], dtype=np.float64)
+    if ORDER_WINS in rec.arrays:
+        shares[ORDER_KEY] = np.asarray(rec.arrays[ORDER_WINS], dtype=np.float64)
     scalars = {}
     for key in SCALAR_KEYS:
         value = rec.metrics.get(key, rec.extra.get(key))

@@ -33,7 +33,7 @@ from clip2video.engine.records import (
 from clip2video.errors import Clip2VideoError
 from clip2video.metrics import METRIC_KEYS as CORE_KEYS
 from clip2video.metrics.bootstrap import PairedDiff, holm, minimum_detectable_difference, paired_difference
-from clip2video.report.groups import ORDER_KEY, ModelGroup, group_records, summarise
+from clip2video.report.groups import ORDER_KEY, ORDER_WINS, ModelGroup, group_records, summarise
 
 PAPER_DIR = Path(__file__).resolve().parents[2] / "baselines" / "paper"
 REFERENCE_MODEL = "meanp"
@@ -396,7 +396,7 @@ def _footnotes(
             f"Ignored {len(unlisted)} row folder(s) that suite.json does not list (stale rows of an earlier "
             f"run): {', '.join(unlisted)}."
         )
-    if any(g.has(ORDER_KEY) and ORDER_KEY not in g.records[0].arrays for g in groups):
+    if any(g.has(ORDER_KEY) and ORDER_WINS not in g.records[0].arrays for g in groups):
         notes.append(
             "order acc: rows without per-caption order wins (`order_wins`) in their record get an interval from "
             "the seed level only (no per-caption resampling); the per-query section shows their value alone."
@@ -437,7 +437,7 @@ def _per_query_rows(groups: list[ModelGroup], has_order: bool) -> list[dict[str,
         if has_order:
             if ORDER_KEY not in s.keys:
                 row["order acc"] = "n/a"
-            elif ORDER_KEY in group.first.arrays:
+            elif ORDER_WINS in group.first.arrays:
                 row["order acc"] = fmt_cell(s.point(ORDER_KEY), s.interval(ORDER_KEY))
             else:  # a recorded scalar: no per-caption data to resample
                 row["order acc"] = fmt(s.point(ORDER_KEY))
@@ -587,8 +587,15 @@ def _latex_sections(table: SuiteTable) -> list[str]:
         if other:
             blocks.append(_latex_table(frame[other].rename_axis("model"), f"{prefix}: other columns"))
     if not table.significance.empty:
-        for direction in ("t2v", "v2t"):
-            cols = [c for c in table.significance.columns if str(c).startswith(direction)]
+        for direction in ("t2v", "v2t", "other"):
+            cols = [
+                c
+                for c in table.significance.columns
+                if str(c).startswith(direction)
+                or (direction == "other" and not str(c).startswith(("t2v", "v2t")))
+            ]
+            if not cols:
+                continue
             blocks.append(
                 _latex_table(
                     table.significance[cols].rename_axis("model"),
