@@ -286,7 +286,8 @@ def _weighted_direction(
     cumulative = np.cumsum(w[:, order], axis=1)
 
     def at(position: np.ndarray) -> np.ndarray:  # the value at a 0-based position of each sorted resample
-        return sorted_rank[np.argmax(cumulative > position[:, None], axis=1)]
+        index = [np.searchsorted(row, p, side="right") for row, p in zip(cumulative, position, strict=True)]
+        return sorted_rank[np.asarray(index, dtype=np.int64)]
 
     shift = 0.0 if argsort_path else 1.0
     halves = np.round((rank - shift) * 2)
