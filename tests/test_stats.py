@@ -187,7 +187,13 @@ def test_shares_are_resampled_with_their_captions():
     s = two_level_bootstrap([run], n_boot=200, seed=0)
     lo, hi = s.interval("order_acc")
     assert lo < point["order_acc"] < hi
-    assert s.interval("order_changed_share") == (12.0, 12.0)  # per-seed only: no query-level spread
+    # a per-seed scalar of one seed does not vary: no interval, no test (not a spurious p = 0)
+    assert np.isnan(s.interval("order_changed_share")).all() and np.isnan(s.se("order_changed_share"))
+    other = SeedRun(run.ranks, cv, shares=run.shares, scalars={"order_changed_share": 30.0})
+    d = paired_difference(two_level_bootstrap([other], n_boot=200, seed=0), s)["order_changed_share"]
+    assert d.delta == 18.0 and np.isnan(d.p)
+    two = two_level_bootstrap([run, other], n_boot=200, seed=0)
+    assert two.interval("order_changed_share")[0] < two.interval("order_changed_share")[1]  # seed level
 
 
 def test_holm_matches_a_hand_computed_example():

@@ -155,6 +155,8 @@ def test_one_seed_suite_shows_std_as_na(tmp_path):
     make_suite(tmp_path)
     table = build_suite_table(read_suite_records(tmp_path, "demo"), published=load_published())
     assert " ± n/a [" in table.main.loc["meanp", "t2v R@1"]
+    # a recorded scalar of one seed has nothing to resample: no interval, no test
+    assert table.main.loc["better", "order acc"] == "71.5 ± n/a"
     assert any("sqrt(2)" not in f and "paired difference" in f for f in table.footnotes)
 
 

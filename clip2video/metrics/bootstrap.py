@@ -121,6 +121,12 @@ class Summary:
     replicates: np.ndarray
     resampling: Resampling
     alpha: float = 0.05
+    fixed: tuple[str, ...] = ()  # per-seed scalars: no query-level data to resample
+
+    def resampled(self, key: str) -> bool:
+        """Whether ``key`` varies over resamples (False for a per-seed scalar of a single seed:
+        no interval and no test then)."""
+        return not (key in self.fixed and self.n_seeds == 1)
 
     def _column(self, key: str) -> int:
         try:
@@ -140,7 +146,7 @@ class Summary:
     def interval(self, key: str) -> tuple[float, float]:
         """Percentile ``1 - alpha`` interval of the replicates (NaN when any replicate is NaN)."""
         values = self.replicates[:, self._column(key)]
-        if not np.all(np.isfinite(values)):
+        if not np.all(np.isfinite(values)) or not self.resampled(key):
             return float("nan"), float("nan")
         lo, hi = np.quantile(values, [self.alpha / 2, 1 - self.alpha / 2])
         return float(lo), float(hi)
@@ -148,7 +154,7 @@ class Summary:
     def se(self, key: str) -> float:
         """Bootstrap standard error (std of the replicates)."""
         values = self.replicates[:, self._column(key)]
-        return float(np.std(values, ddof=1)) if len(values) > 1 else float("nan")
+        return float(np.std(values, ddof=1)) if len(values) > 1 and self.resampled(key) else float("nan")
 
     @property
     def n_seeds(self) -> int:
@@ -296,7 +302,10 @@ def _summarise(runs: Sequence[SeedRun], resampling: Resampling, alpha: float) ->
             stats = _weighted_statistics(run, t2v[used], v2t[used])
             total[used] += seeds[used, s, None] * np.column_stack([stats[k] for k in keys])
         replicates[start : start + len(draws)] = total / len(runs)
-    return Summary(keys=keys, per_seed=per_seed, replicates=replicates, resampling=resampling, alpha=alpha)
+    fixed = tuple(k for k in keys if all(k in r.scalars and k not in r.shares for r in runs))
+    return Summary(
+        keys=keys, per_seed=per_seed, replicates=replicates, resampling=resampling, alpha=alpha, fixed=fixed
+    )
 
 
 def two_level_bootstrap(
@@ -351,7 +360,8 @@ def bootstrap_ci(
 def paired_difference(a: Summary, b: Summary) -> dict[str, PairedDiff]:
     """A minus B for every statistic both have, over the SAME replicates (same seed indices,
     same clusters). ``p`` = ``min(1, 2 * min(P(d <= 0), P(d >= 0)))`` over the replicate
-    differences ``d``; NaN where a replicate is NaN."""
+    differences ``d``; NaN where a replicate is NaN or a side does not vary over resamples (a
+    per-seed scalar of a single seed: nothing to test)."""
     if a.resampling != b.resampling:
         raise BootstrapError(
             f"paired comparison needs the same resamples: {a.resampling} vs {b.resampling} "
@@ -363,7 +373,7 @@ def paired_difference(a: Summary, b: Summary) -> dict[str, PairedDiff]:
             continue
         d = a.replicates[:, a.keys.index(key)] - b.replicates[:, b.keys.index(key)]
         delta = a.point(key) - b.point(key)
-        if not np.all(np.isfinite(d)):
+        if not np.all(np.isfinite(d)) or not (a.resampled(key) and b.resampled(key)):
             out[key] = PairedDiff(delta, float("nan"), float("nan"), float("nan"), float("nan"))
             continue
         lo, hi = (float(v) for v in np.quantile(d, [a.alpha / 2, 1 - a.alpha / 2]))

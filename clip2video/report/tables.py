@@ -207,9 +207,12 @@ def _tests(groups: list[ModelGroup], reference: str) -> _Tests:
 
 
 def _cell(group: ModelGroup, key: str, mark: str = "") -> str:
+    """``mean ± std [lo, hi]``; without the interval where nothing is resampled (a per-seed
+    scalar of a single seed)."""
     s = group.summary
     assert s is not None
-    return fmt_cell(s.point(key), s.interval(key), mark, std=s.std(key))
+    interval = s.interval(key) if s.resampled(key) else None
+    return fmt_cell(s.point(key), interval, mark, std=s.std(key))
 
 
 def build_suite_table(
@@ -247,7 +250,10 @@ def build_suite_table(
         row["ties t2v/v2t"] = _ties(group)
         if has_order:
             mark = SIG_MARK if tests.significant(group.label, ORDER_KEY) else ""
-            row["order acc"] = _cell(group, ORDER_KEY, mark) if group.has(ORDER_KEY) else "n/a"
+            if not group.has(ORDER_KEY):
+                row["order acc"] = "n/a"
+            else:
+                row["order acc"] = _cell(group, ORDER_KEY, mark)
         if has_reversal:
             row["reversal changes %"] = (
                 _cell(group, "order_changed_share") if group.has("order_changed_share") else "n/a"
