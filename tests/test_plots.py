@@ -1,58 +1,123 @@
-"""Plots: the files are real PNGs, the recall curve is right, order accuracy adds a series."""
+"""Plots: real PNG + PDF files, K over the whole gallery, half-rank bins, legends, order chance line."""
 
 from __future__ import annotations
 
 import numpy as np
 from matplotlib import image as mpimg
 
-from clip2video.engine.records import RunRecord
-from clip2video.report.plots import plot_ablation, recall_curve, write_plots
+from clip2video.engine.records import read_run_record, write_run_record
+from clip2video.metrics import query_ranks, retrieval_metrics
+from clip2video.report.groups import group_records, summarise
+from clip2video.report.plots import plot_ablation, rank_bins, recall_ks, write_plots
 
 
-def record(name: str, ranks: np.ndarray, **extra) -> RunRecord:
-    metrics = {f"{d}_R1": 100 * float(np.mean(ranks <= 1)) for d in ("t2v", "v2t")}
-    return RunRecord(name=name, metrics=metrics, ranks_t2v=ranks, ranks_v2t=ranks[::-1].copy(), extra=extra)
+def record(tmp_path, name: str, shift: float, seed: int = 0, policy: str = "mean", **extra):
+    rng = np.random.default_rng(seed)
+    cv = np.repeat(np.arange(40), 2)
+    sim = np.round(rng.normal(size=(80, 40)), 1)
+    sim[np.arange(80), cv] += shift
+    ranks = query_ranks(sim, cv, tie_policy=policy)
+    write_run_record(
+        tmp_path / f"{name}-s{seed}",
+        name=f"{name}-s{seed}",
+        metrics=retrieval_metrics(sim, cv, tie_policy=policy),
+        ranks=ranks,
+        caption_video=cv,
+        extra={"model": extra.pop("model", name), "seed": seed, **extra},
+        arrays={"order_wins": (rng.random(80) < 0.7).astype(float)} if "order_acc" in extra else None,
+    )
+    return read_run_record(tmp_path / f"{name}-s{seed}")
 
 
-def test_recall_curve_is_the_cumulative_rank_share():
-    ranks = np.array([1.0, 1.0, 3.0, 60.0])
-    curve = recall_curve(ranks, max_k=50)
-    assert curve.shape == (50,)
-    assert curve[0] == 50.0 and curve[1] == 50.0 and curve[2] == 75.0 and curve[49] == 75.0
-    assert np.all(np.diff(curve) >= 0)
+def test_recall_ks_span_the_gallery_and_bins_fit_half_ranks():
+    assert recall_ks(30).tolist() == list(range(1, 31))
+    ks = recall_ks(1000)
+    assert ks[0] == 1 and ks[-1] == 1000 and np.all(np.diff(ks) > 0)
+    for top in (12.5, 40.5, 3000.0):
+        edges = rank_bins(top)
+        halves = np.arange(1, int(top) + 1, 0.5)  # k, k + 1/2 for k = 1 .. top
+        assert not np.any(np.isin(halves, edges))  # no half rank on an edge
+        assert edges[0] < 1 and edges[-1] > top
+        bins = np.digitize(halves, edges)
+        assert np.all(bins[0::2] == bins[1::2])  # k and k + 1/2 share a bin
+    assert len(rank_bins(12.5)) == 14  # one bin per rank for a small gallery
 
 
-def test_write_plots_makes_three_nonblank_pngs(tmp_path):
-    rng = np.random.default_rng(0)
+def test_write_plots_makes_nonblank_png_and_pdf_with_legends(tmp_path, monkeypatch):
+    import matplotlib.axes
+
+    legends = []
+    original = matplotlib.axes.Axes.legend
+
+    def spy(self, *args, **kwargs):
+        legends.append(self)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(matplotlib.axes.Axes, "legend", spy)
     records = [
-        record("meanp", rng.integers(1, 30, 80).astype(float)),
-        record("clip2video", rng.integers(1, 10, 80).astype(float), order_acc=66.0),
-        record("meanp-dsl", rng.integers(1, 20, 80).astype(float), postprocess="dsl"),
+        *(record(tmp_path, "meanp", 1.0, seed=s) for s in (0, 1)),
+        *(record(tmp_path, "clip2video", 2.0, seed=s, order_acc=66.0) for s in (0, 1)),
+        record(tmp_path, "meanp+dsl", 1.5, model="meanp", postprocess="dsl"),
     ]
     paths = write_plots(records, tmp_path / "out", n_boot=50)
-    assert [p.name for p in paths] == ["recall_at_k.png", "rank_hist.png", "ablation_r1.png"]
+    names = [p.name for p in paths]
+    assert names == [f"{s}.{e}" for s in ("recall_at_k", "rank_hist", "ablation_r1") for e in ("png", "pdf")]
+    assert len(legends) == 5  # two panels + two panels + the bar chart: every panel has a legend
     for path in paths:
+        if path.suffix == ".pdf":
+            assert path.read_bytes()[:5] == b"%PDF-"
+            continue
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         pixels = mpimg.imread(path)
         assert pixels.shape[0] > 200 and pixels.shape[1] > 400
         assert pixels[..., :3].std() > 0.05  # something was drawn, not a blank canvas
 
 
-def test_ablation_bars_carry_intervals_and_order_accuracy(tmp_path, monkeypatch):
+def test_recall_axis_reaches_the_gallery_size(tmp_path, monkeypatch):
     import matplotlib.axes
 
-    calls = []
-    original = matplotlib.axes.Axes.bar
+    limits = []
+    original = matplotlib.axes.Axes.set_xlim
 
-    def spy(self, x, height, *args, **kwargs):
+    def spy(self, *args, **kwargs):
+        limits.append(args)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(matplotlib.axes.Axes, "set_xlim", spy)
+    groups = summarise(group_records([record(tmp_path, "meanp", 1.0)]), n_boot=20)
+    from clip2video.report.plots import plot_recall_curves
+
+    plot_recall_curves(groups, tmp_path / "r.png")
+    assert (1, 40) in limits  # 40 videos in the gallery, not a fixed 50
+
+
+def test_ablation_bars_carry_intervals_order_accuracy_and_chance(tmp_path, monkeypatch):
+    import matplotlib.axes
+
+    calls, lines = [], []
+    bar, axhline = matplotlib.axes.Axes.bar, matplotlib.axes.Axes.axhline
+
+    def spy_bar(self, x, height, *args, **kwargs):
         calls.append((np.asarray(height, dtype=float), kwargs.get("yerr"), kwargs.get("label")))
-        return original(self, x, height, *args, **kwargs)
+        return bar(self, x, height, *args, **kwargs)
 
-    monkeypatch.setattr(matplotlib.axes.Axes, "bar", spy)
-    ranks = np.array([1.0] * 30 + [5.0] * 70)
-    plot_ablation([record("a", ranks), record("b", ranks, order_acc=80.0)], tmp_path / "bars.png", n_boot=100)
+    def spy_line(self, y=0, *args, **kwargs):
+        lines.append((y, kwargs.get("label")))
+        return axhline(self, y, *args, **kwargs)
+
+    monkeypatch.setattr(matplotlib.axes.Axes, "bar", spy_bar)
+    monkeypatch.setattr(matplotlib.axes.Axes, "axhline", spy_line)
+    records = [record(tmp_path, "a", 1.0, seed=s) for s in (0, 1)]
+    records += [record(tmp_path, "b", 2.0, seed=s, order_acc=80.0) for s in (0, 1)]
+    groups = summarise(group_records(records), n_boot=100)
+    plot_ablation(groups, tmp_path / "bars.png")
     labels = [c[2] for c in calls]
     assert labels == ["text-to-video R@1 (%)", "video-to-text R@1 (%)", "order accuracy (%)"]
-    np.testing.assert_allclose(calls[0][0], [30.0, 30.0])
+    np.testing.assert_allclose(
+        calls[0][0], [groups[0].summary.point("t2v_R1"), groups[1].summary.point("t2v_R1")]
+    )
     assert calls[0][1].shape == (2, 2) and np.all(calls[0][1] > 0)  # non-degenerate error bars
-    assert calls[2][1] is None and calls[2][0][1] == 80.0 and np.isnan(calls[2][0][0])
+    order_err = calls[2][1]
+    assert np.isnan(calls[2][0][0]) and order_err[:, 1].sum() > 0  # b's order accuracy has an interval
+    assert (50.0, "order chance (50%)") in lines
+    assert (tmp_path / "bars.pdf").is_file()

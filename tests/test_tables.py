@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -9,12 +11,15 @@ import pytest
 from clip2video.cli import main as cli_main
 from clip2video.engine.records import (
     RecordError,
+    ranks_from_vectors,
     read_suite_info,
     read_suite_records,
+    unlisted_rows,
     write_run_record,
     write_suite_info,
 )
-from clip2video.report.stats import bootstrap_ci
+from clip2video.metrics import metrics_from_ranks
+from clip2video.metrics.bootstrap import SeedRun, holm, minimum_detectable_difference, two_level_bootstrap
 from clip2video.report.tables import (
     NO_PUBLISHED,
     PAPER_DIR,
@@ -22,6 +27,8 @@ from clip2video.report.tables import (
     build_suite_table,
     load_published,
     regenerate,
+    results_frame,
+    suite_table,
 )
 
 
@@ -42,8 +49,9 @@ def hand_metrics(t2v: np.ndarray, v2t: np.ndarray) -> dict[str, float]:
     return out
 
 
-def make_suite(runs, suite="demo", protocol="synthetic", n=300, extra_rows=()):
-    """meanp (baseline), same (= meanp's ranks), better (ranks shifted up), plus ``extra_rows``."""
+def make_suite(runs, suite="demo", protocol="synthetic", n=300, extra_rows=(), seeds=(0,), stale=()):
+    """meanp (baseline), same (= meanp's ranks), better (ranks shifted up), plus ``extra_rows``;
+    one row per (model, seed) named ``<model>-s<seed>`` when there are several seeds."""
     rng = np.random.default_rng(0)
     base_t, base_v = rng.integers(1, 40, n).astype(float), rng.integers(1, 40, n).astype(float)
     rows = {
@@ -52,28 +60,45 @@ def make_suite(runs, suite="demo", protocol="synthetic", n=300, extra_rows=()):
         "better": (np.maximum(1, base_t - 8), np.maximum(1, base_v - 8), {"order_acc": 71.5}),
     }
     rows.update({name: (base_t, base_v, extra) for name, extra in extra_rows})
+    names = []
     for name, (t, v, extra) in rows.items():
+        for seed in seeds:
+            jitter = np.roll(t, seed) if seed else t  # seeds differ a little
+            row = name if len(seeds) == 1 else f"{name}-s{seed}"
+            row_extra = {"model": extra.get("model", name), "seed": seed, **extra}
+            if "order_acc" in extra:
+                row_extra["order_acc"] = extra["order_acc"] + seed
+            write_run_record(
+                runs / suite / row,
+                name=row,
+                metrics=hand_metrics(jitter, v),
+                ranks_t2v=jitter,
+                ranks_v2t=v,
+                protocol=protocol,
+                config={"eval": {"bootstrap": 200}},
+                extra=row_extra,
+                sim=np.zeros((2, 2)) if name == "meanp" else None,
+            )
+            names.append(row)
+    for row in stale:  # an earlier run's row the suite no longer lists
         write_run_record(
-            runs / suite / name,
-            name=name,
-            metrics=hand_metrics(t, v),
-            ranks_t2v=t,
-            ranks_v2t=v,
+            runs / suite / row,
+            name=row,
+            metrics=hand_metrics(base_t, base_v),
+            ranks_t2v=base_t,
+            ranks_v2t=base_v,
             protocol=protocol,
-            config={"eval": {"bootstrap": 200}},
-            extra={"model": extra.pop("model", name), **extra},
-            sim=np.zeros((2, 2)) if name == "meanp" else None,
+            extra={"model": row},
         )
-    write_suite_info(
-        runs, suite, protocol=protocol, rows=list(rows), notes=["meanp ceiling: 50% by construction"]
-    )
+    write_suite_info(runs, suite, protocol=protocol, rows=names, notes=["meanp ceiling: 50% by construction"])
     return rows
 
 
 def test_records_round_trip_and_order(tmp_path):
-    rows = make_suite(tmp_path)
+    rows = make_suite(tmp_path, stale=["oldmodel"])
     records = read_suite_records(tmp_path, "demo")
-    assert [r.name for r in records] == list(rows)
+    assert [r.name for r in records] == list(rows)  # the stale folder is not read
+    assert unlisted_rows(tmp_path, "demo") == ["oldmodel"]
     assert records[2].extra["order_acc"] == 71.5
     np.testing.assert_array_equal(records[0].ranks_t2v, rows["meanp"][0])
     assert records[0].ranks_t2v.dtype == np.float64
@@ -81,57 +106,79 @@ def test_records_round_trip_and_order(tmp_path):
     assert read_suite_info(tmp_path, "demo").notes == ["meanp ceiling: 50% by construction"]
     with pytest.raises(RecordError, match="nosuch"):
         read_suite_records(tmp_path, "nosuch")
-
-
-def test_record_from_query_ranks_object(tmp_path):
-    from types import SimpleNamespace
-
-    qr = SimpleNamespace(
-        t2v=np.array([1.0, 2.5]),
-        v2t=np.array([3.0, 1.0]),
-        t2v_tied=np.array([False, True]),
-        v2t_tied=np.array([False, False]),
-        tie_policy="mean",
-    )
-    write_run_record(tmp_path / "s" / "m", name="m", metrics={"t2v_R1": 50.0}, ranks=qr, protocol="msvd")
-    (rec,) = read_suite_records(tmp_path, "s")
-    assert rec.tie_policy == "mean" and rec.protocol == "msvd"
-    np.testing.assert_array_equal(rec.ranks_t2v, [1.0, 2.5])
-    np.testing.assert_array_equal(rec.tied_t2v, [False, True])
+    with pytest.raises(RecordError, match="row name"):
+        write_run_record(tmp_path / "y", name="../y", metrics={}, ranks_t2v=[1.0], ranks_v2t=[1.0])
     with pytest.raises(RecordError, match="ranks"):
         write_run_record(tmp_path / "x", name="x", metrics={})
-    with pytest.raises(RecordError, match="row name"):
-        write_run_record(tmp_path / "y", name="../y", metrics={}, ranks=qr)
 
 
-def test_paper_layout_cells_and_intervals(tmp_path):
-    make_suite(tmp_path)
+def test_stale_rows_are_left_out_and_named(tmp_path):
+    make_suite(tmp_path / "runs", stale=["oldmodel"])
+    table = suite_table(tmp_path / "runs", "demo")
+    assert "oldmodel" not in table.main.index
+    assert any("suite.json does not list" in f and "oldmodel" in f for f in table.footnotes)
+
+
+def test_paper_layout_one_row_per_model_with_mean_std_and_interval(tmp_path):
+    make_suite(tmp_path, seeds=(0, 1, 2))
     records = read_suite_records(tmp_path, "demo")
     table = build_suite_table(records, read_suite_info(tmp_path, "demo"), load_published())
     expected_cols = [f"{d} {m}" for d in ("t2v", "v2t") for m in ("R@1", "R@5", "R@10", "MdR", "MnR")]
     assert list(table.main.columns[:10]) == expected_cols
     assert list(table.main.index) == ["meanp", "same", "better"]
-    lo, hi = bootstrap_ci(records[0].ranks_t2v, records[0].ranks_v2t, n_boot=200)["t2v_R1"]
-    r1 = 100 * np.mean(records[0].ranks_t2v <= 1)
-    assert table.main.loc["meanp", "t2v R@1"] == f"{r1:.1f} [{lo:.1f}, {hi:.1f}]"
+    meanp = [r for r in records if r.model == "meanp"]
+    runs = [SeedRun(r.query_ranks(), r.caption_video) for r in meanp]
+    summary = two_level_bootstrap(runs, n_boot=200, seed=0)
+    per_seed = [r.metrics["t2v_R1"] for r in meanp]
+    lo, hi = summary.interval("t2v_R1")
+    want = f"{np.mean(per_seed):.1f} ± {np.std(per_seed, ddof=1):.1f} [{lo:.1f}, {hi:.1f}]"
+    assert table.main.loc["meanp", "t2v R@1"] == want
+    assert table.main.loc["meanp", "seeds"] == "0,1,2"
+    order = table.main.loc["better", "order acc"]  # seed level only (no per-caption wins recorded)
+    assert order.startswith("72.5 ± 1.0 [")
+    lo_o, hi_o = (float(x) for x in order.split("[")[1].rstrip("]*").split(", "))
+    assert 71.5 <= lo_o < 72.5 < hi_o <= 73.5
     assert (table.main["note"] == NO_PUBLISHED).all()
-    assert any("could not be obtained" in f for f in table.footnotes)
     assert "meanp ceiling: 50% by construction" in table.footnotes
-    assert table.main.loc["better", "order acc"] == "71.5"
+    # per-seed values: one line per (row, seed, metric), the seed values behind the mean
+    v = table.values
+    seeds_r1 = v[(v.row == "meanp") & (v.metric == "t2v_R1") & (v.seed != "mean")]
+    assert seeds_r1.value.tolist() == pytest.approx(per_seed) and seeds_r1.seed.tolist() == [0, 1, 2]
+    mde = next(f for f in table.footnotes if f.startswith("Minimum detectable"))
+    assert "3 seed(s)" in mde and "300 queries" in mde and "300 clusters" in mde
+    # the single-seed per-query bootstrap is its own, labelled section
+    assert list(table.per_query.index) == ["meanp (seed 0)", "same (seed 0)", "better (seed 0)"]
+    assert any("Single-seed per-query bootstrap" in f for f in table.footnotes)
 
 
-def test_significance_marks_a_real_shift_only(tmp_path):
+def test_one_seed_suite_shows_std_as_na(tmp_path):
     make_suite(tmp_path)
+    table = build_suite_table(read_suite_records(tmp_path, "demo"), published=load_published())
+    assert " ± n/a [" in table.main.loc["meanp", "t2v R@1"]
+    # a recorded scalar of one seed has nothing to resample: no interval, no test
+    assert table.main.loc["better", "order acc"] == "71.5 ± n/a"
+    assert any("sqrt(2)" not in f and "paired difference" in f for f in table.footnotes)
+
+
+def test_significance_marks_after_holm_only(tmp_path):
+    make_suite(tmp_path, seeds=(0, 1))
     table = build_suite_table(read_suite_records(tmp_path, "demo"), published=load_published())
     assert table.main.loc["better", "t2v R@1"].endswith("*")
     assert table.main.loc["better", "v2t MnR"].endswith("*")
     assert not any(str(c).endswith("*") for c in table.main.loc["same"])
     assert not any(str(c).endswith("*") for c in table.main.loc["meanp"])
     assert list(table.significance.index) == ["same", "better"]
-    assert table.significance.loc["same", "t2v R@1"].startswith("+0.0 [+0.0, +0.0] p=1.000")
-    vals = table.values[(table.values.row == "better") & (table.values.metric == "t2v_MnR")].iloc[0]
-    rows = make_suite(tmp_path / "again")
-    assert vals["delta_vs_meanp"] == pytest.approx(np.mean(rows["better"][0]) - np.mean(rows["meanp"][0]))
+    assert table.significance.loc["same", "t2v R@1"].startswith("+0.0 [+0.0, +0.0] p=1.000 (Holm p=1.000)")
+    v = table.values[table.values.seed == "mean"]
+    tested = v[v.p.notna()]
+    assert len(tested) == 20  # 2 models x 10 metrics (meanp has no order accuracy to compare)
+    np.testing.assert_allclose(np.sort(tested.p_holm.to_numpy()), np.sort(holm(tested.p.to_numpy())))
+    assert (tested.significant == (tested.p_holm < 0.05) & (tested["delta_vs_meanp"] != 0)).all()
+    assert any("Holm" in f and "20 comparisons" in f for f in table.footnotes)
+    mde = next(f for f in table.footnotes if f.startswith("Minimum detectable"))
+    se = v[(v.row == "better") | (v.row == "same")]
+    se = se[se.metric == "t2v_R1"].delta_se.median()
+    assert f"t2v R@1 {minimum_detectable_difference(se):.1f} points" in mde
 
 
 def test_published_row_beside_reproduced_with_difference(tmp_path):
@@ -186,7 +233,7 @@ def test_cli_tables_writes_md_tex_csv(tmp_path):
     out = tmp_path / "results"
     assert cli_main(["tables", "--runs", str(tmp_path / "runs"), "--out", str(out), "--no-plots"]) == 0
     md = (out / "demo" / "table.md").read_text()
-    assert "| meanp" in md and "t2v R@1" in md and "Paired bootstrap" in md
+    assert "| meanp" in md and "t2v R@1" in md and "Paired two-level bootstrap" in md
     assert r"\begin{tabular}" in (out / "demo" / "table.tex").read_text()
     csv = pd.read_csv(out / "demo" / "table.csv", index_col=0)
     assert list(csv.index) == ["meanp", "same", "better"]
@@ -196,3 +243,94 @@ def test_cli_tables_writes_md_tex_csv(tmp_path):
 def test_regenerate_without_runs_is_a_clear_error(tmp_path):
     with pytest.raises(TableError, match="no recorded suites"):
         regenerate(tmp_path / "runs", tmp_path / "results")
+
+
+def test_results_frame_is_one_numeric_row_per_model(tmp_path):
+    make_suite(tmp_path, seeds=(0, 1, 2), stale=["oldmodel"])
+    frame = results_frame(tmp_path, "demo")
+    assert list(frame.index) == ["meanp", "same", "better"]
+    records = [r for r in read_suite_records(tmp_path, "demo") if r.model == "better"]
+    assert frame.loc["better", "t2v_R1"] == pytest.approx(np.mean([r.metrics["t2v_R1"] for r in records]))
+    assert (
+        frame["n_seeds"].dtype.kind == "i"
+        and frame.loc["better", "n_seeds"] == 3
+        and frame.loc["better", "order_acc"] == pytest.approx(72.5)
+    )
+    assert frame.loc["meanp", "t2v_R1_lo"] <= frame.loc["meanp", "t2v_R1"] <= frame.loc["meanp", "t2v_R1_hi"]
+    assert frame["t2v_R1_std"].dtype == float
+
+
+def test_latex_escapes_specials():
+    from clip2video.report.tables import latex_escape
+
+    text = latex_escape("p<0.001 | a_b `meanp` 1.0 ± 0.2 ‡ §")
+    assert text == (r"p\textless{}0.001 \textbar{} a\_b \texttt{meanp} 1.0 $\pm$ 0.2 \ddag{} \S{}")
+    assert latex_escape("x`y") == r"x\textasciigrave{}y"
+
+
+def test_latex_table_compiles_with_pdflatex_and_fits_the_text_width(tmp_path):
+    import shutil
+    import subprocess
+
+    if shutil.which("pdflatex") is None:
+        pytest.skip("pdflatex is absent (Debian: texlive-latex-base texlive-latex-recommended)")
+    make_suite(
+        tmp_path / "runs",
+        protocol="msrvtt-1k-a",
+        seeds=(0, 1),
+        extra_rows=[
+            ("clip2video", {"legacy": {"t2v_R1": 45.0}}),
+            ("meanp-dsl", {"postprocess": "dsl", "model": "meanp"}),
+        ],
+    )
+    out = tmp_path / "results"
+    regenerate(tmp_path / "runs", out, ["demo"], plots=False)
+    tex = (out / "demo" / "table.tex").read_text()
+    assert "booktabs" in tex.splitlines()[1]
+    doc = tmp_path / "doc.tex"
+    doc.write_text(
+        "\\documentclass{article}\n\\usepackage{booktabs}\n\\usepackage{graphicx}\n"
+        "\\begin{document}\n\\input{" + str(out / "demo" / "table.tex") + "}\n\\end{document}\n"
+    )
+    run = subprocess.run(
+        ["pdflatex", "-interaction=nonstopmode", "-halt-on-error", doc.name],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    log = (tmp_path / "doc.log").read_text(errors="replace")
+    assert run.returncode == 0, log[-3000:]
+    assert (tmp_path / "doc.pdf").stat().st_size > 1000
+    assert "Overfull \\hbox" not in log, [line for line in log.splitlines() if "Overfull" in line]
+
+
+def test_order_accuracy_from_per_caption_wins_is_cluster_resampled(tmp_path):
+    rng = np.random.default_rng(3)
+    cv = np.repeat(np.arange(50), 2)
+    ranks = rng.integers(1, 20, 100).astype(float)
+    names = []
+    for model in ("meanp", "tdb"):
+        for seed in (0, 1):
+            wins = np.where(cv % 2 == 0, np.nan, 0.5) if model == "meanp" else rng.integers(0, 2, 100) * 1.0
+            name = f"{model}-s{seed}"
+            qr = ranks_from_vectors(ranks, ranks[::2])
+            qr = dataclasses.replace(qr, single_caption=False)
+            write_run_record(
+                tmp_path / "s" / name,
+                name=name,
+                metrics=metrics_from_ranks(qr),
+                ranks=qr,
+                caption_video=cv,
+                extra={"model": model, "seed": seed, "order_acc": 100 * float(np.nanmean(wins))},
+                arrays={"order_wins": wins},
+            )
+            names.append(name)
+    write_suite_info(tmp_path, "s", protocol="synthetic", rows=names)
+    table = build_suite_table(read_suite_records(tmp_path, "s"), published=load_published(), n_boot=200)
+    assert table.main.loc["meanp", "order acc"] == "50.0 ± 0.0 [50.0, 50.0]"
+    cell = table.main.loc["tdb", "order acc"]
+    lo, hi = (float(x) for x in cell.split("[")[1].rstrip("]*").split(", "))
+    assert hi - lo > 5  # per-caption wins resampled with their videos, not a seed-only interval
+    assert "[" in table.per_query.loc["tdb (seed 0)", "order acc"]
+    assert not any("seed level only" in f for f in table.footnotes)

@@ -3,20 +3,24 @@
 Layout (one folder per suite, one per row)::
 
     runs/<suite>/suite.json             suite name, protocol, row order, notes (footnotes)
-    runs/<suite>/<row>/metrics.json     metrics + tie policy + protocol + extras (order_acc, legacy, ...)
-    runs/<suite>/<row>/ranks.npz        t2v, v2t per-query ranks (float64) and tied_t2v, tied_v2t flags
+    runs/<suite>/<row>/metrics.json     metrics, tie policy, v2t convention, protocol, fingerprint, extras
+    runs/<suite>/<row>/ranks.npz        every ``QueryRanks`` field, ``caption_video`` and extra per-query
+                                        arrays (``array:<name>``), so the exact ranks can be rebuilt
     runs/<suite>/<row>/sim.npz          the similarity matrix, compressed (optional)
     runs/<suite>/<row>/config.json      the fully resolved config of the row
 
-Known extra keys in ``metrics.json`` (all optional): ``order_acc``, ``selected_on_test`` (bool),
-``postprocess`` (e.g. ``"dsl"`` or ``"qbnorm:train-captions"``), ``dropped`` (``{"videos": n,
-"captions": m, "ids": [...]}``), ``legacy`` (the metrics under the ``legacy`` tie policy), ``device``.
+Known extra keys in ``metrics.json`` (all optional): ``model``, ``seed``, ``order_acc``,
+``selected_on_test`` (bool), ``postprocess`` (e.g. ``"dsl"`` or ``"qbnorm:train-captions"``),
+``dropped`` (``{"videos": n, "captions": m, "ids": [...]}``), ``legacy`` (the metrics under the
+``legacy`` tie policy), ``device``. Known per-query arrays: ``order_wins`` (one float per caption:
+1 / 0.5 / 0 against its reversed twin, NaN for a caption without a twin).
 """
 
 from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,17 +28,27 @@ from typing import Any
 import numpy as np
 
 from clip2video.errors import Clip2VideoError
-from clip2video.metrics import RECALL_KS, recall_hits
-
-COUNT_KEYS = ("t2v_higher", "t2v_equal", "v2t_higher", "v2t_equal")
+from clip2video.metrics import QueryRanks, recall_at
 
 SUITE_FILE = "suite.json"
 METRICS_FILE = "metrics.json"
 RANKS_FILE = "ranks.npz"
 SIM_FILE = "sim.npz"
 CONFIG_FILE = "config.json"
-RECORD_VERSION = 1
+RECORD_VERSION = 2
 _ROW_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
+_RANK_ARRAYS = (
+    "t2v",
+    "v2t",
+    "t2v_tied",
+    "v2t_tied",
+    "t2v_higher",
+    "t2v_equal",
+    "t2v_before",
+    "v2t_higher",
+    "v2t_equal",
+)
+_ARRAY_PREFIX = "array:"
 
 
 class RecordError(Clip2VideoError):
@@ -43,35 +57,58 @@ class RecordError(Clip2VideoError):
 
 @dataclass
 class RunRecord:
-    """One row of a suite: a model's final metrics and per-query ranks."""
+    """One row of a suite: a model's final metrics, its exact per-query ranks and extras."""
 
     name: str
     metrics: dict[str, float]
-    ranks_t2v: np.ndarray
-    ranks_v2t: np.ndarray
-    tie_policy: str = "pessimistic"
+    ranks: QueryRanks
+    caption_video: np.ndarray
     protocol: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
     config: dict[str, Any] = field(default_factory=dict)
-    tied_t2v: np.ndarray | None = None
-    tied_v2t: np.ndarray | None = None
+    fingerprint: dict[str, Any] = field(default_factory=dict)
+    arrays: dict[str, np.ndarray] = field(default_factory=dict)
     path: Path | None = None
-    # Per-query contributions to R@1/5/10 ([queries, 3], see QueryRanks.hits): fractional under the
-    # `mean` tie policy, so recall intervals cannot be derived from the ranks alone.
-    hits_t2v: np.ndarray | None = None
-    hits_v2t: np.ndarray | None = None
-    # Candidates scoring above / equal to each query's ground truth (QueryRanks counts), or None.
-    counts: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def query_ranks(self) -> QueryRanks:
+        """The exact ``QueryRanks`` the runner recorded (``metrics_from_ranks`` of it = ``metrics``)."""
+        return self.ranks
+
+    @property
+    def ranks_t2v(self) -> np.ndarray:
+        """Per-caption t2v ranks under the record's tie policy."""
+        return self.ranks.t2v
+
+    @property
+    def ranks_v2t(self) -> np.ndarray:
+        """Per-video v2t ranks under the record's tie policy."""
+        return self.ranks.v2t
+
+    @property
+    def tie_policy(self) -> str:
+        """The tie policy the ranks were made with."""
+        return self.ranks.tie_policy
+
+    @property
+    def model(self) -> str:
+        """The model of the row (``extra["model"]``, else the row name)."""
+        return str(self.extra.get("model") or self.name)
+
+    @property
+    def seed(self) -> int | None:
+        """The row's seed (``extra["seed"]``), or None where it was not recorded."""
+        value = self.extra.get("seed")
+        return None if value is None else int(value)
+
+    def gallery_size(self, direction: str) -> int:
+        """How many candidates a query of ``direction`` is ranked among."""
+        if direction == "t2v" or self.ranks.v2t_convention == "official":
+            return len(self.ranks.v2t)
+        return len(self.ranks.t2v)
 
     def recall_curve(self, direction: str, ks: np.ndarray) -> np.ndarray:
-        """``R@K`` (percent) of ``direction`` for every K in ``ks``, by the record's tie policy."""
-        ranks = self.ranks_t2v if direction == "t2v" else self.ranks_v2t
-        higher, equal = self.counts.get(f"{direction}_higher"), self.counts.get(f"{direction}_equal")
-        ks = np.asarray(ks)[:, None]
-        if higher is None or equal is None:
-            return 100.0 * np.mean(ranks[None, :] <= ks, axis=1)
-        fractional = self.tie_policy == "mean"
-        return 100.0 * np.mean(recall_hits(ranks[None, :], higher, equal, ks, fractional=fractional), axis=1)
+        """``R@K`` (percent) of ``direction`` for every K in ``ks``, through the metrics core."""
+        return recall_at(self.ranks, direction, ks)
 
     @property
     def postprocess(self) -> str | None:
@@ -100,6 +137,34 @@ class RunRecord:
             raise RecordError(f"run {self.name!r} ({self.path}) has no {SIM_FILE}; rerun the suite with sims")
         with np.load(path) as data:
             return data["sim"]
+
+
+def ranks_from_vectors(t2v: Any, v2t: Any) -> QueryRanks:
+    """``QueryRanks`` of plain integer rank vectors without ties (pessimistic, one caption per video
+    when both have the same length). For records written from bare rank vectors (tests, tools)."""
+    out = {}
+    for direction, values in (("t2v", t2v), ("v2t", v2t)):
+        rank = np.asarray(values, dtype=np.float64).reshape(-1)
+        if rank.size == 0 or not np.all(np.isfinite(rank)) or np.any(rank < 1) or np.any(rank % 1):
+            raise RecordError(
+                f"ranks_{direction} must be integer ranks >= 1; pass ranks= (a QueryRanks) for ties"
+            )
+        out[direction] = rank
+    higher = {d: out[d].astype(np.int64) - 1 for d in out}
+    return QueryRanks(
+        t2v=out["t2v"],
+        v2t=out["v2t"],
+        t2v_tied=np.zeros(len(out["t2v"]), dtype=bool),
+        v2t_tied=np.zeros(len(out["v2t"]), dtype=bool),
+        t2v_higher=higher["t2v"],
+        t2v_equal=np.zeros_like(higher["t2v"]),
+        t2v_before=np.zeros_like(higher["t2v"]),
+        v2t_higher=higher["v2t"],
+        v2t_equal=np.zeros_like(higher["v2t"]),
+        tie_policy="pessimistic",
+        v2t_convention="official",
+        single_caption=len(out["t2v"]) == len(out["v2t"]),
+    )
 
 
 @dataclass
@@ -142,50 +207,40 @@ def write_run_record(
     directory: str | Path,
     *,
     name: str,
-    metrics: dict[str, float],
-    ranks: Any = None,
-    ranks_t2v: np.ndarray | None = None,
-    ranks_v2t: np.ndarray | None = None,
-    tie_policy: str = "pessimistic",
+    metrics: Mapping[str, float],
+    ranks: QueryRanks | None = None,
+    caption_video: Any = None,
     protocol: str = "",
     config: dict[str, Any] | None = None,
     extra: dict[str, Any] | None = None,
-    tied_t2v: np.ndarray | None = None,
-    tied_v2t: np.ndarray | None = None,
     sim: np.ndarray | None = None,
+    fingerprint: dict[str, Any] | None = None,
+    arrays: Mapping[str, Any] | None = None,
+    ranks_t2v: np.ndarray | None = None,
+    ranks_v2t: np.ndarray | None = None,
 ) -> Path:
     """Write one row's record into ``directory`` (created) and return the folder.
 
-    ``ranks`` may be a ``clip2video.metrics.QueryRanks`` (its ``t2v``, ``v2t``, ``t2v_tied``,
-    ``v2t_tied`` are taken); otherwise pass ``ranks_t2v`` / ``ranks_v2t`` (and the tied flags).
+    ``ranks``: the row's ``QueryRanks`` (every field is stored); ``caption_video``: caption i's
+    video (defaults to one caption per video when the ranks are single-caption). ``arrays``: extra
+    per-query arrays (e.g. ``{"order_wins": ...}``, one value per caption), read back as
+    ``RunRecord.arrays``. ``ranks_t2v`` / ``ranks_v2t`` (plain integer rank vectors, no ties) are
+    accepted instead of ``ranks`` for records made by hand.
     """
-    hits: dict[str, np.ndarray] = {}
-    if ranks is not None and hasattr(ranks, "hits"):
-        for direction in ("t2v", "v2t"):
-            hits[f"hits_{direction}"] = np.stack([ranks.hits(direction, k) for k in RECALL_KS], axis=1)
-            for count in ("higher", "equal"):
-                hits[f"{direction}_{count}"] = np.asarray(getattr(ranks, f"{direction}_{count}"))
-    if ranks is not None:
-        ranks_t2v, ranks_v2t = ranks.t2v, ranks.v2t
-        tied_t2v = getattr(ranks, "t2v_tied", tied_t2v)
-        tied_v2t = getattr(ranks, "v2t_tied", tied_v2t)
-        tie_policy = getattr(ranks, "tie_policy", tie_policy)
-    if ranks_t2v is None or ranks_v2t is None:
-        raise RecordError(f"run record {name!r}: pass ranks= (QueryRanks) or ranks_t2v= and ranks_v2t=")
     if not _ROW_NAME.match(name):
         raise RecordError(f"row name {name!r} must be letters, digits and . _ + - (it names a folder)")
+    if ranks is None:
+        if ranks_t2v is None or ranks_v2t is None:
+            raise RecordError(f"run record {name!r}: pass ranks= (QueryRanks) or ranks_t2v= and ranks_v2t=")
+        ranks = ranks_from_vectors(ranks_t2v, ranks_v2t)
+    cv = _caption_video(name, ranks, caption_video)
+    stored: dict[str, np.ndarray] = {key: np.asarray(getattr(ranks, key)) for key in _RANK_ARRAYS}
+    stored["caption_video"] = cv
+    for key, value in (arrays or {}).items():
+        stored[_ARRAY_PREFIX + str(key)] = np.asarray(value)
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
-    arrays: dict[str, np.ndarray] = {
-        "t2v": np.asarray(ranks_t2v, dtype=np.float64),
-        "v2t": np.asarray(ranks_v2t, dtype=np.float64),
-    }
-    if tied_t2v is not None:
-        arrays["tied_t2v"] = np.asarray(tied_t2v, dtype=bool)
-    if tied_v2t is not None:
-        arrays["tied_v2t"] = np.asarray(tied_v2t, dtype=bool)
-    arrays.update(hits)
-    np.savez(out / RANKS_FILE, **arrays)
+    np.savez(out / RANKS_FILE, **stored)
     if sim is not None:
         np.savez_compressed(out / SIM_FILE, sim=np.asarray(sim, dtype=np.float32))
     _dump(out / CONFIG_FILE, config or {})
@@ -193,12 +248,33 @@ def write_run_record(
         "version": RECORD_VERSION,
         "name": name,
         "protocol": protocol,
-        "tie_policy": tie_policy,
+        "tie_policy": ranks.tie_policy,
+        "v2t_convention": ranks.v2t_convention,
+        "single_caption": bool(ranks.single_caption),
+        "fingerprint": fingerprint or {},
         "metrics": {k: float(v) for k, v in metrics.items()},
         **(extra or {}),
     }
     _dump(out / METRICS_FILE, payload)
     return out
+
+
+def _caption_video(name: str, ranks: QueryRanks, caption_video: Any) -> np.ndarray:
+    """``caption_video`` checked against the ranks (one entry per caption, one video per v2t query)."""
+    n, m = len(ranks.t2v), len(ranks.v2t)
+    if caption_video is None:
+        if n != m:
+            raise RecordError(
+                f"run record {name!r}: {n} captions for {m} videos, pass caption_video= (caption i's video)"
+            )
+        return np.arange(n, dtype=np.int64)
+    cv = np.asarray(caption_video, dtype=np.int64).reshape(-1)
+    if len(cv) != n or (n and (cv.min() < 0 or cv.max() >= m)):
+        raise RecordError(
+            f"run record {name!r}: caption_video must hold {n} video indices in [0, {m}), "
+            f"got {len(cv)} entries"
+        )
+    return cv
 
 
 def write_suite_info(
@@ -243,40 +319,45 @@ def read_suite_info(runs_dir: str | Path, suite: str) -> SuiteInfo:
 
 
 def read_run_record(directory: str | Path) -> RunRecord:
-    """Read one row's record folder."""
+    """Read one row's record folder (record version 2)."""
     folder = Path(directory)
     data = dict(_load(folder / METRICS_FILE))
+    version = data.pop("version", None)
+    if version != RECORD_VERSION:
+        raise RecordError(
+            f"{folder / METRICS_FILE} is record version {version}, this code reads version {RECORD_VERSION}; "
+            "rerun the suite to rewrite it"
+        )
+    if "metrics" not in data:
+        raise RecordError(f"{folder / METRICS_FILE} has no 'metrics' key; rerun the suite to rewrite it")
     ranks_path = folder / RANKS_FILE
     if not ranks_path.is_file():
         raise RecordError(f"{ranks_path} is missing: rerun the suite to record per-query ranks")
-    with np.load(ranks_path) as ranks:
-        t2v = ranks["t2v"]
-        v2t = ranks["v2t"]
-        tied_t2v = ranks["tied_t2v"] if "tied_t2v" in ranks.files else None
-        tied_v2t = ranks["tied_v2t"] if "tied_v2t" in ranks.files else None
-        hits_t2v = ranks["hits_t2v"] if "hits_t2v" in ranks.files else None
-        hits_v2t = ranks["hits_v2t"] if "hits_v2t" in ranks.files else None
-        counts = {k: ranks[k] for k in COUNT_KEYS if k in ranks.files}
+    with np.load(ranks_path) as stored:
+        missing = [k for k in (*_RANK_ARRAYS, "caption_video") if k not in stored.files]
+        if missing:
+            raise RecordError(f"{ranks_path} lacks {', '.join(missing)}; rerun the suite to rewrite it")
+        fields = {k: stored[k] for k in _RANK_ARRAYS}
+        caption_video = stored["caption_video"]
+        arrays = {k[len(_ARRAY_PREFIX) :]: stored[k] for k in stored.files if k.startswith(_ARRAY_PREFIX)}
+    ranks = QueryRanks(
+        **fields,
+        tie_policy=str(data.pop("tie_policy")),
+        v2t_convention=str(data.pop("v2t_convention")),
+        single_caption=bool(data.pop("single_caption")),
+    )
     config_path = folder / CONFIG_FILE
-    config = _load(config_path) if config_path.is_file() else {}
-    data.pop("version", None)
-    if "metrics" not in data:
-        raise RecordError(f"{folder / METRICS_FILE} has no 'metrics' key; rerun the suite to rewrite it")
     return RunRecord(
         name=str(data.pop("name", folder.name)),
         metrics={k: float(v) for k, v in data.pop("metrics").items()},
-        ranks_t2v=t2v,
-        ranks_v2t=v2t,
-        tie_policy=str(data.pop("tie_policy", "pessimistic")),
+        ranks=ranks,
+        caption_video=caption_video,
         protocol=str(data.pop("protocol", "")),
+        fingerprint=dict(data.pop("fingerprint", None) or {}),
+        config=_load(config_path) if config_path.is_file() else {},
         extra=data,
-        config=config,
-        tied_t2v=tied_t2v,
-        tied_v2t=tied_v2t,
+        arrays=arrays,
         path=folder,
-        hits_t2v=hits_t2v,
-        hits_v2t=hits_v2t,
-        counts=counts,
     )
 
 
@@ -288,8 +369,7 @@ def list_suites(runs_dir: str | Path) -> list[str]:
     return sorted(p.name for p in root.iterdir() if p.is_dir() and any(p.glob(f"*/{METRICS_FILE}")))
 
 
-def read_suite_records(runs_dir: str | Path, suite: str) -> list[RunRecord]:
-    """Every row of a suite, in ``suite.json``'s row order (unlisted rows after, by name)."""
+def _row_folders(runs_dir: str | Path, suite: str) -> dict[str, Path]:
     folder = Path(runs_dir) / suite
     if not folder.is_dir():
         known = ", ".join(list_suites(runs_dir)) or "none"
@@ -297,14 +377,33 @@ def read_suite_records(runs_dir: str | Path, suite: str) -> list[RunRecord]:
             f"no recorded runs for suite {suite!r} in {folder}; run `clip2video ablation --suite {suite}` "
             f"first (recorded suites: {known})"
         )
+    return {p.name: p for p in folder.iterdir() if (p / METRICS_FILE).is_file()}
+
+
+def unlisted_rows(runs_dir: str | Path, suite: str) -> list[str]:
+    """Row folders of ``suite`` that its ``suite.json`` does not list (stale rows of an earlier
+    run); ``read_suite_records`` ignores them. Empty when there is no ``suite.json``."""
     info = read_suite_info(runs_dir, suite)
-    found = {p.name: p for p in folder.iterdir() if (p / METRICS_FILE).is_file()}
-    missing = [row for row in info.rows if row not in found]
-    if missing:
-        raise RecordError(
-            f"{folder / SUITE_FILE} lists rows with no record: {', '.join(missing)}; rerun the suite"
-        )
-    order = list(info.rows) + sorted(set(found) - set(info.rows))
+    if not (Path(runs_dir) / suite / SUITE_FILE).is_file():
+        return []
+    return sorted(set(_row_folders(runs_dir, suite)) - set(info.rows))
+
+
+def read_suite_records(runs_dir: str | Path, suite: str) -> list[RunRecord]:
+    """The rows ``suite.json`` lists, in its order. Folders it does not list (stale rows of an
+    earlier run) are ignored (``unlisted_rows`` names them); without a ``suite.json`` every row
+    folder is read, by name."""
+    folder = Path(runs_dir) / suite
+    found = _row_folders(runs_dir, suite)
+    if (folder / SUITE_FILE).is_file():
+        order = list(read_suite_info(runs_dir, suite).rows)
+        missing = [row for row in order if row not in found]
+        if missing:
+            raise RecordError(
+                f"{folder / SUITE_FILE} lists rows with no record: {', '.join(missing)}; rerun the suite"
+            )
+    else:
+        order = sorted(found)
     if not order:
         raise RecordError(f"{folder} holds no row records ({METRICS_FILE}); rerun the suite")
     return [read_run_record(found[row]) for row in order]

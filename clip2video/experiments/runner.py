@@ -259,8 +259,8 @@ def run_row(
     """Train (optionally) and evaluate one row, write its record; returns its metrics (rank 0)."""
     from clip2video.data.synthetic import load_twins
     from clip2video.engine.records import write_run_record
+    from clip2video.metrics.bootstrap import bootstrap_ci
     from clip2video.order import twin_order_accuracy
-    from clip2video.report.stats import bootstrap_ci
 
     suite, e = ctx.suite, ctx.suite["eval"]
     row_dir = ctx.runs_dir / suite.name / name
@@ -330,12 +330,13 @@ def run_row(
         name=name,
         metrics=metrics,
         ranks=plain.ranks,
+        caption_video=emb.caption_video,
         protocol=ctx.paths.protocol.name,
         config=config,
         extra=extra,
         sim=sim,
     )
-    intervals = bootstrap_ci(plain.ranks, n_boot=e["bootstrap"], seed=seed)
+    intervals = bootstrap_ci(plain.ranks, caption_video=emb.caption_video, n_boot=e["bootstrap"], seed=seed)
     tracker.log_final(metrics, intervals)
     tracker.log_record(row_dir)
     for post in _postprocess_specs(ctx, model, e["postprocess"]):
@@ -348,6 +349,7 @@ def run_row(
             name=post_name,
             metrics=row.metrics,
             ranks=row.ranks,
+            caption_video=emb.caption_video,
             protocol=ctx.paths.protocol.name,
             config=config,
             extra={**extra, "postprocess": post.row_name, "base_row": name},

@@ -57,8 +57,10 @@ __all__ = [
     "QueryRanks",
     "ScoreRows",
     "metrics_from_ranks",
+    "metrics_from_weights",
     "query_ranks",
     "ranks_from_scores",
+    "recall_at",
     "retrieval_metrics",
 ]
 
@@ -227,6 +229,119 @@ def metrics_from_ranks(ranks: QueryRanks) -> dict[str, float]:
         out.update(_direction_metrics(ranks, direction, argsort_path))
     out["t2v_ties"] = float(np.count_nonzero(ranks.t2v_tied))
     out["v2t_ties"] = float(np.count_nonzero(ranks.v2t_tied))
+    return out
+
+
+def metrics_from_weights(ranks: QueryRanks, t2v: np.ndarray, v2t: np.ndarray) -> dict[str, np.ndarray]:
+    """``metrics_from_ranks`` of many resamples at once (the bootstrap's fast path).
+
+    Resample b is given by query multiplicities: ``t2v[b, i]`` copies of caption query i and
+    ``v2t[b, v]`` of video query v (int ``[B, num_captions]`` / ``[B, num_videos]``). Row b of
+    every returned array (float64 ``[B]``) is ``metrics_from_ranks(ranks.take(t2v=np.repeat(
+    arange, t2v[b]), v2t=...))``: the same formulas on the same multiset of queries. Counts,
+    medians and sums of ranks (multiples of 1/2) are exact either way, so they are equal; a
+    fractional R@K sum (``mean`` policy) may differ in its last bit for a non-identity resample,
+    as its summation order differs. An all-ones row reproduces ``metrics_from_ranks`` exactly.
+    """
+    out: dict[str, np.ndarray] = {}
+    for direction, weights in (("t2v", t2v), ("v2t", v2t)):
+        w = np.atleast_2d(np.asarray(weights, dtype=np.int64))
+        if w.shape[1] != len(getattr(ranks, direction)):
+            raise ValueError(
+                f"{direction} weights must be [B, {len(getattr(ranks, direction))}], got {w.shape}"
+            )
+        if np.any(w.sum(1) == 0):
+            raise ValueError(f"no {direction} queries to average (an empty resample)")
+        argsort_path = direction == "t2v" and not ranks.single_caption
+        if ranks.expanded(direction):
+            out.update(_weighted_expanded(ranks, direction, w))
+        else:
+            out.update(_weighted_direction(ranks, direction, w, argsort_path))
+    for direction, weights in (("t2v", t2v), ("v2t", v2t)):
+        tied = getattr(ranks, f"{direction}_tied").astype(np.int64)
+        out[f"{direction}_ties"] = (np.atleast_2d(np.asarray(weights, dtype=np.int64)) @ tied).astype(
+            np.float64
+        )
+    return out
+
+
+def _weighted_direction(
+    ranks: QueryRanks, direction: str, w: np.ndarray, argsort_path: bool
+) -> dict[str, np.ndarray]:
+    """``_direction_metrics`` of weighted queries (see ``metrics_from_weights``). Sums of whole
+    numbers (0/1 hits, twice the ranks) are float matrix products: every partial sum is an integer
+    below 2**53, so they are exact in any order, like the core's."""
+    total = w.sum(1)
+    rank = getattr(ranks, direction)
+    wf = w.astype(np.float64)
+    out: dict[str, np.ndarray] = {}
+    for k in RECALL_KS:
+        if ranks.tie_policy == "mean":  # fractional hits: the core's elementwise sum
+            hit_sum = np.sum(wf * ranks.hits(direction, k), axis=1)
+        else:
+            hit_sum = wf @ (rank <= k).astype(np.float64)
+        out[f"{direction}_R{k}"] = hit_sum * 100 / total
+    order = np.argsort(rank, kind="stable")
+    sorted_rank = rank[order]
+    cumulative = np.cumsum(w[:, order], axis=1)
+
+    def at(position: np.ndarray) -> np.ndarray:  # the value at a 0-based position of each sorted resample
+        index = [np.searchsorted(row, p, side="right") for row, p in zip(cumulative, position, strict=True)]
+        return sorted_rank[np.asarray(index, dtype=np.int64)]
+
+    shift = 0.0 if argsort_path else 1.0
+    halves = np.round((rank - shift) * 2)
+    if np.array_equal(halves / 2, rank - shift) and np.max(np.abs(halves)) * len(rank) < 2**52:
+        rank_sum = (wf @ halves) / 2  # exact
+    else:
+        rank_sum = np.sum(wf * (rank - shift), axis=1)
+    if argsort_path:
+        out[f"{direction}_MdR"] = at((total - 1) // 2)
+        out[f"{direction}_MnR"] = rank_sum / total
+    else:
+        lo, hi = at((total - 1) // 2) - 1.0, at(total // 2) - 1.0
+        out[f"{direction}_MdR"] = (lo + hi) / 2 + 1
+        out[f"{direction}_MnR"] = rank_sum / total + 1
+    return out
+
+
+def _weighted_expanded(ranks: QueryRanks, direction: str, w: np.ndarray) -> dict[str, np.ndarray]:
+    """``_expanded_metrics`` of weighted queries (integer arithmetic, exact)."""
+    higher, equal = (x.astype(np.int64) for x in ranks._counts(direction))
+    total = w @ (equal + 1)
+    out: dict[str, np.ndarray] = {}
+    for k in RECALL_KS:
+        out[f"{direction}_R{k}"] = (w @ np.clip(k - higher, 0, equal + 1)).astype(np.float64) * 100 / total
+    last = int(np.max(higher + equal))
+    mdr = np.empty(len(w), dtype=np.float64)
+    for b, row in enumerate(w):
+        diff = np.bincount(higher, weights=row, minlength=last + 2) - np.bincount(
+            higher + equal + 1, weights=row, minlength=last + 2
+        )
+        cumulative = np.cumsum(np.cumsum(diff.astype(np.int64))[: last + 1])
+        lo, hi = (total[b] - 1) // 2, total[b] // 2
+        mid = np.searchsorted(cumulative, [lo + 1, hi + 1])
+        mdr[b] = float(np.mean(mid.astype(np.float64)) + 1)
+    out[f"{direction}_MdR"] = mdr
+    position_sum = w @ ((equal + 1) * higher + equal * (equal + 1) // 2)
+    out[f"{direction}_MnR"] = position_sum / total + 1
+    return out
+
+
+def recall_at(ranks: QueryRanks, direction: str, ks: Sequence[int] | np.ndarray) -> np.ndarray:
+    """``direction``'s R@K (percent) for every K in ``ks``: the same sums ``metrics_from_ranks``
+    makes for K = 1, 5, 10 (per-query ``hits`` over the queries; legacy's expanded entries over
+    the entries), so a recall curve at 1/5/10 equals the recorded metrics exactly."""
+    higher, equal = ranks._counts(direction)
+    if len(higher) == 0:
+        raise ValueError(f"no {direction} queries to average (an empty selection?)")
+    out = np.empty(len(ks), dtype=np.float64)
+    for i, k in enumerate(np.asarray(ks).tolist()):
+        if ranks.expanded(direction):
+            hits = int(np.sum(np.clip(k - higher.astype(np.int64), 0, equal.astype(np.int64) + 1)))
+            out[i] = float(hits) * 100 / int(np.sum(equal.astype(np.int64) + 1))
+        else:
+            out[i] = float(np.sum(ranks.hits(direction, k))) * 100 / len(higher)
     return out
 
 

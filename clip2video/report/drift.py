@@ -32,7 +32,7 @@ from typing import Any
 
 from clip2video.engine.records import RunRecord
 from clip2video.errors import Clip2VideoError
-from clip2video.report.stats import bootstrap_ci
+from clip2video.metrics.bootstrap import bootstrap_ci
 
 EXACT_TOLERANCE = 1e-9
 MODES = ("exact", "tolerance", "interval")

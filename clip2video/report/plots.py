@@ -1,4 +1,13 @@
-"""Plots of a suite's rows (matplotlib, Agg): recall@K curves, rank histograms, an ablation bar chart."""
+"""Plots of a suite's models (matplotlib, Agg), saved as PNG and PDF.
+
+- ``recall_at_k``: R@K for K = 1 .. gallery size (log-scaled K), the mean over seeds with the
+  seeds' range shaded; every value comes from the metrics core (``RunRecord.recall_curve``).
+- ``rank_hist``: share of queries per rank bin (one bin per rank for small galleries, log-spaced
+  above); edges sit at integers minus 1/4, so the half ranks of the ``mean`` tie policy never fall
+  on an edge and share the bin of their whole rank.
+- ``ablation_r1``: R@1 (and order accuracy, with its 50% chance line) per model, mean over seeds
+  with the two-level bootstrap interval as error bars.
+"""
 
 from __future__ import annotations
 
@@ -9,112 +18,156 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.ticker import FuncFormatter  # noqa: E402
 
 from clip2video.engine.records import RunRecord  # noqa: E402
-from clip2video.report.stats import DIRECTIONS, bootstrap_ci  # noqa: E402
+from clip2video.report.groups import ORDER_KEY, ModelGroup, group_records, summarise  # noqa: E402
 
-MAX_K = 50
+DIRECTIONS = ("t2v", "v2t")
+FORMATS = ("png", "pdf")
 _TITLES = {"t2v": "text-to-video", "v2t": "video-to-text"}
+_CURVE_POINTS = 60
+_PLAIN = FuncFormatter(lambda value, _pos: f"{value:g}")  # 1, 10, 100 instead of 10^0 or 1.0
+_LINEAR_RANKS = 25  # rank histograms up to this rank use one bin per rank on a linear axis
 
 
-def _ranks(rec: RunRecord, direction: str) -> np.ndarray:
-    return rec.ranks_t2v if direction == "t2v" else rec.ranks_v2t
+def recall_ks(gallery: int, points: int = _CURVE_POINTS) -> np.ndarray:
+    """K values from 1 to the gallery size, log-spaced (every K for small galleries)."""
+    gallery = max(int(gallery), 1)
+    if gallery <= points:
+        return np.arange(1, gallery + 1)
+    return np.unique(np.round(np.geomspace(1, gallery, points)).astype(np.int64))
 
 
-def _label(rec: RunRecord) -> str:
-    return f"{rec.name} [{rec.postprocess}]" if rec.postprocess else rec.name
+def rank_bins(top: float, bins: int = 25) -> np.ndarray:
+    """Histogram edges from 1 past ``top``, each an integer minus 1/4: every rank the tie policies
+    produce (integers, and halves under ``mean``) lies inside a bin, never on an edge, and a bin
+    holds whole ranks with their halves. One rank per bin up to ``bins`` ranks, log-spaced above."""
+    top = max(float(top), 2.0)
+    if top <= bins:
+        starts = np.arange(1, int(np.ceil(top)) + 2)
+    else:
+        starts = np.unique(np.round(np.geomspace(1, top + 1, bins)))
+        if starts[-1] <= top:
+            starts = np.append(starts, np.ceil(top) + 1)
+    return starts.astype(np.float64) - 0.25
 
 
-def recall_curve(ranks: np.ndarray, max_k: int = MAX_K) -> np.ndarray:
-    """``R@K`` for K = 1..max_k (percent) of plain rank vectors (no tie information)."""
-    ks = np.arange(1, max_k + 1)
-    return 100.0 * np.mean(np.asarray(ranks)[None, :] <= ks[:, None], axis=1)
+def _groups(items: list[RunRecord] | list[ModelGroup], n_boot: int, seed: int) -> list[ModelGroup]:
+    if items and isinstance(items[0], ModelGroup):
+        return list(items)  # type: ignore[arg-type]
+    return summarise(group_records(list(items)), n_boot=n_boot, seed=seed)  # type: ignore[arg-type]
 
 
-def plot_recall_curves(records: list[RunRecord], path: str | Path, max_k: int = MAX_K) -> Path:
-    """Recall@K (K = 1..max_k) per model, one panel per direction."""
+def plot_recall_curves(groups: list[ModelGroup], path: str | Path) -> list[Path]:
+    """Recall@K over the whole gallery per model (mean over seeds, seed range shaded)."""
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
-    ks = np.arange(1, max_k + 1)
     for ax, direction in zip(axes, DIRECTIONS, strict=True):
-        for rec in records:
-            style = "--" if rec.postprocess else "-"
-            ax.plot(ks, rec.recall_curve(direction, ks), style, label=_label(rec), lw=1.6)
-        ax.set_title(f"{_TITLES[direction]} recall@K")
-        ax.set_xlabel("K")
-        ax.set_xlim(1, max_k)
+        gallery = max(r.gallery_size(direction) for g in groups for r in g.records)
+        ks = recall_ks(gallery)
+        for group in groups:
+            curves = np.array([r.recall_curve(direction, ks) for r in group.records])
+            style = "--" if group.postprocess else "-"
+            (line,) = ax.plot(ks, curves.mean(0), style, lw=1.6, label=_legend(group))
+            if len(curves) > 1:
+                ax.fill_between(ks, curves.min(0), curves.max(0), color=line.get_color(), alpha=0.15)
+        ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(_PLAIN)
+        ax.set_xlim(1, gallery)
         ax.set_ylim(0, 101)
-        ax.grid(alpha=0.3)
-    axes[0].set_ylabel("R@K (%)")
-    axes[1].legend(loc="lower right", fontsize=8)
+        ax.set_title(f"{_TITLES[direction]} recall@K, K up to the gallery ({gallery})")
+        ax.set_xlabel("K (log scale)")
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(loc="lower right", fontsize=8)
+    axes[0].set_ylabel("R@K (%) — mean over seeds, band: seed range")
     return _save(fig, path)
 
 
-def plot_rank_histograms(records: list[RunRecord], path: str | Path) -> Path:
-    """Histogram of per-query ranks per model (log-spaced bins), one panel per direction."""
+def plot_rank_histograms(groups: list[ModelGroup], path: str | Path) -> list[Path]:
+    """Share of queries per rank bin per model (all seeds pooled), one panel per direction."""
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     for ax, direction in zip(axes, DIRECTIONS, strict=True):
-        top = max(float(np.max(_ranks(r, direction))) for r in records)
-        bins = np.unique(np.round(np.geomspace(1, max(top, 2.0) + 1, 25)))
-        for rec in records:
-            ax.hist(_ranks(rec, direction), bins=bins, histtype="step", lw=1.6, label=_label(rec))
-        ax.set_xscale("log")
-        ax.set_title(f"{_TITLES[direction]} rank of the ground truth")
-        ax.set_xlabel("rank (log scale)")
-        ax.set_ylabel("queries")
+        top = max(float(np.max(getattr(r.query_ranks(), direction))) for g in groups for r in g.records)
+        bins = rank_bins(top, _LINEAR_RANKS)
+        for group in groups:
+            ranks = np.concatenate([getattr(r.query_ranks(), direction) for r in group.records])
+            weights = np.full(len(ranks), 100.0 / len(ranks))
+            ax.hist(ranks, bins=bins, weights=weights, histtype="step", lw=1.6, label=_legend(group))
+        if top > _LINEAR_RANKS:
+            ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(_PLAIN)
+        ax.set_title(f"{_TITLES[direction]}: rank of the ground truth")
+        scale = "log scale; " if top > _LINEAR_RANKS else ""
+        ax.set_xlabel(f"rank ({scale}a bin holds whole ranks with their halves)")
+        ax.set_ylabel("queries (%)")
         ax.grid(alpha=0.3)
-    axes[1].legend(loc="upper right", fontsize=8)
+        ax.legend(loc="upper right", fontsize=8)
     return _save(fig, path)
 
 
-def plot_ablation(records: list[RunRecord], path: str | Path, *, n_boot: int = 1000, seed: int = 0) -> Path:
-    """R@1 per model with 95% bootstrap error bars (t2v, v2t), plus order accuracy where recorded."""
-    plain = [r for r in records if not r.postprocess] or records
-    names = [r.name for r in plain]
+def plot_ablation(groups: list[ModelGroup], path: str | Path) -> list[Path]:
+    """R@1 per model (t2v, v2t) and order accuracy where recorded: mean over seeds with 95%
+    two-level bootstrap intervals; order accuracy's 50% chance line."""
+    plain = [g for g in groups if not g.postprocess] or groups
     x = np.arange(len(plain))
-    has_order = any("order_acc" in r.extra for r in plain)
-    series = list(DIRECTIONS) + (["order_acc"] if has_order else [])
+    has_order = any(g.has(ORDER_KEY) for g in plain)
+    series = [f"{d}_R1" for d in DIRECTIONS] + ([ORDER_KEY] if has_order else [])
     width = 0.8 / len(series)
     fig, ax = plt.subplots(figsize=(max(6.0, 1.3 * len(plain) + 2), 4.2))
-    cis = [bootstrap_ci(r, n_boot=n_boot, seed=seed) for r in plain]
-    for i, name in enumerate(series):
-        if name == "order_acc":
-            values = np.array([float(r.extra.get("order_acc", np.nan)) for r in plain])
-            err = None
-            label = "order accuracy (%)"
-        else:
-            key = f"{name}_R1"
-            values = np.array([r.metrics.get(key, np.nan) for r in plain])
-            lo = np.array([c[key][0] for c in cis])
-            hi = np.array([c[key][1] for c in cis])
-            err = np.vstack([np.clip(values - lo, 0, None), np.clip(hi - values, 0, None)])
-            label = f"{_TITLES[name]} R@1 (%)"
+    for i, key in enumerate(series):
+        values, lo, hi = [], [], []
+        for group in plain:
+            s = group.summary
+            known = s is not None and group.has(key)
+            values.append(s.point(key) if known else np.nan)  # type: ignore[union-attr]
+            interval = s.interval(key) if known else (np.nan, np.nan)  # type: ignore[union-attr]
+            lo.append(interval[0])
+            hi.append(interval[1])
+        v = np.array(values)
+        err = np.vstack([np.clip(v - np.array(lo), 0, None), np.clip(np.array(hi) - v, 0, None)])
+        label = "order accuracy (%)" if key == ORDER_KEY else f"{_TITLES[key[:3]]} R@1 (%)"
         pos = x + (i - (len(series) - 1) / 2) * width
-        ax.bar(pos, values, width, yerr=err, capsize=3, label=label)
-    ax.set_xticks(x, names)
+        ax.bar(pos, v, width, yerr=np.nan_to_num(err), capsize=3, label=label)
+    if has_order:
+        ax.axhline(50.0, color="0.3", ls=":", lw=1.2, label="order chance (50%)")
+    ax.set_xticks(x, [g.label for g in plain])
     ax.set_ylabel("%")
     ax.set_ylim(0, 100)
-    ax.set_title("Ablation: R@1 with 95% bootstrap intervals")
+    n_seeds = max(g.summary.n_seeds for g in plain if g.summary is not None)
+    ax.set_title(f"Mean over {n_seeds} seed(s) with 95% two-level bootstrap intervals")
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize=8)
     return _save(fig, path)
 
 
-def _save(fig: plt.Figure, path: str | Path) -> Path:
+def _legend(group: ModelGroup) -> str:
+    label = f"{group.model} [{group.postprocess}]" if group.postprocess else group.model
+    return label + (f" ({len(group.records)} seeds)" if len(group.records) > 1 else "")
+
+
+def _save(fig: plt.Figure, path: str | Path) -> list[Path]:
+    """Save ``path`` as PNG and PDF (same stem); returns both paths."""
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
-    fig.savefig(out, dpi=110)
+    paths = []
+    for ext in FORMATS:
+        target = out.with_suffix(f".{ext}")
+        fig.savefig(target, dpi=110)
+        paths.append(target)
     plt.close(fig)
-    return out
+    return paths
 
 
 def write_plots(
-    records: list[RunRecord], out_dir: str | Path, *, n_boot: int = 1000, seed: int = 0
+    items: list[ModelGroup] | list[RunRecord], out_dir: str | Path, *, n_boot: int = 1000, seed: int = 0
 ) -> list[Path]:
-    """``recall_at_k.png``, ``rank_hist.png``, ``ablation_r1.png`` in ``out_dir``."""
+    """``recall_at_k``, ``rank_hist``, ``ablation_r1`` as PNG and PDF in ``out_dir``. ``items``:
+    the table's summarised model groups, or records (grouped and bootstrapped here)."""
+    groups = _groups(items, n_boot, seed)
     out = Path(out_dir)
     return [
-        plot_recall_curves(records, out / "recall_at_k.png"),
-        plot_rank_histograms(records, out / "rank_hist.png"),
-        plot_ablation(records, out / "ablation_r1.png", n_boot=n_boot, seed=seed),
+        *plot_recall_curves(groups, out / "recall_at_k.png"),
+        *plot_rank_histograms(groups, out / "rank_hist.png"),
+        *plot_ablation(groups, out / "ablation_r1.png"),
     ]

@@ -1,14 +1,20 @@
-"""Results tables in the paper's layout (rows = models, columns = t2v/v2t R@1 R@5 R@10 MdR MnR).
+"""Results tables in the paper's layout: one row per model, columns t2v/v2t R@1 R@5 R@10 MdR MnR.
 
-Every reproduced number carries its bootstrap interval (``45.6 [44.1, 47.0]``); published
-reference rows from ``baselines/paper/*.csv`` sit beside the matching reproduced row with the
-difference; ``*`` marks a significant difference from ``meanp`` (paired bootstrap over the same
-queries); post-processed rows (DSL, QB-Norm) form a separate, marked block. pandas builds the
-frames; tabulate (``DataFrame.to_markdown``) and ``DataFrame.to_latex`` format them.
+Every reproduced number is ``mean ± std [lo, hi]``: the mean and sample standard deviation over
+the model's seeds (``n/a`` with one seed) and the 95% two-level bootstrap interval (seeds resampled
+with replacement, videos resampled as clusters with all their captions; ``clip2video.metrics.
+bootstrap``). ``*`` marks a difference from ``meanp`` whose paired bootstrap p-value (same
+resamples for both models) stays below 0.05 after Holm's adjustment across the table's
+comparisons. A footnote gives the minimum detectable R@1 difference at 80% power. The single-seed
+per-query bootstrap that papers use is a separate, labelled section. Published reference rows from
+``baselines/paper/*.csv`` sit beside the matching reproduced row with the difference; post-processed
+rows (DSL, QB-Norm) form a separate, marked block. pandas builds the frames; tabulate
+(``DataFrame.to_markdown``) formats Markdown, ``_latex_table`` LaTeX (booktabs).
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -17,19 +23,31 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from clip2video.engine.records import RunRecord, SuiteInfo, read_suite_info, read_suite_records
+from clip2video.engine.records import (
+    RunRecord,
+    SuiteInfo,
+    list_suites,
+    read_suite_info,
+    read_suite_records,
+    unlisted_rows,
+)
 from clip2video.errors import Clip2VideoError
-from clip2video.report.stats import METRIC_KEYS, PairedDiff, bootstrap_ci, paired_bootstrap
+from clip2video.metrics import METRIC_KEYS as CORE_KEYS
+from clip2video.metrics.bootstrap import PairedDiff, holm, minimum_detectable_difference, paired_difference
+from clip2video.report.groups import ORDER_KEY, ORDER_WINS, ModelGroup, group_records, summarise
 
 # Package data (clip2video/paper/*.csv), so a non-editable install has the published rows too.
 PAPER_DIR = Path(str(resources.files("clip2video").joinpath("paper")))
 REFERENCE_MODEL = "meanp"
+METRIC_KEYS = tuple(k for k in CORE_KEYS if not k.endswith("_ties"))
 _DISPLAY = {"R1": "R@1", "R5": "R@5", "R10": "R@10", "MdR": "MdR", "MnR": "MnR"}
 COLUMN_LABELS = {key: f"{key[:3]} {_DISPLAY[key[4:]]}" for key in METRIC_KEYS}
 NO_PUBLISHED = "no published number"
 SIG_MARK = "*"
 POST_MARK = "‡"
 TEST_SELECTED_MARK = "§"
+ALPHA = 0.05
+POWER = 0.8
 
 
 class TableError(Clip2VideoError):
@@ -45,8 +63,10 @@ class SuiteTable:
     main: pd.DataFrame
     postprocessed: pd.DataFrame
     significance: pd.DataFrame
+    per_query: pd.DataFrame
     values: pd.DataFrame
     footnotes: list[str] = field(default_factory=list)
+    groups: list[ModelGroup] = field(default_factory=list)
 
 
 def load_published(paper_dir: str | Path = PAPER_DIR) -> pd.DataFrame:
@@ -89,9 +109,13 @@ def fmt(value: float | None) -> str:
     return f"{value:.1f}"
 
 
-def fmt_cell(value: float, interval: tuple[float, float] | None = None, mark: str = "") -> str:
-    """``45.6 [44.1, 47.0]`` (with a trailing significance mark where given)."""
+def fmt_cell(
+    value: float, interval: tuple[float, float] | None = None, mark: str = "", std: float | None = None
+) -> str:
+    """``45.6 ± 1.2 [44.1, 47.0]`` (``± n/a`` for one seed; without ``std``, no ``±`` part)."""
     text = fmt(value)
+    if std is not None:
+        text += f" ± {fmt(std)}"
     if interval is not None:
         text += f" [{fmt(interval[0])}, {fmt(interval[1])}]"
     return text + mark
@@ -99,6 +123,8 @@ def fmt_cell(value: float, interval: tuple[float, float] | None = None, mark: st
 
 def fmt_p(p: float) -> str:
     """A bootstrap p-value (resolution limited by the resamples)."""
+    if not np.isfinite(p):
+        return "p=n/a"
     return "p<0.001" if p < 0.001 else f"p={p:.3f}"
 
 
@@ -107,54 +133,88 @@ def fmt_delta(value: float) -> str:
     return "n/a" if not np.isfinite(value) else f"{value:+.1f}"
 
 
+def fmt_int(value: float | None) -> str:
+    """A count (a mean count with one decimal), or ``n/a``."""
+    if value is None or not np.isfinite(value):
+        return "n/a"
+    return str(int(value)) if float(value).is_integer() else f"{value:.1f}"
+
+
 def resamples_of(records: list[RunRecord]) -> int:
     """The suite's bootstrap resamples (config `eval.bootstrap`, default 1000)."""
     for rec in records:
-        value = (
-            rec.config.get("eval", {}).get("bootstrap") if isinstance(rec.config.get("eval"), dict) else None
-        )
-        if value:
-            return int(value)
+        ev = rec.config.get("eval")
+        if isinstance(ev, dict) and ev.get("bootstrap"):
+            return int(ev["bootstrap"])
+        suite = rec.config.get("suite")
+        if isinstance(suite, dict) and isinstance(suite.get("eval"), dict) and suite["eval"].get("bootstrap"):
+            return int(suite["eval"]["bootstrap"])
     return 1000
 
 
-def _model(rec: RunRecord) -> str:
-    return str(rec.extra.get("model") or rec.name)
-
-
-def _ties(rec: RunRecord) -> str:
-    t2v, v2t = rec.metrics.get("t2v_ties"), rec.metrics.get("v2t_ties")
-    return f"{fmt_int(t2v)}/{fmt_int(v2t)}"
-
-
-def fmt_int(value: float | None) -> str:
-    """A count, or ``n/a``."""
-    return "n/a" if value is None or not np.isfinite(value) else str(int(value))
-
-
-def _row_label(rec: RunRecord) -> str:
-    label = rec.name
-    if rec.postprocess:
+def _label(group: ModelGroup) -> str:
+    label = group.label
+    if group.postprocess:
         label += f" {POST_MARK}"
-    if rec.extra.get("selected_on_test"):
+    if any(r.extra.get("selected_on_test") for r in group.records):
         label += f" {TEST_SELECTED_MARK}"
     return label
 
 
-def _significance(
-    records: list[RunRecord], n_boot: int, seed: int, reference: str
-) -> tuple[RunRecord | None, dict[str, dict[str, PairedDiff]]]:
-    ref = next((r for r in records if r.name == reference and not r.postprocess), None)
-    if ref is None:
-        return None, {}
-    out = {}
-    for rec in records:
-        if rec is ref or rec.postprocess:
-            continue
-        if rec.ranks_t2v.shape != ref.ranks_t2v.shape or rec.ranks_v2t.shape != ref.ranks_v2t.shape:
-            continue
-        out[rec.name] = paired_bootstrap(rec, ref, n_boot=n_boot, seed=seed)
-    return ref, out
+def _ties(group: ModelGroup) -> str:
+    means = []
+    for key in ("t2v_ties", "v2t_ties"):
+        values = [r.metrics.get(key, np.nan) for r in group.records]
+        means.append(float(np.mean(values)))
+    return f"{fmt_int(means[0])}/{fmt_int(means[1])}"
+
+
+@dataclass
+class _Tests:
+    """Paired comparisons against the reference with Holm-adjusted p-values."""
+
+    reference: ModelGroup | None
+    diffs: dict[str, dict[str, PairedDiff]]
+    adjusted: dict[str, dict[str, float]]
+    skipped: list[str]
+    family: int
+
+    def significant(self, label: str, key: str) -> bool:
+        p = self.adjusted.get(label, {}).get(key, np.nan)
+        d = self.diffs.get(label, {}).get(key)
+        return bool(d is not None and d.delta != 0.0 and np.isfinite(p) and p < ALPHA)
+
+
+def _tests(groups: list[ModelGroup], reference: str) -> _Tests:
+    plain = [g for g in groups if not g.postprocess]
+    ref = next((g for g in plain if g.model == reference), None)
+    diffs: dict[str, dict[str, PairedDiff]] = {}
+    skipped: list[str] = []
+    if ref is not None and ref.summary is not None:
+        for group in plain:
+            if group is ref or group.summary is None:
+                continue
+            if group.summary.resampling != ref.summary.resampling:
+                skipped.append(group.label)
+                continue
+            tested = paired_difference(group.summary, ref.summary)
+            diffs[group.label] = {k: v for k, v in tested.items() if k in (*METRIC_KEYS, ORDER_KEY)}
+    family = [(label, key) for label, d in diffs.items() for key in d]
+    adjusted_p = holm([diffs[label][key].p for label, key in family])
+    adjusted: dict[str, dict[str, float]] = {}
+    for (label, key), p in zip(family, adjusted_p, strict=True):
+        adjusted.setdefault(label, {})[key] = float(p)
+    n_family = int(np.count_nonzero(np.isfinite(adjusted_p))) if len(family) else 0
+    return _Tests(ref, diffs, adjusted, skipped, n_family)
+
+
+def _cell(group: ModelGroup, key: str, mark: str = "") -> str:
+    """``mean ± std [lo, hi]``; without the interval where nothing is resampled (a per-seed
+    scalar of a single seed)."""
+    s = group.summary
+    assert s is not None
+    interval = s.interval(key) if s.resampled(key) else None
+    return fmt_cell(s.point(key), interval, mark, std=s.std(key))
 
 
 def build_suite_table(
@@ -165,102 +225,133 @@ def build_suite_table(
     n_boot: int | None = None,
     seed: int = 0,
     reference: str = REFERENCE_MODEL,
+    unlisted: list[str] | None = None,
 ) -> SuiteTable:
-    """The suite's frames: plain rows (+ published and difference rows), post-processed rows, tests."""
+    """The suite's frames: one row per model (+ published and difference rows), post-processed
+    rows, paired tests vs ``reference``, the single-seed per-query section, and tidy values."""
     if not records:
         raise TableError("no run records to tabulate")
     info = info or SuiteInfo(suite="suite")
     published = load_published() if published is None else published
     n_boot = n_boot or resamples_of(records)
     protocol = info.protocol or records[0].protocol
-    intervals = {r.name: bootstrap_ci(r, n_boot=n_boot, seed=seed) for r in records}
-    ref, tests = _significance(records, n_boot, seed, reference)
-    has_order = any(_order_value(r, "order_acc") is not None for r in records)
-    has_reversal = any(_order_value(r, "order_changed_share") is not None for r in records)
+    groups = summarise(group_records(records), n_boot=n_boot, seed=seed)
+    tests = _tests(groups, reference)
+    has_order = any(g.has(ORDER_KEY) for g in groups)
+    has_reversal = any(g.has("order_changed_share") for g in groups)
     footnotes: list[str] = []
-    values: list[dict[str, Any]] = []
     main_rows: list[dict[str, Any]] = []
     post_rows: list[dict[str, Any]] = []
     any_published = False
 
-    for rec in records:
-        diffs = tests.get(rec.name, {})
-        row: dict[str, Any] = {"row": _row_label(rec)}
+    for group in groups:
+        row: dict[str, Any] = {"row": _label(group)}
         for key in METRIC_KEYS:
-            mark = SIG_MARK if key in diffs and diffs[key].significant else ""
-            row[COLUMN_LABELS[key]] = fmt_cell(rec.metrics.get(key, np.nan), intervals[rec.name][key], mark)
-            lo, hi = intervals[rec.name][key]
-            d = diffs.get(key)
-            values.append(
-                {
-                    "row": rec.name,
-                    "block": "post-processed" if rec.postprocess else "plain",
-                    "postprocess": rec.postprocess or "",
-                    "metric": key,
-                    "value": rec.metrics.get(key, np.nan),
-                    "lo": lo,
-                    "hi": hi,
-                    "legacy": (rec.legacy or {}).get(key, np.nan),
-                    f"delta_vs_{reference}": d.delta if d else np.nan,
-                    "delta_lo": d.lo if d else np.nan,
-                    "delta_hi": d.hi if d else np.nan,
-                    "p": d.p if d else np.nan,
-                    "significant": bool(d.significant) if d else False,
-                }
-            )
-        row["ties t2v/v2t"] = _ties(rec)
+            mark = SIG_MARK if tests.significant(group.label, key) else ""
+            row[COLUMN_LABELS[key]] = _cell(group, key, mark)
+        row["ties t2v/v2t"] = _ties(group)
         if has_order:
-            row["order acc"] = fmt(_order_value(rec, "order_acc"))
+            mark = SIG_MARK if tests.significant(group.label, ORDER_KEY) else ""
+            if not group.has(ORDER_KEY):
+                row["order acc"] = "n/a"
+            else:
+                row["order acc"] = _cell(group, ORDER_KEY, mark)
         if has_reversal:
-            row["reversal changes %"] = fmt(_order_value(rec, "order_changed_share"))
-        if rec.postprocess:
-            row["note"] = f"post-processed: {rec.postprocess}"
+            row["reversal changes %"] = (
+                _cell(group, "order_changed_share") if group.has("order_changed_share") else "n/a"
+            )
+        row["seeds"] = ",".join("?" if s is None else str(s) for s in group.seeds)
+        if group.postprocess:
+            row["note"] = f"post-processed: {group.postprocess}"
             post_rows.append(row)
             continue
-        match = published[(published.protocol == rec.protocol) & (published.model == _model(rec))]
+        match = published[(published.protocol == group.first.protocol) & (published.model == group.model)]
         if match.empty:
             row["note"] = NO_PUBLISHED
             main_rows.append(row)
             continue
         any_published = True
-        pub = match.iloc[0]
-        row["note"] = "published row below"
-        main_rows.append(row)
-        compared = rec.metrics
-        if rec.legacy:
-            compared = rec.legacy
-            legacy_row = {
-                "row": f"{rec.name} (legacy ties)",
-                "note": "official tie handling, compare with published",
-            }
-            legacy_row.update({COLUMN_LABELS[k]: fmt(rec.legacy.get(k, np.nan)) for k in METRIC_KEYS})
-            main_rows.append(legacy_row)
-            differ = [
-                k
-                for k in METRIC_KEYS
-                if k in rec.legacy and k in rec.metrics and not np.isclose(rec.legacy[k], rec.metrics[k])
-            ]
-            if differ:
-                parts = ", ".join(f"{k} {fmt(rec.metrics[k])} (legacy {fmt(rec.legacy[k])})" for k in differ)
-                footnotes.append(
-                    f"{rec.name}: ties make the default `{rec.tie_policy}` policy differ from `legacy`: {parts}; "
-                    f"tied queries t2v/v2t = {_ties(rec)}."
-                )
-        note = "; ".join(x for x in (str(pub.source), str(pub.note)) if x)
-        pub_row = {"row": f"{rec.name} (published)", "note": note}
-        pub_row.update({COLUMN_LABELS[k]: fmt(pub[k]) for k in METRIC_KEYS})
-        diff_label = "legacy - published" if rec.legacy else "ours - published"
-        diff_row = {"row": f"{rec.name} ({diff_label})", "note": ""}
-        diff_row.update({COLUMN_LABELS[k]: fmt_delta(compared.get(k, np.nan) - pub[k]) for k in METRIC_KEYS})
-        main_rows.extend([pub_row, diff_row])
+        main_rows.append({**row, "note": "published row below"})
+        main_rows.extend(_published_rows(group, match.iloc[0], footnotes))
 
-    if any(r.postprocess for r in records):
-        footnotes.append(
+    footnotes.extend(_footnotes(groups, tests, info, protocol, reference, n_boot, any_published, unlisted))
+    return SuiteTable(
+        suite=info.suite,
+        protocol=protocol,
+        main=_frame(main_rows),
+        postprocessed=_frame(post_rows),
+        significance=_frame(_significance_rows(tests)),
+        per_query=_frame(_per_query_rows(groups, has_order)),
+        values=_values(groups, tests, reference),
+        footnotes=footnotes,
+        groups=groups,
+    )
+
+
+def _published_rows(group: ModelGroup, pub: pd.Series, footnotes: list[str]) -> list[dict[str, Any]]:
+    """The legacy-ties row (where recorded), the published row and the difference row."""
+    assert group.summary is not None
+    means = {k: group.summary.point(k) for k in METRIC_KEYS}
+    legacy = group.legacy_mean()
+    rows: list[dict[str, Any]] = []
+    compared = means
+    if legacy:
+        compared = legacy
+        legacy_row = {
+            "row": f"{group.label} (legacy ties)",
+            "note": "official tie handling, compare with published",
+        }
+        legacy_row.update({COLUMN_LABELS[k]: fmt(legacy.get(k, np.nan)) for k in METRIC_KEYS})
+        rows.append(legacy_row)
+        differ = [k for k in METRIC_KEYS if k in legacy and not np.isclose(legacy[k], means[k])]
+        if differ:
+            parts = ", ".join(f"{k} {fmt(means[k])} (legacy {fmt(legacy[k])})" for k in differ)
+            footnotes.append(
+                f"{group.label}: ties make the default `{group.first.tie_policy}` policy differ from `legacy`: "
+                f"{parts}; tied queries t2v/v2t = {_ties(group)}."
+            )
+    note = "; ".join(x for x in (str(pub.source), str(pub.note)) if x)
+    pub_row = {"row": f"{group.label} (published)", "note": note}
+    pub_row.update({COLUMN_LABELS[k]: fmt(pub[k]) for k in METRIC_KEYS})
+    diff_label = "legacy - published" if legacy else "ours - published"
+    diff_row = {"row": f"{group.label} ({diff_label})", "note": ""}
+    diff_row.update({COLUMN_LABELS[k]: fmt_delta(compared.get(k, np.nan) - pub[k]) for k in METRIC_KEYS})
+    return [*rows, pub_row, diff_row]
+
+
+def _mde(tests: _Tests, groups: list[ModelGroup], key: str) -> tuple[float, str]:
+    """Minimum detectable difference of ``key`` and how its standard error was obtained."""
+    ses = [d[key].se for d in tests.diffs.values() if key in d and np.isfinite(d[key].se)]
+    if ses:
+        how = f"median standard error of the {len(ses)} paired difference(s) vs `{tests.reference.label}`"  # type: ignore[union-attr]
+        return minimum_detectable_difference(float(np.median(ses)), alpha=ALPHA, power=POWER), how
+    base = tests.reference or next((g for g in groups if not g.postprocess), groups[0])
+    assert base.summary is not None
+    se = base.summary.se(key) * np.sqrt(2.0)
+    how = f"sqrt(2) x the bootstrap standard error of `{base.label}` (no paired comparison: two independent models assumed)"
+    return minimum_detectable_difference(se, alpha=ALPHA, power=POWER), how
+
+
+def _footnotes(
+    groups: list[ModelGroup],
+    tests: _Tests,
+    info: SuiteInfo,
+    protocol: str,
+    reference: str,
+    n_boot: int,
+    any_published: bool,
+    unlisted: list[str] | None,
+) -> list[str]:
+    notes: list[str] = []
+    records = [r for g in groups for r in g.records]
+    if any(g.postprocess for g in groups):
+        notes.append(
             f"{POST_MARK} post-processed rows (DSL, QB-Norm with its query bank's source) are computed from the cached "
             "similarities with test-set or query-bank statistics; they are not comparable with the plain rows."
         )
     if any(r.extra.get("selected_on_test") for r in records):
-        footnotes.append(f"{TEST_SELECTED_MARK} the epoch was selected on the test split (optimistic).")
+        notes.append(f"{TEST_SELECTED_MARK} the epoch was selected on the test split (optimistic).")
+    seen: set[str] = set()
     for rec in records:
         dropped = rec.extra.get("dropped")
         if dropped:
@@ -268,55 +359,154 @@ def build_suite_table(
                 detail = ", ".join(f"{k}={len(v) if isinstance(v, list) else v}" for k, v in dropped.items())
             else:
                 detail = str(dropped)
-            footnotes.append(
-                f"{rec.name}: evaluated without missing test items ({detail}); the protocol changed."
-            )
+            text = f"{rec.model}: evaluated without missing test items ({detail}); the protocol changed."
+            if text not in seen:
+                seen.add(text)
+                notes.append(text)
     if not any_published:
-        footnotes.append(
+        notes.append(
             f"No published numbers for protocol `{protocol}` in baselines/paper/: the paper's ablation tables "
             "(TDB/TAB variants, K, w) could not be obtained in a citable form, so nothing is filled from memory; "
             "drop a CSV with columns protocol, model and metric keys into baselines/paper/ to add reference rows."
         )
-    if ref is None:
-        footnotes.append(f"No `{reference}` row: no significance tests.")
-    else:
-        footnotes.append(
-            f"{SIG_MARK} differs significantly from `{reference}` (paired bootstrap over the same queries, "
-            f"{n_boot} resamples, 95% interval excludes 0). Intervals: 95% percentile bootstrap over queries."
-        )
-    skipped = [
-        r.name
-        for r in records
-        if r is not ref and not r.postprocess and r.name not in tests and ref is not None
-    ]
-    if skipped:
-        footnotes.append(f"Not tested against `{reference}` (different query sets): {', '.join(skipped)}.")
-    footnotes.extend(info.notes)
-
-    sig_rows = []
-    for name, diffs in tests.items():
-        sig = {"row": name}
-        for key in METRIC_KEYS:
-            d = diffs[key]
-            sig[COLUMN_LABELS[key]] = (
-                f"{fmt_delta(d.delta)} [{fmt_delta(d.lo)}, {fmt_delta(d.hi)}] {fmt_p(d.p)}{SIG_MARK if d.significant else ''}"
-            )
-        sig_rows.append(sig)
-    return SuiteTable(
-        suite=info.suite,
-        protocol=protocol,
-        main=_frame(main_rows),
-        postprocessed=_frame(post_rows),
-        significance=_frame(sig_rows),
-        values=pd.DataFrame(values),
-        footnotes=footnotes,
+    base = groups[0].summary
+    assert base is not None
+    n_seeds = sorted({g.summary.n_seeds for g in groups if g.summary is not None})
+    seeds_text = "/".join(str(n) for n in n_seeds)
+    notes.append(
+        f"Cells: mean ± sample std over {seeds_text} seed(s) (n/a with one seed) [95% two-level bootstrap "
+        f"interval: seeds resampled with replacement and test videos resampled as clusters with all their "
+        f"captions, {n_boot} resamples; statistic = mean over the drawn seeds]. Queries: "
+        f"{base.resampling.num_captions} text-to-video (captions) in {base.resampling.num_videos} clusters "
+        f"(videos), {base.resampling.num_videos} video-to-text."
     )
+    if tests.reference is None:
+        notes.append(f"No `{reference}` row: no significance tests.")
+    else:
+        notes.append(
+            f"{SIG_MARK} differs from `{reference}`: paired two-level bootstrap over the same resamples (same "
+            f"seed draws, same video clusters), two-sided p-value adjusted by Holm's method across this table's "
+            f"{tests.family} comparisons; marked only when the adjusted p < {ALPHA:g}."
+        )
+    mdes = [(direction, *_mde(tests, groups, f"{direction}_R1")) for direction in ("t2v", "v2t")]
+    notes.append(
+        f"Minimum detectable difference at {POWER:.0%} power (two-sided alpha {ALPHA:g}, before Holm): "
+        + "; ".join(f"{d} R@1 {fmt(v)} points ({how})" for d, v, how in mdes)
+        + f", for these {base.resampling.num_captions} queries, {base.resampling.num_videos} clusters and "
+        f"the measured spread over {seeds_text} seed(s)."
+    )
+    if tests.skipped:
+        notes.append(
+            f"Not tested against `{reference}` (different query sets or seed counts): {', '.join(tests.skipped)}."
+        )
+    if unlisted:
+        notes.append(
+            f"Ignored {len(unlisted)} row folder(s) that suite.json does not list (stale rows of an earlier "
+            f"run): {', '.join(unlisted)}."
+        )
+    if any(g.has(ORDER_KEY) and ORDER_WINS not in g.records[0].arrays for g in groups):
+        notes.append(
+            "order acc: rows without per-caption order wins (`order_wins`) in their record get an interval from "
+            "the seed level only (no per-caption resampling); the per-query section shows their value alone."
+        )
+    notes.append(
+        "Single-seed per-query bootstrap (its own section, as papers report it): the first seed of each model, "
+        "text and video queries resampled independently; it ignores caption clusters and seed spread, so "
+        "its intervals are narrower than the two-level ones."
+    )
+    notes.extend(info.notes)
+    return notes
 
 
-def _order_value(rec: RunRecord, key: str) -> float | None:
-    """An order-sensitivity number of a row (recorded among its metrics or its extra fields)."""
-    value = rec.metrics.get(key, rec.extra.get(key))
-    return None if value is None else float(value)
+def _significance_rows(tests: _Tests) -> list[dict[str, Any]]:
+    rows = []
+    for label, diffs in tests.diffs.items():
+        row: dict[str, Any] = {"row": label}
+        for key, d in diffs.items():
+            p_holm = tests.adjusted[label][key]
+            mark = SIG_MARK if tests.significant(label, key) else ""
+            column = COLUMN_LABELS.get(key, "order acc")
+            row[column] = (
+                f"{fmt_delta(d.delta)} [{fmt_delta(d.lo)}, {fmt_delta(d.hi)}] {fmt_p(d.p)} "
+                f"(Holm {fmt_p(p_holm)}){mark}"
+            )
+        rows.append(row)
+    return rows
+
+
+def _per_query_rows(groups: list[ModelGroup], has_order: bool) -> list[dict[str, Any]]:
+    rows = []
+    for group in groups:
+        s = group.per_query
+        assert s is not None
+        row: dict[str, Any] = {"row": f"{_label(group)} (seed {group.first.seed})"}
+        for key in METRIC_KEYS:
+            row[COLUMN_LABELS[key]] = fmt_cell(s.point(key), s.interval(key))
+        if has_order:
+            if ORDER_KEY not in s.keys:
+                row["order acc"] = "n/a"
+            elif ORDER_WINS in group.first.arrays:
+                row["order acc"] = fmt_cell(s.point(ORDER_KEY), s.interval(ORDER_KEY))
+            else:  # a recorded scalar: no per-caption data to resample
+                row["order acc"] = fmt(s.point(ORDER_KEY))
+        rows.append(row)
+    return rows
+
+
+def _values(groups: list[ModelGroup], tests: _Tests, reference: str) -> pd.DataFrame:
+    """Tidy numbers: one line per (row, seed, metric) and a ``seed = "mean"`` summary line per
+    (row, metric) with std, interval, standard error, per-query interval and the paired test."""
+    lines: list[dict[str, Any]] = []
+    for group in groups:
+        s, pq = group.summary, group.per_query
+        assert s is not None and pq is not None
+        base = {
+            "row": group.label,
+            "model": group.model,
+            "postprocess": group.postprocess or "",
+            "block": "post-processed" if group.postprocess else "plain",
+        }
+        for key in s.keys:
+            if key not in (*METRIC_KEYS, *[k for k in s.keys if k.startswith("order_")]):
+                continue
+            for i, rec in enumerate(group.records):
+                lines.append(
+                    {
+                        **base,
+                        "seed": rec.seed,
+                        "record": rec.name,
+                        "metric": key,
+                        "value": s.per_seed[i, s.keys.index(key)],
+                        "legacy": (rec.legacy or {}).get(key, np.nan),
+                    }
+                )
+            d = tests.diffs.get(group.label, {}).get(key)
+            lo, hi = s.interval(key)
+            pq_lo, pq_hi = pq.interval(key) if key in pq.keys else (np.nan, np.nan)
+            lines.append(
+                {
+                    **base,
+                    "seed": "mean",
+                    "record": "",
+                    "metric": key,
+                    "value": s.point(key),
+                    "std": s.std(key),
+                    "lo": lo,
+                    "hi": hi,
+                    "se": s.se(key),
+                    "n_seeds": s.n_seeds,
+                    "per_query_lo": pq_lo,
+                    "per_query_hi": pq_hi,
+                    f"delta_vs_{reference}": d.delta if d else np.nan,
+                    "delta_lo": d.lo if d else np.nan,
+                    "delta_hi": d.hi if d else np.nan,
+                    "delta_se": d.se if d else np.nan,
+                    "p": d.p if d else np.nan,
+                    "p_holm": tests.adjusted.get(group.label, {}).get(key, np.nan),
+                    "significant": tests.significant(group.label, key),
+                }
+            )
+    return pd.DataFrame(lines)
 
 
 def _frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
@@ -326,59 +516,177 @@ def _frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
     return frame.set_index("row").fillna("")
 
 
-_LATEX_SPECIALS = {"&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{", "}": r"\}"}
+# ----------------------------------------------------------------------------------------------
+# LaTeX (booktabs) and files
+# ----------------------------------------------------------------------------------------------
+
+_LATEX_CHARS = {
+    "\\": r"\textbackslash{}",
+    "&": r"\&",
+    "%": r"\%",
+    "$": r"\$",
+    "#": r"\#",
+    "_": r"\_",
+    "{": r"\{",
+    "}": r"\}",
+    "~": r"\textasciitilde{}",
+    "^": r"\textasciicircum{}",
+    "<": r"\textless{}",
+    ">": r"\textgreater{}",
+    "|": r"\textbar{}",
+    "`": r"\textasciigrave{}",
+    "±": r"$\pm$",
+    "‡": r"\ddag{}",
+    "§": r"\S{}",
+    "≤": r"$\leq$",
+    "−": "-",
+}
+_CODE = re.compile(r"`([^`]+)`")
 
 
-def _latex_escape(text: str) -> str:
-    text = text.replace("\\", r"\textbackslash ")
-    for char, repl in _LATEX_SPECIALS.items():
-        text = text.replace(char, repl)
-    return text.replace("~", r"\textasciitilde ").replace("^", r"\textasciicircum ")
+def latex_escape(text: str) -> str:
+    """``text`` as LaTeX source for pdflatex: specials escaped (``< > | _`` and backticks
+    included), ```code``` spans as ``\texttt``, the table's symbols (± ‡ §) as commands."""
+    parts = _CODE.split(str(text))
+    out = []
+    for i, part in enumerate(parts):
+        escaped = "".join(_LATEX_CHARS.get(ch, ch) for ch in part)
+        out.append(rf"\texttt{{{escaped}}}" if i % 2 else escaped)
+    return "".join(out)
+
+
+def _latex_table(frame: pd.DataFrame, caption: str) -> str:
+    """A booktabs tabular of ``frame`` (index = first column), small type, scaled down to
+    ``\textwidth`` only when wider."""
+    columns = [str(frame.index.name or "row"), *map(str, frame.columns)]
+    lines = [
+        rf"% {latex_escape(caption)}",
+        r"\begin{table}[htbp]",
+        r"\centering\small\setlength{\tabcolsep}{4pt}",
+        rf"\caption{{{latex_escape(caption)}}}",
+        r"\resizebox{\ifdim\width>\textwidth\textwidth\else\width\fi}{!}{%",
+        r"\begin{tabular}{l" + "r" * len(frame.columns) + "}",
+        r"\toprule",
+        " & ".join(latex_escape(c) for c in columns) + r" \\",
+        r"\midrule",
+    ]
+    for label, row in frame.iterrows():
+        lines.append(" & ".join(latex_escape(str(x)) for x in [label, *row.tolist()]) + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}}", r"\end{table}", ""]
+    return "\n".join(lines)
+
+
+def _latex_sections(table: SuiteTable) -> list[str]:
+    """The LaTeX tables: t2v and v2t columns apart (so each fits the text width), then extras."""
+    title = f"suite {table.suite} (protocol {table.protocol})"
+    blocks = []
+    for heading, frame in (
+        ("", table.main),
+        (f"post-processed rows {POST_MARK}", table.postprocessed),
+        ("single-seed per-query bootstrap", table.per_query),
+    ):
+        if frame.empty:
+            continue
+        prefix = f"{title}, {heading}" if heading else title
+        for direction in ("t2v", "v2t"):
+            cols = [c for c in frame.columns if str(c).startswith(direction)]
+            blocks.append(_latex_table(frame[cols].rename_axis("model"), f"{prefix}: {direction}"))
+        other = [c for c in frame.columns if not str(c).startswith(("t2v", "v2t"))]
+        if other:
+            blocks.append(_latex_table(frame[other].rename_axis("model"), f"{prefix}: other columns"))
+    if not table.significance.empty:
+        for direction in ("t2v", "v2t", "other"):
+            cols = [
+                c
+                for c in table.significance.columns
+                if str(c).startswith(direction)
+                or (direction == "other" and not str(c).startswith(("t2v", "v2t")))
+            ]
+            if not cols:
+                continue
+            blocks.append(
+                _latex_table(
+                    table.significance[cols].rename_axis("model"),
+                    f"{title}: paired bootstrap vs {REFERENCE_MODEL} ({direction}, row minus {REFERENCE_MODEL})",
+                )
+            )
+    return blocks
 
 
 def write_suite_tables(table: SuiteTable, out_dir: str | Path) -> list[Path]:
-    """``table.md``, ``table.tex``, ``table.csv`` and ``values.csv`` (tidy numbers) in ``out_dir``."""
+    """``table.md``, ``table.tex``, ``table.csv`` (display cells) and ``values.csv`` (tidy numbers,
+    one line per seed and a summary line per metric) in ``out_dir``."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     title = f"Suite `{table.suite}` (protocol `{table.protocol}`)"
     md = [f"# {title}", "", table.main.to_markdown(), ""]
-    tex = [
-        f"% {title}: generated by `clip2video tables`; do not edit",
-        table.main.rename_axis(None).to_latex(escape=True),
-    ]
-    sections = (
+    for heading, frame in (
+        (f"Post-processed rows {POST_MARK} (not comparable with the rows above)", table.postprocessed),
         (
-            f"Post-processed rows {POST_MARK} (not comparable with the rows above)",
-            f"post-processed rows ({POST_MARK})",
-            table.postprocessed,
-        ),
-        (
-            f"Paired bootstrap vs `{REFERENCE_MODEL}` (row minus {REFERENCE_MODEL})",
-            f"paired bootstrap vs {REFERENCE_MODEL}",
+            f"Paired two-level bootstrap vs `{REFERENCE_MODEL}` (row minus {REFERENCE_MODEL}; Holm-adjusted)",
             table.significance,
         ),
-    )
-    for heading, comment, frame in sections:
+        (
+            "Single-seed per-query bootstrap (first seed; queries independent, as papers report)",
+            table.per_query,
+        ),
+    ):
         if not frame.empty:
             md += [f"## {heading}", "", frame.to_markdown(), ""]
-            tex += [f"% {comment}", frame.rename_axis(None).to_latex(escape=True)]
     md += ["Notes:", ""] + [f"- {note}" for note in table.footnotes] + [""]
-    tex += (
-        [r"\begin{itemize}"]
-        + [rf"\item {_latex_escape(note)}" for note in table.footnotes]
-        + [r"\end{itemize}", ""]
-    )
+    tex = [
+        f"% {title}: generated by `clip2video tables`; do not edit.",
+        r"% Requires \usepackage{booktabs} and \usepackage{graphicx} in the preamble (pdflatex).",
+        *_latex_sections(table),
+        r"\begin{itemize}\small",
+        *[rf"\item {latex_escape(note)}" for note in table.footnotes],
+        r"\end{itemize}",
+        "",
+    ]
     paths = [out / "table.md", out / "table.tex", out / "table.csv", out / "values.csv"]
     paths[0].write_text("\n".join(md))
     paths[1].write_text("\n".join(tex))
-    combined = pd.concat(
-        [table.main.assign(block="plain"), table.postprocessed.assign(block="post-processed")]
-        if not table.postprocessed.empty
-        else [table.main.assign(block="plain")]
-    )
-    combined.to_csv(paths[2])
+    frames = [table.main.assign(block="plain")]
+    if not table.postprocessed.empty:
+        frames.append(table.postprocessed.assign(block="post-processed"))
+    pd.concat(frames).to_csv(paths[2])
     table.values.to_csv(paths[3], index=False)
     return paths
+
+
+def suite_table(
+    runs_dir: str | Path,
+    suite: str,
+    *,
+    paper_dir: str | Path = PAPER_DIR,
+    published: pd.DataFrame | None = None,
+) -> SuiteTable:
+    """Read a suite's listed rows and build its table (stale unlisted rows named in a footnote)."""
+    records = read_suite_records(runs_dir, suite)
+    return build_suite_table(
+        records,
+        read_suite_info(runs_dir, suite),
+        load_published(paper_dir) if published is None else published,
+        unlisted=unlisted_rows(runs_dir, suite),
+    )
+
+
+def results_frame(runs_dir: str | Path, suite: str) -> pd.DataFrame:
+    """One row per model (index = row label), numeric columns: each metric's mean over seeds and
+    ``<metric>_std``, ``<metric>_lo``, ``<metric>_hi`` (two-level interval); plus model,
+    postprocess and n_seeds. The notebook API's ``clip2video.results`` wraps this."""
+    table = suite_table(runs_dir, suite)
+    summary = table.values[table.values.seed == "mean"]
+    out = summary.pivot(index="row", columns="metric", values="value")
+    for stat in ("std", "lo", "hi"):
+        wide = summary.pivot(index="row", columns="metric", values=stat)
+        out = out.join(wide.add_suffix(f"_{stat}"))
+    meta = summary.drop_duplicates("row").set_index("row")[["model", "postprocess", "n_seeds"]]
+    meta = meta.astype({"n_seeds": int})
+    order = [g.label for g in table.groups]
+    keys = [k for k in (*METRIC_KEYS, ORDER_KEY, "order_changed_share") if k in out.columns]
+    columns = keys + [f"{k}_{s}" for k in keys for s in ("std", "lo", "hi")]
+    return meta.join(out[columns]).loc[order].rename_axis("row")
 
 
 def regenerate(
@@ -390,22 +698,19 @@ def regenerate(
     plots: bool = True,
     tracker: Any = None,
 ) -> dict[str, list[Path]]:
-    """Rewrite ``results/<suite>/`` (tables and, with ``plots``, PNGs) from ``runs_dir``; returns the files."""
-    from clip2video.engine.records import list_suites
-
+    """Rewrite ``results/<suite>/`` (tables and, with ``plots``, PNG + PDF figures) from ``runs_dir``."""
     names = suites or list_suites(runs_dir)
     if not names:
         raise TableError(f"no recorded suites under {runs_dir}; run `clip2video ablation` first")
     published = load_published(paper_dir)
     written: dict[str, list[Path]] = {}
     for suite in names:
-        records = read_suite_records(runs_dir, suite)
-        table = build_suite_table(records, read_suite_info(runs_dir, suite), published)
+        table = suite_table(runs_dir, suite, published=published)
         files = write_suite_tables(table, Path(out_dir) / suite)
         if plots:
             from clip2video.report.plots import write_plots
 
-            files += write_plots(records, Path(out_dir) / suite, n_boot=resamples_of(records))
+            files += write_plots(table.groups, Path(out_dir) / suite)
         if tracker is not None:
             for path in files:
                 tracker.log_artifact(path, artifact_path=f"results/{suite}")
