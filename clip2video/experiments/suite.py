@@ -156,7 +156,7 @@ def suite_from_settings(name: str, settings: dict[str, Any], source: str = "") -
 RANGES: dict[tuple[str, str], tuple[float, float | None]] = {
     ("run", "jobs"): (0, None),
     ("run", "threads"): (1, None),
-    ("data", "num_workers"): (0, None),
+    ("data", "num_workers"): (-1, None),  # -1 = automatic (the available cores, capped)
     ("data", "frame_cache_mb"): (0, None),
     ("synthetic", "seed"): (0, None),
     ("synthetic", "num_train"): (1, None),
