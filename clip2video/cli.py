@@ -12,6 +12,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "clip2video.commands.ablation",
     "clip2video.commands.tables",
     "clip2video.commands.drift",
+    "clip2video.commands.sync",
 )
 
 
