@@ -33,7 +33,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from clip2video import metrics as _metrics
-from clip2video.engine.cache import EmbeddingCache, model_fingerprint, strings_digest
+from clip2video.engine.cache import EmbeddingCache, model_fingerprint, strings_digest, videos_digest
 from clip2video.engine.postprocess import PostProcess
 from clip2video.errors import VideoReadError
 
@@ -287,12 +287,8 @@ def _settings(obj: Any) -> dict[str, Any]:
 
 
 def _files_digest(paths: Sequence[Path]) -> str:
-    """Digest of the video paths with their sizes and modification times (regenerated data misses)."""
-    parts = []
-    for p in paths:
-        st = p.stat()
-        parts.append(f"{p.resolve()}|{st.st_size}|{st.st_mtime_ns}")
-    return strings_digest(parts)
+    """Identity of the videos (files, and every image of a frame folder): regenerated data misses."""
+    return videos_digest(paths)
 
 
 def _protocol_name(protocol: Any) -> str:

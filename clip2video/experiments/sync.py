@@ -73,9 +73,13 @@ def row_history(record: Any) -> list[tuple[str, float, int]]:
 
 
 def log_row(
-    tracker: Tracker | NullTracker, suite: str, row_dir: Path, parent: str | None = None
+    tracker: Tracker | NullTracker, suite: str, row_dir: Path, suite_run: str | None = None
 ) -> str | None:
-    """Log one record as a finished MLflow run (skipped when a run with its record id exists)."""
+    """Log one record as a finished MLflow run (skipped when a run with its record id exists).
+
+    Row runs are top-level runs (the UI lists them without expanding a parent), tagged with
+    the suite run that produced them (``clip2video.suite_run``).
+    """
     rid = record_id(row_dir)
     if tracker.find_runs(RECORD_ID_TAG, rid):
         return None
@@ -87,6 +91,8 @@ def log_row(
         "model": str(record.extra.get("model", record.name)),
         "seed": str(record.extra.get("seed", "")),
     }
+    if suite_run is not None:
+        tags["clip2video.suite_run"] = suite_run
     return tracker.log_finished_run(
         record.name,
         tags=tags,
@@ -94,12 +100,11 @@ def log_row(
         metrics=row_metrics(record),
         steps=row_history(record),
         artifacts=artifacts,
-        parent=parent,
     )
 
 
 class RowLogger:
-    """The suite's MLflow parent run, and one child run per finished row, logged from its record.
+    """The suite's MLflow run, and one run per finished row, logged from its record.
 
     Used as a context manager around the rows: the parent run ends FINISHED, FAILED (an error)
     or KILLED (Ctrl-C); a failed row gets a FAILED run naming the error.
@@ -133,11 +138,15 @@ class RowLogger:
             return
         self.tracker.log_finished_run(
             spec.row,
-            tags={"model": spec.model, "seed": spec.seed, "error": f"{type(error).__name__}: {error}"[:5000]},
+            tags={
+                "model": spec.model,
+                "seed": spec.seed,
+                "clip2video.suite_run": self.parent,
+                "error": f"{type(error).__name__}: {error}"[:5000],
+            },
             params={"model": spec.model, "seed": spec.seed},
             metrics={},
             status="FAILED",
-            parent=self.parent,
         )
 
     def ensure_logged(self, rows: Iterable[str]) -> None:
@@ -147,7 +156,7 @@ class RowLogger:
             dirs = [folder / row, *sorted(folder.glob(f"{row}+*"))]
             for row_dir in dirs:
                 if (row_dir / METRICS_FILE).is_file():
-                    log_row(self.tracker, self.suite.name, row_dir, parent=self.parent)
+                    log_row(self.tracker, self.suite.name, row_dir, suite_run=self.parent)
 
 
 def sync_records(
