@@ -226,3 +226,37 @@ def test_ctrl_c_stops_the_workers_and_resume_finishes_the_suite(tmp_path, smoke_
     assert not [p for p in workers if _alive(p)], out
     assert resume_with_cli(tmp_path) == 0
     assert_same_rows(smoke_reference.runs, tmp_path / "runs", "smoke", SMOKE_MODELS)
+
+
+# ----------------------------------------------------------------------------- seeds, labels
+
+
+def test_shipped_suites_run_three_seeds_and_smoke_one():
+    from clip2video.experiments.suite import load_suite
+
+    for name in ("ablation", "msrvtt-1k-a", "msvd", "vatex-1k5", "vatex-hgr"):
+        assert load_suite(name)["seeds"] == [0, 1, 2], name
+    assert load_suite("smoke")["seeds"] == [0]
+
+
+def test_rows_of_several_seeds_are_named_model_s_seed():
+    from clip2video.experiments.suite import load_suite
+
+    suite = load_suite("smoke", {"models": ["meanp", "tdb"], "seeds": [0, 2]})
+    names = [row[0] for seed in suite["seeds"] for row in runner.row_plan(suite, False, {}, seed)]
+    assert names == ["meanp-s0", "tdb-s0", "meanp-s2", "tdb-s2"]
+    one = load_suite("smoke", {"models": ["tdb"]})
+    assert [row[0] for row in runner.row_plan(one, False, {}, 0)] == ["tdb"]
+
+
+def test_summary_and_progress_bars_use_readable_names():
+    from clip2video.engine.evaluate import progress_desc
+    from clip2video.experiments.suite import load_suite
+
+    result = runner.SuiteResult(
+        suite=load_suite("smoke"), runs_dir=Path("runs"), rows={"tdb": {"t2v_R1": 12.5, "order_acc": 50.0}}
+    )
+    header = result.summary().splitlines()[1]
+    assert "t2v R@1" in header and "order acc" in header and "t2v_R1" not in header
+    assert progress_desc("tdb s0 reversed", "encode videos") == "tdb s0 reversed: encode videos"
+    assert progress_desc(True, "encode videos") == "encode videos"

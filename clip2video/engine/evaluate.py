@@ -158,7 +158,10 @@ def encode_texts(
     out: list[Tensor] = []
     with torch.inference_mode(), autocast_context(device, amp):
         for start in tqdm(
-            range(0, n, batch_size), desc="encode captions", unit="batch", disable=not progress
+            range(0, n, batch_size),
+            desc=progress_desc(progress, "encode captions"),
+            unit="batch",
+            disable=not progress,
         ):
             stop = min(start + batch_size, n)
             emb = model.encode_text(ids[start:stop].to(device), mask[start:stop].to(device))
@@ -199,7 +202,9 @@ def encode_video_items(
     indices: list[Tensor] = []
     out: list[Tensor] = []
     with torch.inference_mode(), autocast_context(device, amp):
-        for index, frames, mask in tqdm(loader, desc="encode videos", unit="batch", disable=not progress):
+        for index, frames, mask in tqdm(
+            loader, desc=progress_desc(progress, "encode videos"), unit="batch", disable=not progress
+        ):
             if reverse_frames:
                 frames = _reverse(frames, mask)
             emb = model.encode_video(frames.to(device), mask.to(device))
@@ -271,6 +276,11 @@ def find_split_videos(videos_dir: str | os.PathLike[str], video_ids: Sequence[st
             "folder, or evaluate with allow_missing (which drops them and records it)",
         )
     return paths
+
+
+def progress_desc(progress: bool | str, what: str) -> str:
+    """A progress bar's label: ``progress`` may be a string naming the work (``"tdb s0 test"``)."""
+    return f"{progress}: {what}" if isinstance(progress, str) and progress else what
 
 
 def _settings(obj: Any) -> dict[str, Any]:

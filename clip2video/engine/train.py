@@ -42,6 +42,7 @@ from clip2video.engine.checkpoint import (
     restore_rng_state,
     save_checkpoint,
 )
+from clip2video.engine.evaluate import progress_desc
 from clip2video.engine.losses import co_learning_loss
 from clip2video.engine.optim import build_optimizer, warmup_cosine
 
@@ -77,7 +78,7 @@ class TrainConfig:
     select_metric: str = "t2v_R1"  # higher is better
     val_every: int = 1
     log_every: int = 10  # tracker steps
-    progress: bool = True
+    progress: bool | str = True  # a string names the bars, e.g. "tdb s0"
 
     def __post_init__(self) -> None:
         self.betas = tuple(self.betas)  # type: ignore[assignment]
@@ -405,7 +406,10 @@ def train(
         model.train()
         step_losses: list[float] = []
         bar = tqdm(
-            total=steps_per_epoch, desc=f"train {epoch + 1}/{config.epochs}", unit="step", disable=not show
+            total=steps_per_epoch,
+            desc=progress_desc(config.progress, f"train {epoch + 1}/{config.epochs}"),
+            unit="step",
+            disable=not show,
         )
         tick, micro = time.perf_counter(), []
         for batch in loader:

@@ -254,14 +254,21 @@ def build_row_model(spec: RowSpec) -> torch.nn.Module:
 # ----------------------------------------------------------------------------- steps
 
 
-def encode_kwargs(ctx: RowContext) -> dict[str, Any]:
+def progress_label(ctx: RowContext, what: str = "") -> bool | str:
+    """Progress bars name the model, seed and split (``"tdb s0 test"``); False when they are off."""
+    if not ctx.spec.progress:
+        return False
+    return " ".join(x for x in (ctx.spec.model, f"s{ctx.spec.seed}", what) if x)
+
+
+def encode_kwargs(ctx: RowContext, split: str = "test") -> dict[str, Any]:
     """Batching, device and precision of every encoding pass (bf16 autocast on CUDA only)."""
     return {
         "batch_size": ctx.settings["eval"]["batch_size"],
         "num_workers": ctx.settings["data"]["num_workers"],
         "device": ctx.spec.device,
         "amp": ctx.spec.device.startswith("cuda"),
-        "progress": ctx.spec.progress,
+        "progress": progress_label(ctx, split),
     }
 
 
@@ -270,7 +277,7 @@ def train_config(ctx: RowContext) -> TrainConfig:
     return TrainConfig(
         seed=ctx.spec.seed,
         device=ctx.spec.device,
-        progress=ctx.spec.progress,
+        progress=progress_label(ctx),
         num_workers=ctx.settings["data"]["num_workers"],
         **ctx.settings["train"],
     )
@@ -301,7 +308,7 @@ def make_val_fn(ctx: RowContext) -> Any:
             v2t=e["v2t"],
             keep_sim=False,
             protocol=ctx.paths.protocol,
-            **encode_kwargs(ctx),
+            **encode_kwargs(ctx, split_name),
         )
         return {} if result is None else dict(result.metrics)
 
@@ -366,7 +373,7 @@ def score_test_split(ctx: RowContext, model: torch.nn.Module, extra: dict[str, A
             tokenizer=ctx.tokenizer,
             cache=ctx.cache,
             reverse=reverse,
-            **encode_kwargs(ctx),
+            **encode_kwargs(ctx, "reversed" if reverse else "test"),
         )
 
     # TODO(integrator): encode_split_pair (decode each test video once for both passes)
