@@ -167,3 +167,12 @@ def test_threads_are_part_of_the_row_settings(threads):
         "checkpoint": None,
         "device": "cpu",
     }
+
+
+def test_an_unknown_post_processor_fails_before_any_training(tmp_path, capsys):
+    assert ablation(tmp_path, "--set", 'eval.postprocess=["dsl", "nope"]') == 1
+    errors = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
+    assert errors == [
+        "clip2video: error: suite 'smoke': eval.postprocess: unknown 'nope'; known: dsl, qbnorm"
+    ]
+    assert not (tmp_path / "runs" / "smoke" / "meanp").exists()

@@ -30,6 +30,7 @@ from clip2video.data.frames import FrameSampler
 from clip2video.data.protocols import Protocol, get_protocol
 from clip2video.data.text import CaptionTokenizer
 from clip2video.data.verify import require_test_videos
+from clip2video.engine import ddp
 from clip2video.engine.cache import EmbeddingCache
 from clip2video.engine.evaluate import (
     encode_split,
@@ -148,8 +149,18 @@ def run_row_spec(spec: RowSpec) -> str:
         result = train_row(ctx, model)
         extra.update(training_extra(result))
     scored = score_test_split(ctx, model, extra)
-    write_row_records(ctx, model, scored, extra)
+    if ddp.rank_and_world()[0] == 0:  # under torchrun every rank encodes, rank 0 writes
+        write_row_records(ctx, model, scored, extra)
     return str(spec.row_dir)
+
+
+def run_row_in_worker(spec: RowSpec) -> str:
+    """:func:`run_row_spec` in a worker process: the harness' errors come back as plain
+    ``Clip2VideoError`` with the same one-line message (some subclasses do not unpickle)."""
+    try:
+        return run_row_spec(spec)
+    except Clip2VideoError as exc:
+        raise Clip2VideoError(f"row {spec.row!r}: {exc}") from None
 
 
 def seed_everything(seed: int) -> None:

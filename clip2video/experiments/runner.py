@@ -32,6 +32,7 @@ from clip2video.experiments.row import (
     load_splits,
     model_options,
     resolved_row_settings,
+    run_row_in_worker,
     run_row_spec,
 )
 from clip2video.experiments.suite import Suite, load_suite
@@ -342,7 +343,7 @@ def run_rows(specs: list[RowSpec], jobs: int, on_done: Any) -> None:
     pool = cf.ProcessPoolExecutor(max_workers=jobs, mp_context=_mp_context(), max_tasks_per_child=1)
     failure: tuple[RowSpec, BaseException] | None = None
     try:
-        futures = {pool.submit(run_row_spec, _gpu_for(s, i, jobs)): s for i, s in enumerate(specs)}
+        futures = {pool.submit(run_row_in_worker, _gpu_for(s, i, jobs)): s for i, s in enumerate(specs)}
         for future in cf.as_completed(futures):
             spec = futures[future]
             if future.cancelled():
@@ -421,7 +422,7 @@ def run_suite(
     paths = resolve_data(suite, data_root, rank=rank)
     splits = load_splits(paths, allow_missing=suite["data"]["allow_missing"])
     runs = Path(runs_dir)
-    check_model_options(suite, clip_weights)
+    check_before_work(suite, clip_weights)
     split_notes = _split_file_notes(paths) if rank == 0 else []
     specs = build_specs(
         suite,
@@ -466,11 +467,16 @@ def run_suite(
     return result
 
 
-def check_model_options(suite: Suite, clip_weights: str | None) -> None:
-    """Every model of the suite is registered (before any work); options it does not declare are dropped."""
+def check_before_work(suite: Suite, clip_weights: str | None) -> None:
+    """Model names and post-processors are known (options a model does not declare are dropped)."""
+    from clip2video.engine.postprocess import check_postprocessors
     from clip2video.models import list_models
     from clip2video.models.registry import is_model
 
+    try:
+        check_postprocessors(list(suite["eval"]["postprocess"]))
+    except ValueError as exc:
+        raise Clip2VideoError(f"suite {suite.name!r}: {exc}") from None
     unknown = [m for m in suite.models if not is_model(m)]
     if unknown:
         raise Clip2VideoError(
