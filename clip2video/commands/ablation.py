@@ -106,6 +106,7 @@ def run_ablation(args: argparse.Namespace) -> int:
         overrides=overrides,
         nproc=args.nproc,
         resume=args.resume,
+        jobs=args.jobs,
     )
     if int(os.environ.get("RANK", "0")) == 0:
         from clip2video.report.tables import regenerate
@@ -175,6 +176,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         type=int,
         default=1,
         help="processes for distributed training/evaluation (relaunches under torchrun; CPU: gloo)",
+    )
+    p.add_argument(
+        "--jobs",
+        type=int,
+        default=None,
+        help="rows (model x seed) run at once, each in its own process (default: the suite's run.jobs; 0: automatic)",
     )
     p.add_argument(
         "--resume",
