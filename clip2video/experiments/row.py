@@ -100,14 +100,19 @@ def resolved_row_settings(
 ) -> dict[str, Any]:
     """The settings that decide one row's numbers: the suite's sections plus the row's own values.
 
-    Scheduling keys (the model and seed lists, other rows) and speed-only keys (``run.jobs``,
-    ``data.num_workers``, ``data.frame_cache_mb``) are left out, so adding a model to a suite or
-    running with more jobs keeps the other rows' records valid.
+    Scheduling keys (the model and seed lists, other rows), speed-only keys (``run.jobs``,
+    ``data.num_workers``, ``data.frame_cache_mb``), ``[train]`` for an untrained row and
+    ``[synthetic]`` for a protocol that is not generated are left out, so adding a model to a
+    suite or running with more jobs keeps the other rows' records valid.
     """
     out = {k: _copy(v) for k, v in settings.items() if k not in SCHEDULING_KEYS}
     for section, keys in SPEED_ONLY.items():
         for key in keys:
             out.get(section, {}).pop(key, None)
+    if not trained:
+        out.pop("train", None)  # an evaluated-only row does not depend on the training recipe
+    if get_protocol(settings["protocol"]).hook("prepare_data") is None:
+        out.pop("synthetic", None)  # generator settings matter only for generated data
     out.setdefault("run", {})["threads"] = int(threads)
     weights = clip_weights if clip_weights is not None else settings["backbone"]["clip_weights"]
     out["backbone"]["clip_weights"] = weights
