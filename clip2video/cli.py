@@ -25,6 +25,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "clip2video.commands.eval",
     "clip2video.commands.tables",
     "clip2video.commands.drift",
+    "clip2video.commands.sync",
 )
 EXIT_ERROR = 1
 EXIT_INTERRUPTED = 130

@@ -83,3 +83,24 @@ def twin_order_accuracy(
     score = np.where(ties, 0.5, (diff > atol).astype(np.float64))
     accuracy = float(100.0 * score.mean()) if rows.size else float("nan")
     return {"order_acc": accuracy, "order_ties": int(ties.sum()), "order_queries": int(rows.size)}
+
+
+def twin_order_wins(
+    sim: Any,
+    caption_video: Sequence[int] | np.ndarray,
+    twin_of_video: Sequence[int] | np.ndarray,
+    *,
+    atol: float = 1e-4,
+) -> np.ndarray:
+    """Per-caption outcome of the twin choice (1 win, 0.5 tie, 0 loss; NaN: the video has no twin).
+
+    The mean over the non-NaN entries, in percent, is :func:`twin_order_accuracy`'s ``order_acc``.
+    """
+    caption_video = np.asarray(caption_video, dtype=np.int64)
+    twins = np.asarray(twin_of_video, dtype=np.int64)[caption_video]
+    rows = np.flatnonzero(twins >= 0)
+    own, twin = _pair_scores(sim, rows, caption_video[rows], twins[rows])
+    diff = own - twin
+    out = np.full(caption_video.shape, np.nan)
+    out[rows] = np.where(np.abs(diff) <= atol, 0.5, (diff > atol).astype(np.float64))
+    return out

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import time
 import urllib.error
@@ -26,6 +27,11 @@ from urllib.parse import urlparse
 from clip2video.errors import Clip2VideoError
 
 DB_NAME = "mlruns.db"
+# Without this experiment tag MLflow 3.x's UI opens an experiment in its GenAI view.
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+RECORD_TAG = "clip2video.record"  # "<suite>/<row>"
+RECORD_ID_TAG = "clip2video.record_id"  # digest of the record's metrics.json: one MLflow run per record
+OWNER_TAGS = ("clip2video.host", "clip2video.pid")
 ARTIFACTS_NAME = "mlartifacts"
 VERSIONED_PACKAGES = ("torch", "open_clip_torch", "decord", "mlflow", "numpy")
 # Fail within seconds, not minutes, when a server goes away mid-run (user settings win).
@@ -178,6 +184,22 @@ class NullTracker:
     def log_record(self, record_dir: str | Path) -> None:
         """Nothing."""
 
+    def open_experiment(self, name: str) -> str | None:
+        """Nothing."""
+        return None
+
+    def log_finished_run(self, name: str, **kwargs: Any) -> str | None:
+        """Nothing."""
+        return None
+
+    def find_runs(self, tag: str, value: str, statuses: tuple[str, ...] = ("FINISHED",)) -> list[Any]:
+        """Nothing found."""
+        return []
+
+    def fail_dead_runs(self) -> list[str]:
+        """Nothing."""
+        return []
+
 
 class Tracker(NullTracker):
     """MLflow runs for a suite (parent run) and its models (nested runs), tolerant of failures."""
@@ -224,16 +246,87 @@ class Tracker(NullTracker):
 
     def _experiment(self, name: str) -> str:
         found = self.client.get_experiment_by_name(name)
-        if found is not None:
-            return found.experiment_id
-        location = artifact_root(self.uri)
+        if found is None:
+            location = artifact_root(self.uri)
+            try:
+                experiment_id = self.client.create_experiment(name, artifact_location=location)
+            except Exception:  # created concurrently by another process
+                found = self.client.get_experiment_by_name(name)
+                if found is None:
+                    raise
+                experiment_id = found.experiment_id
+        else:
+            experiment_id = found.experiment_id
+        for key, value in EXPERIMENT_KIND.items():
+            if found is None or found.tags.get(key) != value:
+                self.client.set_experiment_tag(experiment_id, key, value)
+        return experiment_id
+
+    def open_experiment(self, name: str) -> str | None:
+        """Open (or create) experiment ``name`` for the runs that follow, tagged as model development."""
+        self.experiment_id = self._safe(f"open experiment {name!r}", self._experiment, name)
+        return self.experiment_id
+
+    def log_finished_run(
+        self,
+        name: str,
+        *,
+        tags: Mapping[str, Any],
+        params: Mapping[str, Any],
+        metrics: Mapping[str, float],
+        steps: list[tuple[str, float, int]] = (),  # type: ignore[assignment]
+        artifacts: list[Path] = (),  # type: ignore[assignment]
+        status: str = "FINISHED",
+        parent: str | None = None,
+    ) -> str | None:
+        """One complete run from values already on disk (a row's record): created, logged, ended."""
+        from mlflow.entities import Metric
+
+        all_tags = dict(tags)
+        if parent is not None:
+            all_tags["mlflow.parentRunId"] = parent
+        run_id = self._start(name, {k: str(v) for k, v in all_tags.items()})
+        if run_id is None:
+            return None
+        self._runs.append(run_id)
         try:
-            return self.client.create_experiment(name, artifact_location=location)
-        except Exception:  # created concurrently by another process
-            found = self.client.get_experiment_by_name(name)
-            if found is None:
-                raise
-            return found.experiment_id
+            self.log_params(params)
+            self.log_metrics(metrics)
+            now = int(time.time() * 1000)
+            items = [Metric(k, float(v), now, int(step)) for k, v, step in steps]
+            for i in range(0, len(items), _METRICS_PER_BATCH):
+                self._log_batch("log metric history", metrics=items[i : i + _METRICS_PER_BATCH])
+            for path in artifacts:
+                self.log_artifact(path, artifact_path="record")
+        finally:
+            self._runs.pop()
+        self._end(run_id, status)
+        return run_id
+
+    def find_runs(self, tag: str, value: str, statuses: tuple[str, ...] = ("FINISHED",)) -> list[Any]:
+        """Runs of the open experiment whose ``tag`` equals ``value`` (and whose status is listed)."""
+        if self.experiment_id is None:
+            return []
+        query = f"tags.`{tag}` = '{value}'"
+        found = self._safe(
+            "search runs", self.client.search_runs, [self.experiment_id], query, max_results=1000
+        )
+        return [r for r in (found or []) if r.info.status in statuses]
+
+    def fail_dead_runs(self) -> list[str]:
+        """Mark FAILED the open experiment's RUNNING runs whose process (on this host) is gone."""
+        if self.experiment_id is None:
+            return []
+        found = self._safe(
+            "search runs", self.client.search_runs, [self.experiment_id], "attributes.status = 'RUNNING'"
+        )
+        failed = []
+        for run in found or []:
+            host, pid = (run.data.tags.get(t) for t in OWNER_TAGS)
+            if host == socket.gethostname() and pid and pid.isdigit() and not _alive(int(pid)):
+                self._safe("end a dead run", self.client.set_terminated, run.info.run_id, "FAILED")
+                failed.append(run.info.run_id)
+        return failed
 
     def _start(self, name: str, tags: dict[str, str]) -> str | None:
         run = self._safe(
@@ -256,6 +349,9 @@ class Tracker(NullTracker):
                 self.log_dict(config, "config.json")
             yield self
             status = "FINISHED"
+        except KeyboardInterrupt:
+            status = "KILLED"
+            raise
         finally:
             self._runs.pop()
             self._end(run_id, status)
@@ -263,8 +359,8 @@ class Tracker(NullTracker):
     @contextmanager
     def start_suite(self, suite: str, config: Mapping[str, Any] | None = None) -> Iterator[Tracker]:
         """The suite's parent run in experiment ``suite``, tagged with git state, versions and device."""
-        self.experiment_id = self._safe(f"open experiment {suite!r}", self._experiment, suite)
-        tags = {"suite": suite, **environment_tags(config)}
+        self.open_experiment(suite)
+        tags = {"suite": suite, **environment_tags(config), **owner_tags()}
         with self._run(suite, tags, config) as tracker:
             yield tracker
 
@@ -333,6 +429,21 @@ class Tracker(NullTracker):
         for path in sorted(folder.glob("*")):
             if path.is_file() and path.suffix in (".json", ".npz"):
                 self.log_artifact(path, artifact_path="record")
+
+
+def owner_tags() -> dict[str, str]:
+    """Host and process id of the run's owner (``clip2video sync`` fails RUNNING runs of dead owners)."""
+    return {"clip2video.host": socket.gethostname(), "clip2video.pid": str(os.getpid())}
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def environment_tags(config: Mapping[str, Any] | None = None) -> dict[str, str]:

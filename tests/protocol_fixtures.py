@@ -256,9 +256,10 @@ def build_protocol_data(
 
 
 def tiny_overrides(models: list[str], **sections: dict[str, Any]) -> dict[str, Any]:
-    """Suite overrides that shrink a real suite to the tiny backbone, 32-pixel frames, one epoch."""
+    """Suite overrides that shrink a real suite to one seed, the tiny backbone, 32-pixel frames, one epoch."""
     out: dict[str, Any] = {
         "models": list(models),
+        "seeds": [0],  # the shipped real suites run 3 seeds; one keeps the tests fast
         "backbone": {"clip": "tiny", "clip_weights": "none", "config": TINY_BACKBONE},
         "model": {"temporal_layers": 1},
         "frames": {"image_size": 32},

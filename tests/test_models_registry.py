@@ -168,3 +168,28 @@ def test_vit_b_32_random_init_builds():
     ids, tmask = tiny_text(1, 32)
     with torch.no_grad():
         assert model.encode_text(ids, tmask).shape == (1, 1024)
+
+
+def test_a_model_receives_only_the_options_it_declares():
+    from torch import nn
+
+    from clip2video.models.registry import _OPTIONS, _REGISTRY, create_model_from_options, model_options
+
+    @register_model(name="toy-declared")
+    def toy(clip: str = "tiny", center_k: int = 5) -> nn.Module:
+        module = nn.Identity()
+        module.config = {"clip": clip, "center_k": center_k}
+        return module
+
+    try:
+        assert model_options("toy-declared") == {"clip", "center_k"}
+        model = create_model_from_options(
+            "toy-declared", {"clip": "x", "center_k": 3, "tdb_proj": "selfattn"}
+        )
+        assert model.config == {"clip": "x", "center_k": 3}  # tdb_proj dropped, not an error
+        assert model_options("meanp") is None  # a **config factory takes every option
+        with pytest.raises(KeyError, match="unknown model 'nope'"):
+            model_options("nope")
+    finally:
+        _REGISTRY.pop("toy-declared", None)
+        _OPTIONS.pop("toy-declared", None)

@@ -86,3 +86,34 @@ def test_qbnorm_spec_scores_its_bank_through_the_callback():
     assert out[0].argmax() == 1  # hub video 0 demoted for the query that retrieved it
     assert spec.row_name == "+QB-Norm(bank=train-captions,k=1,beta=1)"
     assert spec.directions == ("t2v",)
+
+
+def test_a_post_processor_is_one_class_and_one_registration():
+    from types import SimpleNamespace
+
+    import torch
+
+    from clip2video.engine.postprocess import (
+        POSTPROCESSORS,
+        build_postprocessors,
+        check_postprocessors,
+        list_postprocessors,
+        register_postprocessor,
+    )
+
+    class Negate:
+        row_name = "+neg"
+        directions = ("t2v", "v2t")
+
+        def apply(self, sim, score_texts=None):
+            return -sim
+
+    register_postprocessor("neg")(lambda ctx, model: Negate())
+    try:
+        assert {"dsl", "qbnorm", "neg"} <= set(list_postprocessors())
+        (post,) = build_postprocessors(["neg"], ctx=SimpleNamespace(), model=None)
+        assert torch.equal(post.apply(torch.ones(2, 2)), -torch.ones(2, 2))
+        with pytest.raises(ValueError, match="unknown 'nope'; known: dsl, neg, qbnorm"):
+            check_postprocessors(["dsl", "nope"])
+    finally:
+        POSTPROCESSORS.pop("neg", None)

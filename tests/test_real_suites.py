@@ -118,7 +118,7 @@ def test_rows_records_and_counts(suite_run):
         assert rec.ranks_t2v.shape == (n_captions,)
         assert rec.ranks_v2t.shape == (n_videos,)  # one v2t query per video, multi-caption or not
         assert rec.extra["dropped"] == {}
-        assert rec.config["suite"]["backbone"]["config"] == TINY_BACKBONE
+        assert rec.config["backbone"]["config"] == TINY_BACKBONE
     zero = suite_run.record(ZERO_SHOT_ROW)
     assert zero.extra["trained"] is False and zero.extra["model"] == "meanp"
     assert "history" not in zero.extra and "train" not in zero.config

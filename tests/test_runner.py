@@ -5,6 +5,7 @@ The uninterrupted reference run is ``protocol_fixtures.smoke_reference`` (shared
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -20,12 +21,13 @@ from protocol_fixtures import (
     smoke_reference,  # noqa: F401 (a fixture)
 )
 
+import clip2video.experiments.row as row_module
 import clip2video.experiments.runner as runner
 from clip2video.cli import main
 from clip2video.engine.checkpoint import load_checkpoint
 from clip2video.engine.records import read_run_record, read_suite_info
 
-REAL_TRAIN = runner.train
+REAL_TRAIN = row_module.train
 
 
 class Interrupted(Exception):
@@ -33,7 +35,14 @@ class Interrupted(Exception):
 
 
 def watch_training(monkeypatch, stop_row: str | None = None) -> list[tuple[str, bool]]:
-    """Wrap the runner's ``train``: record (row, resume) per call; interrupt ``stop_row`` after epoch 0."""
+    """Wrap the row's ``train``: record (row, resume) per call; interrupt ``stop_row`` after epoch 0.
+
+    Rows run in this process (the torchrun path, ``run_rows_in_process``) so that the wrapper
+    sees them; the worker-process path is checked bit for bit against it below.
+    """
+    monkeypatch.setattr(
+        runner, "run_rows", lambda specs, jobs, on_done: runner.run_rows_in_process(specs, on_done)
+    )
     calls: list[tuple[str, bool]] = []
 
     def wrapped(model, dataset, config, *, out_dir, **kwargs):
@@ -48,7 +57,7 @@ def watch_training(monkeypatch, stop_row: str | None = None) -> list[tuple[str, 
             kwargs["on_epoch_end"] = stop
         return REAL_TRAIN(model, dataset, config, out_dir=out_dir, **kwargs)
 
-    monkeypatch.setattr(runner, "train", wrapped)
+    monkeypatch.setattr(row_module, "train", wrapped)
     return calls
 
 
@@ -119,3 +128,135 @@ def test_resume_of_a_finished_suite_trains_nothing(tmp_path, monkeypatch, smoke_
     assert read_run_record(tmp_path / "runs" / "smoke" / "meanp").metrics == {
         k: v for k, v in smoke_reference.rows["meanp"].items() if not k.startswith("order_")
     }
+
+
+# ----------------------------------------------------------------------------- independent rows
+
+
+def assert_same_record(a: Path, b: Path) -> None:
+    """Two row folders hold the same record bit for bit: metrics.json, config.json, every array."""
+    import json
+
+    import numpy as np
+
+    for name in ("metrics.json", "config.json"):
+        x, y = json.loads((a / name).read_text()), json.loads((b / name).read_text())
+        if name == "metrics.json":  # two data folders: same content, other file identities (mtimes)
+            fx, fy = x.pop("fingerprint", None) or {}, y.pop("fingerprint", None) or {}
+            assert {k: fx.get(k) for k in ("platform", "code", "settings")} == {
+                k: fy.get(k) for k in ("platform", "code", "settings")
+            }
+            assert fx["data"]["annotations"] == fy["data"]["annotations"]
+        assert x == y, (a.name, name)
+    for name in ("ranks.npz", "sim.npz"):
+        with np.load(a / name) as x, np.load(b / name) as y:
+            assert sorted(x.files) == sorted(y.files), (a.name, name)
+            for key in x.files:
+                np.testing.assert_array_equal(x[key], y[key], err_msg=f"{a.name} {name} {key}")
+                assert x[key].dtype == y[key].dtype
+
+
+def test_a_rows_record_does_not_depend_on_other_rows_or_the_job_count(tmp_path, smoke_reference):  # noqa: F811
+    """clip2video alone, after meanp in one job, and beside meanp (the reference: auto jobs)."""
+    alone = run_smoke(tmp_path / "alone", models=["clip2video"], jobs=1)
+    one_job = run_suite_with_tables(
+        "smoke",
+        data_root=tmp_path / "seq" / "data",
+        runs_dir=tmp_path / "seq" / "runs",
+        tracking=False,
+        overrides=smoke_overrides(),
+        progress=False,
+        jobs=1,
+    )
+    assert one_job.jobs == 1
+    for runs in (alone.runs, tmp_path / "seq" / "runs"):
+        assert_same_record(smoke_reference.runs / "smoke" / "clip2video", runs / "smoke" / "clip2video")
+    assert_same_record(
+        smoke_reference.runs / "smoke" / "meanp", tmp_path / "seq" / "runs" / "smoke" / "meanp"
+    )
+    assert runner.auto_jobs("cpu", 1, 2) == min(2, os.cpu_count() or 1)
+
+
+def _descendants(pid: int) -> set[int]:
+    """Every process below ``pid`` (from /proc)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    out, todo = set(), [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            out.add(child)
+            todo.append(child)
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="needs /proc to list the worker processes")
+def test_ctrl_c_stops_the_workers_and_resume_finishes_the_suite(tmp_path, smoke_reference):  # noqa: F811
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    cmd = [sys.executable, "-m", "clip2video", "ablation", *smoke_cli_args(root=tmp_path), "--no-tracking"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    first_epoch = list((tmp_path / "runs" / "smoke").glob("*/checkpoints/last.pt"))
+    deadline = time.monotonic() + 240
+    while not first_epoch and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+        first_epoch = list((tmp_path / "runs" / "smoke").glob("*/checkpoints/last.pt"))
+    assert proc.poll() is None, proc.communicate()[0]
+    workers = _descendants(proc.pid)
+    assert workers
+    proc.send_signal(signal.SIGINT)  # the parent only, as a terminal would plus nothing else
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode != 0, out
+    time.sleep(1)
+    assert not [p for p in workers if _alive(p)], out
+    assert resume_with_cli(tmp_path) == 0
+    assert_same_rows(smoke_reference.runs, tmp_path / "runs", "smoke", SMOKE_MODELS)
+
+
+# ----------------------------------------------------------------------------- seeds, labels
+
+
+def test_shipped_suites_run_three_seeds_and_smoke_one():
+    from clip2video.experiments.suite import load_suite
+
+    for name in ("ablation", "msrvtt-1k-a", "msvd", "vatex-1k5", "vatex-hgr"):
+        assert load_suite(name)["seeds"] == [0, 1, 2], name
+    assert load_suite("smoke")["seeds"] == [0]
+
+
+def test_rows_of_several_seeds_are_named_model_s_seed():
+    from clip2video.experiments.suite import load_suite
+
+    suite = load_suite("smoke", {"models": ["meanp", "tdb"], "seeds": [0, 2]})
+    names = [row[0] for seed in suite["seeds"] for row in runner.row_plan(suite, False, {}, seed)]
+    assert names == ["meanp-s0", "tdb-s0", "meanp-s2", "tdb-s2"]
+    one = load_suite("smoke", {"models": ["tdb"]})
+    assert [row[0] for row in runner.row_plan(one, False, {}, 0)] == ["tdb"]
+
+
+def test_summary_and_progress_bars_use_readable_names():
+    from clip2video.engine.evaluate import progress_desc
+    from clip2video.experiments.suite import load_suite
+
+    result = runner.SuiteResult(
+        suite=load_suite("smoke"), runs_dir=Path("runs"), rows={"tdb": {"t2v_R1": 12.5, "order_acc": 50.0}}
+    )
+    header = result.summary().splitlines()[1]
+    assert "t2v R@1" in header and "order acc" in header and "t2v_R1" not in header
+    assert progress_desc("tdb s0 reversed", "encode videos") == "tdb s0 reversed: encode videos"
+    assert progress_desc(True, "encode videos") == "encode videos"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -186,7 +187,9 @@ def test_real_mlflow_server(tmp_path, monkeypatch):
         str(tmp_path / "server-artifacts"),
     ]
     log = open(tmp_path / "server.log", "wb")  # noqa: SIM115 (closed in finally)
-    server = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path, env={**os.environ})
+    server = subprocess.Popen(
+        cmd, stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path, env={**os.environ}, start_new_session=True
+    )
     try:
         deadline = time.monotonic() + 60
         while True:
@@ -210,7 +213,7 @@ def test_real_mlflow_server(tmp_path, monkeypatch):
         with pytest.warns(TrackingWarning, match=uri):
             with second.start_suite("smoke-2", CONFIG), second.start_model("meanp"):
                 second.log_metrics({"loss": 1.0}, step=0)
-                server.terminate()
+                os.killpg(server.pid, signal.SIGKILL)  # the server and its web workers die at once
                 server.wait(timeout=30)
                 start = time.monotonic()
                 for epoch in range(1, 4):

@@ -124,6 +124,7 @@ def run_checked_suite(suite: str | Path, overrides: dict[str, Any], args: argpar
         nproc=args.nproc,
         resume=args.resume,
         progress=progress_setting(args),
+        jobs=getattr(args, "jobs", None),
         **options,
     )
     if rank0:
@@ -231,5 +232,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         type=int,
         default=1,
         help="processes for distributed training/evaluation (relaunches under torchrun; CPU: gloo)",
+    )
+    p.add_argument(
+        "--jobs",
+        type=int,
+        default=None,
+        help="rows (model x seed) run at once, each in its own process (default: the suite's run.jobs; 0: automatic)",
     )
     p.set_defaults(func=run_ablation)

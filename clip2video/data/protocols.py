@@ -138,6 +138,9 @@ class Protocol:
     split_counts: MappingProxyType = field(default_factory=lambda: _frozen({}), hash=False)
     subfolder: str | None = None
     description: str = ""
+    # Module holding the protocol's optional hooks: ``prepare_data(settings, root) -> folder``,
+    # ``extra_metrics(sim, caption_video, annotations_dir, split) -> dict`` and ``notes()``.
+    hooks: str | None = None
 
     def __post_init__(self) -> None:
         if not self.layout:
@@ -148,6 +151,14 @@ class Protocol:
                 object.__setattr__(self, attr, _frozen(value))
         if self.stride < 1 or self.max_frames < 1 or self.center_k < 1:
             raise ProtocolError(f"protocol {self.name!r}: stride, max_frames and center_k must be >= 1")
+
+    def hook(self, name: str) -> Any:
+        """The protocol's hook ``name`` from its ``hooks`` module, or None."""
+        if self.hooks is None:
+            return None
+        import importlib
+
+        return getattr(importlib.import_module(self.hooks), name, None)
 
     def split_file(self, split: str) -> str | None:
         """The file name of ``split`` ("train" | "val" | "test"); ``None`` for a missing val split."""
@@ -374,6 +385,7 @@ BUILTIN_PROTOCOLS: tuple[Protocol, ...] = (
         test_split="test_list.txt",
         captions_file="synthetic_data.json",
         description="generated tiny videos and captions (clip2video.data.synthetic), VATEX file schema",
+        hooks="clip2video.data.synthetic",
     ),
 )
 

@@ -543,3 +543,44 @@ def generate_synthetic(
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return root
+
+
+# ----------------------------------------------------------------------------- protocol hooks
+# (``Protocol.hooks = "clip2video.data.synthetic"``: the runner calls these, with no branch of its own)
+
+
+def prepare_data(settings: dict[str, Any], root: str | Path) -> Path:
+    """Generate (once) the suite's ``[synthetic]`` data under ``root``; returns its folder."""
+    syn = settings["synthetic"]
+    folder = Path(root) / (
+        f"synthetic-s{syn['seed']}-{syn['num_train']}-{syn['num_val']}-{syn['num_test_pairs']}"
+        f"-c{syn['captions_per_video']}-{syn['height']}x{syn['width']}"
+    )
+    generate_synthetic(
+        folder,
+        seed=syn["seed"],
+        num_train=syn["num_train"],
+        num_val=syn["num_val"],
+        num_test_pairs=syn["num_test_pairs"],
+        captions_per_video=syn["captions_per_video"],
+        size=(syn["height"], syn["width"]),
+    )
+    return folder
+
+
+def extra_metrics(sim: Any, caption_video: Any, annotations_dir: str | Path, split: Any) -> dict[str, Any]:
+    """The twins' order accuracy (``order_*``) and the per-caption outcomes (``arrays.order_wins``)."""
+    from clip2video.order import twin_order_accuracy, twin_order_wins
+
+    twins = load_twins(annotations_dir, split.video_ids)
+    return {
+        **twin_order_accuracy(sim, caption_video, twins),
+        "arrays": {"order_wins": twin_order_wins(sim, caption_video, twins)},
+    }
+
+
+def notes() -> tuple[str, ...]:
+    """Footnotes for the suite's tables."""
+    from clip2video.order import ORDER_CEILING_NOTE
+
+    return (ORDER_CEILING_NOTE,)

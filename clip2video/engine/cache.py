@@ -27,6 +27,7 @@ __all__ = [
     "model_fingerprint",
     "state_dict_hash",
     "strings_digest",
+    "videos_digest",
 ]
 
 # Model config entries that change only the similarity, not the embeddings.
@@ -85,6 +86,14 @@ def strings_digest(items: Iterable[str]) -> str:
         h.update(len(b).to_bytes(8, "little"))
         h.update(b)
     return h.hexdigest()
+
+
+def videos_digest(paths: Iterable[str | os.PathLike[str]]) -> str:
+    """Identity of the videos behind an entry: each file's path, size and mtime, and for a frame
+    folder every image inside (an overwritten jpg changes it, although the folder's own stat does not)."""
+    from clip2video.fingerprint import video_identity
+
+    return strings_digest(f"{Path(p).resolve()}|{video_identity(p)}" for p in paths)
 
 
 def cache_key(key_parts: Mapping[str, Any]) -> str:

@@ -36,7 +36,7 @@ from tqdm.auto import tqdm
 
 from clip2video import metrics as _metrics
 from clip2video.engine import distributed as _dist
-from clip2video.engine.cache import EmbeddingCache, model_fingerprint, strings_digest
+from clip2video.engine.cache import EmbeddingCache, model_fingerprint, strings_digest, videos_digest
 from clip2video.engine.postprocess import PostProcess
 from clip2video.errors import VideoReadError
 
@@ -164,7 +164,10 @@ def encode_texts(
     out: list[Tensor] = []
     with torch.inference_mode(), autocast_context(device, amp):
         for start in tqdm(
-            range(0, n, batch_size), desc="encode captions", unit="batch", disable=not progress
+            range(0, n, batch_size),
+            desc=progress_desc(progress, "encode captions"),
+            unit="batch",
+            disable=not progress,
         ):
             stop = min(start + batch_size, n)
             emb = model.encode_text(ids[start:stop].to(device), mask[start:stop].to(device))
@@ -217,7 +220,9 @@ def encode_video_passes(
     indices: list[Tensor] = []
     out: list[list[Tensor]] = [[] for _ in passes]
     with torch.inference_mode(), autocast_context(device, amp):
-        for index, frames, mask in tqdm(loader, desc="encode videos", unit="batch", disable=not progress):
+        for index, frames, mask in tqdm(
+            loader, desc=progress_desc(progress, "encode videos"), unit="batch", disable=not progress
+        ):
             dev_mask = mask.to(device)
             for k, rev in enumerate(passes):
                 batch = _reverse(frames, mask) if rev else frames
@@ -375,6 +380,11 @@ def find_split_videos(videos_dir: str | os.PathLike[str], video_ids: Sequence[st
     return paths
 
 
+def progress_desc(progress: bool | str, what: str) -> str:
+    """A progress bar's label: ``progress`` may be a string naming the work (``"tdb s0 test"``)."""
+    return f"{progress}: {what}" if isinstance(progress, str) and progress else what
+
+
 def _settings(obj: Any) -> dict[str, Any]:
     """Public plain-valued attributes of a sampler/tokenizer (its settings), with its class."""
     if obj is None:
@@ -389,12 +399,8 @@ def _settings(obj: Any) -> dict[str, Any]:
 
 
 def _files_digest(paths: Sequence[Path]) -> str:
-    """Digest of the video paths with their sizes and modification times (regenerated data misses)."""
-    parts = []
-    for p in paths:
-        st = p.stat()
-        parts.append(f"{p.resolve()}|{st.st_size}|{st.st_mtime_ns}")
-    return strings_digest(parts)
+    """Identity of the videos (files, and every image of a frame folder): regenerated data misses."""
+    return videos_digest(paths)
 
 
 def _protocol_name(protocol: Any) -> str:

@@ -10,13 +10,17 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import torch
 from torch import Tensor
 
 __all__ = [
+    "POSTPROCESSORS",
     "DualSoftmax",
+    "build_postprocessors",
+    "list_postprocessors",
+    "register_postprocessor",
     "PostProcess",
     "QBNorm",
     "dual_softmax",
@@ -141,3 +145,59 @@ class QBNorm:
     def apply(self, sim: Tensor, score_texts: Callable[[Tensor], Tensor]) -> Tensor:
         bank_sim = score_texts(self.bank_text)
         return qb_norm(sim, bank_sim, self.k, self.beta, bank=self.bank)[0]
+
+
+# ----------------------------------------------------------------------------- registry
+
+# name -> ``factory(ctx, model) -> PostProcess``; ``ctx`` is the row being evaluated (its splits,
+# tokenizer, device), ``model`` the trained model. Adding a post-processor: one class + one entry.
+POSTPROCESSORS: dict[str, Callable[[Any, Any], PostProcess]] = {}
+
+
+def register_postprocessor(
+    name: str,
+) -> Callable[[Callable[[Any, Any], PostProcess]], Callable[[Any, Any], PostProcess]]:
+    """Register ``factory(ctx, model) -> PostProcess`` under ``name`` (an ``eval.postprocess`` entry)."""
+
+    def add(factory: Callable[[Any, Any], PostProcess]) -> Callable[[Any, Any], PostProcess]:
+        if name in POSTPROCESSORS and POSTPROCESSORS[name] is not factory:
+            raise ValueError(f"a post-processor named {name!r} is already registered")
+        POSTPROCESSORS[name] = factory
+        return factory
+
+    return add
+
+
+def list_postprocessors() -> list[str]:
+    """Registered post-processor names, sorted."""
+    return sorted(POSTPROCESSORS)
+
+
+def check_postprocessors(names: list[str]) -> None:
+    """Raise ``ValueError`` naming the unknown entries of ``eval.postprocess`` (before any work)."""
+    unknown = [n for n in names if n not in POSTPROCESSORS]
+    if unknown:
+        raise ValueError(
+            f"eval.postprocess: unknown {', '.join(map(repr, unknown))}; known: {', '.join(list_postprocessors())}"
+        )
+
+
+def build_postprocessors(names: list[str], *, ctx: Any, model: Any) -> list[PostProcess]:
+    """One post-processor per name, built for the row ``ctx`` and its ``model``."""
+    check_postprocessors(list(names))
+    return [POSTPROCESSORS[name](ctx, model) for name in names]
+
+
+@register_postprocessor("dsl")
+def _dsl(ctx: Any, model: Any) -> PostProcess:
+    return DualSoftmax()
+
+
+@register_postprocessor("qbnorm")
+def _qbnorm(ctx: Any, model: Any) -> PostProcess:
+    """QB-Norm with the training captions as the query bank."""
+    from clip2video.engine.evaluate import encode_texts
+
+    ids, mask = ctx.tokenizer(list(ctx.splits["train"].captions))
+    bank = encode_texts(model, ids, mask, batch_size=256, device=ctx.spec.device, progress=ctx.spec.progress)
+    return QBNorm(bank_text=bank, bank="train-captions")

@@ -44,6 +44,7 @@ from clip2video.engine.checkpoint import (
     restore_rng_state,
     save_checkpoint,
 )
+from clip2video.engine.evaluate import progress_desc
 from clip2video.engine.losses import co_learning_loss
 from clip2video.engine.optim import build_optimizer, warmup_cosine
 
@@ -79,7 +80,7 @@ class TrainConfig:
     select_metric: str = "t2v_R1"  # higher is better
     val_every: int = 1
     log_every: int = 10  # tracker steps
-    progress: bool = True
+    progress: bool | str = True  # a string names the bars, e.g. "tdb s0"
 
     def __post_init__(self) -> None:
         self.betas = tuple(self.betas)  # type: ignore[assignment]
@@ -291,6 +292,34 @@ def _is_better(value: float, best: float | None) -> bool:
     return best is None or value > best
 
 
+def _best_so_far(history: list[dict[str, Any]], config: TrainConfig) -> tuple[float | None, int]:
+    """(best validation value, selected epoch) of a resumed history: the last epoch under
+    ``select_on="final"`` (validation metrics are only logged then), else the best on ``select_metric``."""
+    best_value: float | None = None
+    best_epoch = history[-1]["epoch"] if history else -1
+    if config.select_on == "final":
+        return best_value, best_epoch
+    for record in history:
+        value = record.get("val", {}).get(config.select_metric)
+        if value is not None and _is_better(value, best_value):
+            best_value, best_epoch = value, record["epoch"]
+    return best_value, best_epoch
+
+
+def _check_resume_meta(saved: Any, meta: dict[str, Any] | None, path: Path) -> None:
+    """Refuse to continue a checkpoint written under other row settings (``meta``)."""
+    if meta is None or saved is None:
+        return
+    from clip2video.fingerprint import differences
+
+    differ = differences(saved, meta)
+    if differ:
+        raise CheckpointError(
+            f"cannot resume from {path}: settings changed ({'; '.join(differ[:5])}); resume with the "
+            "original settings, or rerun without --resume to start this row over"
+        )
+
+
 def train(
     model: nn.Module,
     train_dataset: Dataset,
@@ -301,6 +330,7 @@ def train(
     resume: bool = False,
     tracker: MetricsTracker | None = None,
     on_epoch_end: Callable[[int, dict[str, Any]], None] | None = None,
+    meta: dict[str, Any] | None = None,
 ) -> TrainResult:
     """Train ``model`` on ``train_dataset`` (items ``(ids, mask, frames, fmask, video_index)``).
 
@@ -310,6 +340,8 @@ def train(
     epoch on ``select_metric`` is restored at the end. Checkpoints go to ``out_dir/last.pt``
     (every epoch) and ``out_dir/best.pt`` (the selected epoch). ``resume=True`` continues from
     ``last.pt``. ``on_epoch_end(epoch, record)`` runs after each epoch's checkpoint is written.
+    ``meta`` (e.g. the row's resolved settings) is stored in ``last.pt``; resuming refuses a
+    checkpoint whose ``meta`` differs.
     """
     out_dir = Path(out_dir)
     rank, world = ddp.rank_and_world()
@@ -341,6 +373,7 @@ def train(
     if resume:
         state = load_checkpoint(last_path, map_location="cpu")
         _check_resume_config(state["config"], config, last_path)
+        _check_resume_meta(state.get("meta"), meta, last_path)
         load_model_state(model, state["model"], last_path)
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -350,12 +383,7 @@ def train(
         _seed_all(config.seed)
         ddp.broadcast_parameters(model)
 
-    best_value: float | None = None
-    best_epoch = history[-1]["epoch"] if history else -1
-    for record in history:
-        value = record.get("val", {}).get(config.select_metric)
-        if value is not None and _is_better(value, best_value):
-            best_value, best_epoch = value, record["epoch"]
+    best_value, best_epoch = _best_so_far(history, config)
 
     show = config.progress and rank == 0
     for epoch in range(start_epoch, config.epochs):
@@ -380,7 +408,10 @@ def train(
         model.train()
         step_losses: list[float] = []
         bar = tqdm(
-            total=steps_per_epoch, desc=f"train {epoch + 1}/{config.epochs}", unit="step", disable=not show
+            total=steps_per_epoch,
+            desc=progress_desc(config.progress, f"train {epoch + 1}/{config.epochs}"),
+            unit="step",
+            disable=not show,
         )
         tick, micro = time.perf_counter(), []
         for batch in loader:
@@ -455,6 +486,7 @@ def train(
                     "data_order": {"seed": config.seed, "next_epoch": epoch + 1, "world": world},
                     "config": config.to_dict(),
                     "history": history,
+                    "meta": meta,
                 },
             )
         ddp.barrier()

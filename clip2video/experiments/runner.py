@@ -1,56 +1,57 @@
-"""Run an experiment suite end to end: data -> train (or load) each model -> evaluate -> record.
+"""Run an experiment suite end to end: data -> one worker process per (model, seed) row -> records.
 
-Everything lands on disk first (``runs/<suite>/<row>/``: metrics, per-query ranks, the similarity
-matrix, config, checkpoints); MLflow and ``results/`` are regenerated from those records.
+The parent process prepares what rows share (generates synthetic data, loads and checks the
+splits, fingerprints the data once), decides which rows ``--resume`` keeps, then runs each row in
+its own worker (:mod:`clip2video.experiments.row`), ``jobs`` at a time. Everything lands on disk
+first (``runs/<suite>/<row>/``: metrics, per-query ranks, the similarity matrix, config,
+fingerprint, checkpoints); the parent logs MLflow from those records
+(:mod:`clip2video.experiments.sync`) and ``results/`` is regenerated from them.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import glob
-import re
-import shutil
+import concurrent.futures as cf
+import multiprocessing
+import os
+import sys
 import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from clip2video.data.annotations import SplitData, load_split
-from clip2video.data.datasets import PairDataset
-from clip2video.data.frame_cache import FrameCache
-from clip2video.data.frames import FrameSampler
+from clip2video import fingerprint as fp
+from clip2video.data.annotations import SplitData
 from clip2video.data.protocols import Protocol, data_folders, get_protocol
-from clip2video.data.text import CaptionTokenizer
-from clip2video.data.verify import require_test_videos
 from clip2video.engine import ddp
-from clip2video.engine.cache import EmbeddingCache
-from clip2video.engine.evaluate import (
-    encode_split_pair,
-    evaluate,
-    evaluate_embeddings,
-    find_split_videos,
-    time_reversal_diagnostic,
-)
-from clip2video.engine.postprocess import DualSoftmax, QBNorm
-from clip2video.engine.train import TrainConfig, train
+from clip2video.engine.evaluate import find_split_videos
 from clip2video.errors import Clip2VideoError, ProtocolError
+from clip2video.experiments.row import (
+    DataPaths,
+    RowSpec,
+    load_splits,
+    model_options,
+    resolved_row_settings,
+    run_row_in_worker,
+    run_row_spec,
+)
 from clip2video.experiments.suite import Suite, load_suite
-from clip2video.metrics import retrieval_metrics
 
 ZERO_SHOT_ROW = "meanp-zeroshot"
 REVERSAL_KEYS = ("order_changed_share", "mean_abs_score_change", "rev_t2v_R1", "rev_v2t_R1")
+# Headline columns of the summary, labelled as in the results tables.
+SUMMARY_COLUMNS = {
+    "t2v_R1": "t2v R@1",
+    "t2v_R5": "t2v R@5",
+    "t2v_MnR": "t2v MnR",
+    "v2t_R1": "v2t R@1",
+    "v2t_R5": "v2t R@5",
+    "order_acc": "order acc",
+}
 
 
-@dataclass
-class DataPaths:
-    """Where a suite's annotations and videos are, and the protocol that reads them."""
-
-    protocol: Protocol
-    annotations: Path
-    videos: Path
+class RowFailed(Clip2VideoError):
+    """A row's worker process failed; the message names the row."""
 
 
 @dataclass
@@ -62,15 +63,18 @@ class SuiteResult:
     rows: dict[str, dict[str, float]] = field(default_factory=dict)
     results_files: list[Path] = field(default_factory=list)
     elapsed_s: float = 0.0
+    jobs: int = 1
 
     def summary(self) -> str:
-        """A short text table of the headline metrics (the full tables are in results/)."""
+        """A short text table of the headline metrics, with the results tables' column names."""
         import pandas as pd
         from tabulate import tabulate
 
-        keys = ["t2v_R1", "t2v_R5", "t2v_MnR", "v2t_R1", "v2t_R5", "order_acc"]
         frame = pd.DataFrame(
-            [{"row": name, **{k: m.get(k) for k in keys if k in m}} for name, m in self.rows.items()]
+            [
+                {"row": name, **{label: m[k] for k, label in SUMMARY_COLUMNS.items() if k in m}}
+                for name, m in self.rows.items()
+            ]
         )
         head = f"suite {self.suite.name!r} ({self.suite.protocol}) finished in {self.elapsed_s:.0f} s"
         table = tabulate(frame, headers="keys", tablefmt="github", showindex=False, floatfmt=".1f")
@@ -87,26 +91,11 @@ def resolve_data(suite: Suite, data_root: str | Path, *, rank: int = 0) -> DataP
     """Locate (or, for ``synthetic``, generate) the suite's annotations and videos."""
     protocol = get_protocol(suite.protocol)
     root = Path(data_root)
-    if protocol.layout == "synthetic":
-        from clip2video.data.synthetic import generate_synthetic
-
-        syn = suite["synthetic"]
-        folder = root / (
-            f"synthetic-s{syn['seed']}-{syn['num_train']}-{syn['num_val']}-{syn['num_test_pairs']}"
-            f"-c{syn['captions_per_video']}-{syn['height']}x{syn['width']}"
-        )
-        if rank == 0:
-            generate_synthetic(
-                folder,
-                seed=syn["seed"],
-                num_train=syn["num_train"],
-                num_val=syn["num_val"],
-                num_test_pairs=syn["num_test_pairs"],
-                captions_per_video=syn["captions_per_video"],
-                size=(syn["height"], syn["width"]),
-            )
-        ddp.barrier()
-        return DataPaths(protocol, folder / "annotations", folder / "videos")
+    prepare = protocol.hook("prepare_data")
+    if prepare is not None:  # generated data (synthetic): rank 0 writes it, the others wait
+        folder = prepare(suite.settings, root) if rank == 0 else None
+        folder = ddp.broadcast_object(str(folder) if folder is not None else None)
+        return DataPaths(protocol, Path(folder) / "annotations", Path(folder) / "videos")
     data = suite["data"]
     annotations, videos = data_folders(
         protocol, root, annotations=data["annotations"], videos=data["videos"]
@@ -129,253 +118,271 @@ def _under(root: Path, value: str) -> Path | None:
     return path if path.is_absolute() else root / path
 
 
-def load_splits(paths: DataPaths, *, allow_missing: bool) -> dict[str, SplitData]:
-    """Train, validation (when the protocol has one) and test splits; missing test videos are errors."""
-    proto = paths.protocol
-    splits = {"train": load_split(proto, paths.annotations, "train")}
-    if proto.val_split:
-        splits["val"] = require_test_videos(
-            load_split(proto, paths.annotations, "val"), paths.videos, allow_missing=allow_missing
-        )
-    splits["test"] = require_test_videos(
-        load_split(proto, paths.annotations, "test"), paths.videos, allow_missing=allow_missing
-    )
-    return splits
+def data_fingerprint(paths: DataPaths, splits: dict[str, SplitData]) -> dict[str, Any]:
+    """Content hashes of every annotation file, and the identity of each split's videos.
 
-
-# ----------------------------------------------------------------------------- models
-
-
-def model_options(suite: Suite, clip_weights: str | None) -> dict[str, Any]:
-    """``create_model`` keyword arguments shared by every row of the suite."""
-    backbone = suite["backbone"]
-    clip: Any = dict(backbone["config"]) if backbone["clip"] == "tiny" else backbone["clip"]
-    weights = clip_weights if clip_weights is not None else backbone["clip_weights"]
-    return {
-        "clip": clip,
-        "clip_weights": None if weights in ("none", "", None) else weights,
-        **suite["model"],
+    A frame folder's identity covers every image inside (``fingerprint.video_identity``), so an
+    overwritten jpg changes it. Computed once per suite, in the parent.
+    """
+    files = sorted(p for p in paths.annotations.rglob("*") if p.is_file())
+    out: dict[str, Any] = {
+        "annotations": {p.relative_to(paths.annotations).as_posix(): fp.file_digest(p) for p in files}
     }
-
-
-def build_row_model(
-    name: str, options: dict[str, Any], seed: int, checkpoint: Path | None
-) -> torch.nn.Module:
-    """A fresh model for a row: from an official-layout checkpoint when given, else from options."""
-    from clip2video.models import create_model, from_official_checkpoint
-
-    torch.manual_seed(seed)
-    if checkpoint is not None:
-        if not checkpoint.is_file():
-            raise Clip2VideoError(f"checkpoint for {name!r} not found: {checkpoint}")
-        # Any checkpoint the harness writes (trainer's last.pt / best.pt, state_dict, official_state_dict).
-        return from_official_checkpoint(
-            checkpoint, variant=name, center_weight=options.get("center_weight", 0.5)
+    for name, split in splits.items():
+        videos = find_split_videos(paths.videos, split.video_ids)
+        out[f"videos.{name}"] = fp.digest(
+            [[vid, fp.video_identity(p)] for vid, p in zip(split.video_ids, videos, strict=True)]
         )
-    return create_model(name, **options)
+    return out
 
 
-def train_config(suite: Suite, seed: int, device: str, progress: bool) -> TrainConfig:
-    """The suite's [train] table as a TrainConfig."""
-    t = dict(suite["train"])
-    return TrainConfig(
-        seed=seed, device=device, progress=progress, num_workers=suite["data"]["num_workers"], **t
-    )
+# ----------------------------------------------------------------------------- the plan
 
 
-# ----------------------------------------------------------------------------- one row
+def row_plan(suite: Suite, eval_only: bool, checkpoints: dict[str, Path], seed: int) -> list[tuple]:
+    """(row name, registry model, train?, checkpoint) for each row of the suite and seed."""
+    suffix = "" if len(suite["seeds"]) == 1 else f"-s{seed}"
+    plan: list[tuple] = []
+    if suite["zero_shot"]:
+        plan.append((ZERO_SHOT_ROW + suffix, "meanp", False, None))
+    for model in suite.models:
+        ckpt = checkpoints.get(model, checkpoints.get("*"))
+        if eval_only and ckpt is None:
+            warnings.warn(f"--eval-only: no checkpoint for {model!r}; its row is skipped", stacklevel=2)
+            continue
+        plan.append((model + suffix, model, not eval_only, ckpt))
+    return plan
 
 
-@dataclass
-class RowContext:
-    """What every row of a suite shares."""
-
-    suite: Suite
-    paths: DataPaths
-    splits: dict[str, SplitData]
-    sampler: FrameSampler
-    tokenizer: CaptionTokenizer
-    device: str
-    cache: EmbeddingCache
-    runs_dir: Path
-    progress: bool
-    rank: int
-    resume: bool = False
-
-
-def _encode_kwargs(ctx: RowContext) -> dict[str, Any]:
-    """Batching, device and precision of every encoding pass (bf16 autocast on CUDA only)."""
-    return {
-        "batch_size": ctx.suite["eval"]["batch_size"],
-        "num_workers": ctx.suite["data"]["num_workers"],
-        "device": ctx.device,
-        "amp": ctx.device.startswith("cuda"),
-        "progress": ctx.progress,
-    }
-
-
-def make_val_fn(ctx: RowContext) -> Any:
-    """Validation with the engine after each epoch: the protocol's val split, or test if asked (marked)."""
-    select_on = ctx.suite["train"]["select_on"]
-    split_name = "test" if select_on == "test" else "val"
-    if split_name not in ctx.splits:
-        if select_on == "val":
-            raise Clip2VideoError(
-                f"protocol {ctx.paths.protocol.name} has no validation split: use train.select_on = 'final'"
-            )
+def _checkpoint_identity(path: Path | None) -> dict[str, str] | None:
+    if path is None:
         return None
-    split = ctx.splits[split_name]
-    e = ctx.suite["eval"]
-
-    def val_fn(model: torch.nn.Module, epoch: int) -> dict[str, float]:
-        result = evaluate(
-            model,
-            split,
-            ctx.paths.videos,
-            ctx.sampler,
-            ctx.tokenizer,
-            split_name=split_name,
-            tie_policy=e["tie_policy"],
-            v2t=e["v2t"],
-            keep_sim=False,
-            protocol=ctx.paths.protocol,
-            **_encode_kwargs(ctx),
-        )
-        return {} if result is None else dict(result.metrics)
-
-    return val_fn
+    if not path.is_file():
+        raise Clip2VideoError(f"--checkpoint {path} does not exist; pass an existing checkpoint file")
+    return {"path": str(path.resolve()), "sha256": fp.file_digest(path)}
 
 
-def run_row(
-    ctx: RowContext,
-    name: str,
-    model_name: str,
-    model: torch.nn.Module,
+def build_specs(
+    suite: Suite,
+    paths: DataPaths,
+    data_fp: dict[str, Any],
     *,
-    do_train: bool,
-    seed: int,
-    tracker: Any,
-) -> dict[str, float] | None:
-    """Train (optionally) and evaluate one row, write its record; returns its metrics (rank 0)."""
-    from clip2video.data.synthetic import load_twins
-    from clip2video.engine.records import write_run_record
-    from clip2video.metrics.bootstrap import bootstrap_ci
-    from clip2video.order import twin_order_accuracy
-
-    suite, e = ctx.suite, ctx.suite["eval"]
-    row_dir = ctx.runs_dir / suite.name / name
-    if ctx.rank == 0:  # post-processed rows of an earlier run of this row are stale now
-        for stale in row_dir.parent.glob(f"{glob.escape(name)}+*"):
-            shutil.rmtree(stale)
-    extra: dict[str, Any] = {"model": model_name, "device": ctx.device, "seed": seed, "trained": do_train}
-    config: dict[str, Any] = {"suite": suite.settings, "model": getattr(model, "config", {})}
-    if do_train:
-        cfg = train_config(suite, seed, ctx.device, ctx.progress)
-        config["train"] = cfg.to_dict()
-        train_split = ctx.splits["train"]
-        paths = find_split_videos(ctx.paths.videos, train_split.video_ids)
-        pairs = [(int(v), c) for v, c in zip(train_split.caption_video, train_split.captions, strict=True)]
-        train_sampler = dataclasses.replace(ctx.sampler, train=True).attach_cache(ctx.sampler.cache)
-        dataset = PairDataset(pairs, paths, train_split.video_ids, train_sampler, ctx.tokenizer, seed)
-        ckpt_dir = row_dir / "checkpoints"
-        result = train(
-            model,
-            dataset,
-            cfg,
-            out_dir=ckpt_dir,
-            val_fn=make_val_fn(ctx),
-            tracker=tracker,
-            resume=ctx.resume and (ckpt_dir / "last.pt").is_file(),
-        )
-        extra.update(
-            selected_on=result.selected_on,
-            selected_on_test=result.selected_on_test,
-            best_epoch=result.best_epoch,
-            history=[{k: v for k, v in h.items() if k != "step_losses"} for h in result.history],
-        )
-    test = ctx.splits["test"]
-
-    # Encoding is collective under torchrun: every rank runs the same passes, rank 0 ranks.
-    # Each test video is decoded once; the time-reversal pass reverses the same decoded frames.
-    emb, rev_emb = encode_split_pair(
-        model,
-        test,
-        ctx.paths.protocol,
-        ctx.paths.videos,
-        sampler=ctx.sampler,
-        tokenizer=ctx.tokenizer,
-        cache=ctx.cache,
-        time_reversal=bool(e["time_reversal"]),
-        **_encode_kwargs(ctx),
-    )
-    if ctx.rank != 0:
-        return None
-    plain = evaluate_embeddings(model, emb, tie_policy=e["tie_policy"], v2t=e["v2t"], keep_sim=True)
-    sim = plain.sim.float().cpu().numpy()
-    metrics = dict(plain.metrics)
-    if e["legacy"]:
-        extra["legacy"] = retrieval_metrics(sim, emb.caption_video, tie_policy="legacy", v2t=e["v2t"])
-    if ctx.paths.protocol.layout == "synthetic":
-        twins = load_twins(ctx.paths.annotations, test.video_ids)
-        extra.update(twin_order_accuracy(sim, emb.caption_video, twins))
-    if e["time_reversal"]:
-        diag = time_reversal_diagnostic(
-            model, test, ctx.paths.videos, emb=emb, rev_emb=rev_emb, tie_policy=e["tie_policy"], v2t=e["v2t"]
-        )
-        extra["time_reversal"] = {k: v for k, v in diag.items() if k.startswith("rev_") or "change" in k}
-        extra["order_changed_share"] = diag["order_changed_share"]
-    extra["dropped"] = test.dropped
-    write_run_record(
-        row_dir,
-        name=name,
-        metrics=metrics,
-        ranks=plain.ranks,
-        caption_video=emb.caption_video,
-        protocol=ctx.paths.protocol.name,
-        config=config,
-        extra=extra,
-        sim=sim,
-    )
-    intervals = bootstrap_ci(plain.ranks, caption_video=emb.caption_video, n_boot=e["bootstrap"], seed=seed)
-    tracker.log_final(metrics, intervals)
-    tracker.log_record(row_dir)
-    for post in _postprocess_specs(ctx, model, e["postprocess"]):
-        row = evaluate_embeddings(
-            model, emb, tie_policy=e["tie_policy"], v2t=e["v2t"], post=post, keep_sim=False
-        )
-        post_name = f"{name}+{_slug(post.row_name.lstrip('+'))}"
-        write_run_record(
-            ctx.runs_dir / suite.name / post_name,
-            name=post_name,
-            metrics=row.metrics,
-            ranks=row.ranks,
-            caption_video=emb.caption_video,
-            protocol=ctx.paths.protocol.name,
-            config=config,
-            extra={**extra, "postprocess": post.row_name, "base_row": name},
-        )
-    return {**metrics, **{k: v for k, v in extra.items() if k.startswith("order_")}}
-
-
-def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._+-]+", "", text.replace("=", "-").replace(",", "_"))
-
-
-def _postprocess_specs(ctx: RowContext, model: torch.nn.Module, names: list[str]) -> list[Any]:
-    specs: list[Any] = []
-    for name in names:
-        if name == "dsl":
-            specs.append(DualSoftmax())
-        elif name == "qbnorm":
-            train = ctx.splits["train"]
-            ids, mask = ctx.tokenizer(list(train.captions))
-            from clip2video.engine.evaluate import encode_texts
-
-            bank = encode_texts(model, ids, mask, batch_size=256, device=ctx.device, progress=ctx.progress)
-            specs.append(QBNorm(bank_text=bank, bank="train-captions"))
-        else:
-            raise Clip2VideoError(f"eval.postprocess: unknown {name!r}; known: dsl, qbnorm")
+    eval_only: bool,
+    checkpoints: dict[str, Path],
+    clip_weights: str | None,
+    device: str,
+    runs_dir: Path,
+    progress: bool,
+) -> list[RowSpec]:
+    """One picklable spec per (seed, row), with its resolved settings and fingerprint."""
+    threads = int(suite["run"]["threads"])
+    specs: list[RowSpec] = []
+    ckpt_ids: dict[Path, dict[str, str] | None] = {}
+    for seed in suite["seeds"]:
+        for name, model, trained, ckpt in row_plan(suite, eval_only, checkpoints, seed):
+            if ckpt is not None and ckpt not in ckpt_ids:
+                ckpt_ids[ckpt] = _checkpoint_identity(ckpt)
+            settings = resolved_row_settings(
+                suite.settings,
+                model=model,
+                seed=seed,
+                trained=trained,
+                checkpoint=ckpt_ids.get(ckpt) if ckpt is not None else None,
+                clip_weights=clip_weights,
+                device=device,
+                threads=threads,
+            )
+            fingerprint = {
+                "platform": fp.platform_fingerprint(device, threads),
+                "code": fp.code_version(),
+                "settings": fp.digest(settings),
+                "data": data_fp,
+            }
+            specs.append(
+                RowSpec(
+                    suite=suite.name,
+                    row=name,
+                    model=model,
+                    seed=int(seed),
+                    trained=trained,
+                    settings=suite.settings,
+                    row_settings=settings,
+                    protocol=paths.protocol.name,
+                    annotations=str(paths.annotations),
+                    videos=str(paths.videos),
+                    runs_dir=str(runs_dir),
+                    device=device,
+                    threads=threads,
+                    checkpoint=str(ckpt) if ckpt is not None else None,
+                    clip_weights=clip_weights,
+                    progress=progress,
+                    fingerprint=fingerprint,
+                )
+            )
     return specs
+
+
+# ----------------------------------------------------------------------------- resume
+
+
+RESUME_KEYS = ("settings", "data", "code")
+
+
+def finished_record(spec: RowSpec) -> tuple[Any | None, list[str]]:
+    """(the row's record, []) when ``--resume`` may keep it; (None, what differs) otherwise."""
+    from clip2video.engine.records import RecordError, read_run_record
+
+    if not (spec.row_dir / "metrics.json").is_file():
+        return None, []
+    try:
+        record = read_run_record(spec.row_dir)
+    except RecordError as exc:
+        return None, [f"unreadable record ({exc})"]
+    old = record_fingerprint(record)
+    if not old:
+        return None, ["the record has no fingerprint (written by an older version)"]
+    differ = fp.differences(
+        {k: old.get(k) for k in RESUME_KEYS}, {k: spec.fingerprint[k] for k in RESUME_KEYS}
+    )
+    if differ and differ[0].startswith("settings:"):
+        differ = _settings_differences(spec, record) or differ
+    return (None, differ) if differ else (record, [])
+
+
+def _settings_differences(spec: RowSpec, record: Any) -> list[str]:
+    """Name the differing settings keys (the digest alone does not say which)."""
+    old = {k: v for k, v in (record.config or {}).items() if k != "model_config"}
+    return [f"settings.{d}" for d in fp.differences(old, spec.row_settings)]
+
+
+def record_fingerprint(record: Any) -> dict[str, Any]:
+    """A record's fingerprint (``RunRecord.fingerprint`` where the records module has it)."""
+    value = getattr(record, "fingerprint", None) or record.extra.get("fingerprint")
+    return dict(value) if isinstance(value, dict) else {}
+
+
+def check_interrupted(spec: RowSpec) -> bool:
+    """Whether the row's ``last.pt`` may be continued: only when ALL its resolved settings match.
+
+    Raises ``Clip2VideoError`` (before any work) naming the checkpoint and the differing keys.
+    """
+    from clip2video.engine.checkpoint import load_checkpoint
+
+    last = spec.row_dir / "checkpoints" / "last.pt"
+    if not spec.trained or not last.is_file():
+        return False
+    saved = load_checkpoint(last).get("meta") or {}
+    differ = fp.differences(saved.get("row_settings"), spec.row_settings)
+    if differ:
+        raise Clip2VideoError(
+            f"--resume: the interrupted row {spec.row!r} has a checkpoint {last} written under other "
+            f"settings ({'; '.join(differ[:6])}); rerun with the original settings to continue it, "
+            f"or without --resume (or delete {last.parent}) to start the row over"
+        )
+    return True
+
+
+def resume_plan(specs: list[RowSpec]) -> tuple[list[RowSpec], dict[str, Any]]:
+    """(specs to run, with ``resume`` set where a checkpoint continues; kept records by row name)."""
+    import dataclasses
+
+    to_run: list[RowSpec] = []
+    kept: dict[str, Any] = {}
+    for spec in specs:
+        record, differ = finished_record(spec)
+        if record is not None:
+            kept[spec.row] = record
+            continue
+        if differ:
+            print(f"clip2video: --resume: recomputing {spec.row} ({'; '.join(differ[:4])})", flush=True)
+            to_run.append(spec)  # a finished row under other settings starts over
+            continue
+        to_run.append(dataclasses.replace(spec, resume=check_interrupted(spec)))
+    return to_run, kept
+
+
+# ----------------------------------------------------------------------------- execution
+
+
+def auto_jobs(device: str, threads: int, rows: int) -> int:
+    """Rows at once when ``[run] jobs = 0``: one per GPU with CUDA; on a CPU, one per ``threads``
+    cores (measured on 2 cores: 2 rows x 1 thread beat 1 row x 2 threads, see the README)."""
+    if rows <= 1:
+        return 1
+    if device.startswith("cuda"):
+        import torch
+
+        return max(1, min(rows, torch.cuda.device_count()))
+    return max(1, min(rows, (os.cpu_count() or 1) // max(1, threads)))
+
+
+def _gpu_for(spec: RowSpec, index: int, jobs: int) -> RowSpec:
+    """Spread rows over GPUs when the device is plain ``cuda`` and several rows run at once."""
+    import dataclasses
+
+    if spec.device != "cuda" or jobs <= 1:
+        return spec
+    return dataclasses.replace(spec, device=f"cuda:{index % jobs}")
+
+
+def _mp_context() -> multiprocessing.context.BaseContext:
+    """forkserver (fast: torch is imported once in the server) where available, else spawn."""
+    if "forkserver" in multiprocessing.get_all_start_methods():
+        ctx = multiprocessing.get_context("forkserver")
+        ctx.set_forkserver_preload(["clip2video.experiments.row"])
+        return ctx
+    return multiprocessing.get_context("spawn")
+
+
+def run_rows(specs: list[RowSpec], jobs: int, on_done: Any) -> None:
+    """Run each spec in a fresh worker process, ``jobs`` at a time; ``on_done(spec, error)`` per row.
+
+    A failed row lets the running rows finish (their records are valid), cancels the rest and
+    raises ``RowFailed``. Ctrl-C stops every worker; finished rows and checkpoints stay resumable.
+    """
+    if not specs:
+        return
+    pool = cf.ProcessPoolExecutor(max_workers=jobs, mp_context=_mp_context(), max_tasks_per_child=1)
+    failure: tuple[RowSpec, BaseException] | None = None
+    try:
+        futures = {pool.submit(run_row_in_worker, _gpu_for(s, i, jobs)): s for i, s in enumerate(specs)}
+        for future in cf.as_completed(futures):
+            spec = futures[future]
+            if future.cancelled():
+                continue
+            error = future.exception()
+            on_done(spec, error)
+            if error is not None and failure is None:
+                failure = (spec, error)
+                for other in futures:
+                    other.cancel()
+    except BaseException:
+        _stop_workers(pool)
+        raise
+    pool.shutdown(wait=True)
+    if failure is not None:
+        spec, error = failure
+        if isinstance(error, Clip2VideoError):
+            raise error
+        raise RowFailed(f"row {spec.row!r} failed: {type(error).__name__}: {error}") from error
+
+
+def _stop_workers(pool: cf.ProcessPoolExecutor) -> None:
+    """Terminate the workers now (Ctrl-C): their last finished epoch's checkpoint stays on disk."""
+    processes = list(getattr(pool, "_processes", {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for process in processes:
+        if process.is_alive():
+            process.terminate()
+    for process in processes:
+        process.join(timeout=10)
+
+
+def run_rows_in_process(specs: list[RowSpec], on_done: Any) -> None:
+    """Under torchrun: the rows one after another in this process (every rank runs each row)."""
+    for spec in specs:
+        run_row_spec(spec)
+        on_done(spec, None)
 
 
 # ----------------------------------------------------------------------------- the suite
@@ -394,79 +401,66 @@ def run_suite(
     tracking: bool = True,
     overrides: dict[str, Any] | None = None,
     nproc: int = 1,
-    progress: bool = True,
+    progress: bool | None = None,
     resume: bool = False,
+    jobs: int | None = None,
 ) -> SuiteResult:
-    """Run every row of a suite and regenerate its tables; see ``clip2video ablation --help``.
+    """Run every row of a suite (tables are the ``ablation`` verb's job); see ``clip2video ablation --help``.
 
-    Under torchrun (``WORLD_SIZE`` set) every rank trains and encodes its shard; rank 0 alone
-    ranks, writes records, tables and MLflow runs. ``nproc`` > 1 outside torchrun is handled by
-    the command line, which relaunches itself under ``torch.distributed.run``. ``resume`` keeps
-    rows whose record is complete and continues an interrupted row from its ``last.pt``.
+    Rows run in worker processes, ``jobs`` at a time (None: ``[run] jobs``; 0: automatic). Under
+    torchrun (``WORLD_SIZE`` set) rows run one after another in-process, every rank training and
+    encoding its shard, rank 0 writing records and MLflow runs. ``progress=None`` shows progress
+    bars only when stdout is a terminal. ``resume`` keeps rows whose record matches the current
+    settings, data and code, and continues an interrupted row whose checkpoint has exactly these
+    settings.
     """
     from clip2video.engine.records import write_suite_info
-    from clip2video.tracking import NullTracker, create_tracker
+    from clip2video.experiments.sync import RowLogger
 
     start = time.perf_counter()
     suite = load_suite(suite_name, overrides)
-    rank, _world = ddp.init_distributed_from_env()
-    checkpoints = dict(checkpoints or {})
-    tracker = create_tracker(tracking_uri, enabled=tracking and rank == 0) if rank == 0 else NullTracker()
+    rank, world = ddp.init_distributed_from_env()
+    show = sys.stdout.isatty() if progress is None else bool(progress)
     paths = resolve_data(suite, data_root, rank=rank)
     splits = load_splits(paths, allow_missing=suite["data"]["allow_missing"])
-    split_notes = _split_file_notes(paths) if rank == 0 else []
-    frames, proto = suite["frames"], paths.protocol
-    sampler = FrameSampler(
-        extraction_fps=proto.extraction_fps,
-        stride=proto.stride,
-        max_frames=frames["max_frames"],
-        image_size=frames["image_size"],
-        train=False,
-    )
-    cache_mb = suite["data"]["frame_cache_mb"]
-    sampler.attach_cache(FrameCache(cache_mb * 2**20) if cache_mb > 0 else None)
-    tokenizer = CaptionTokenizer(max_words=suite["text"]["max_words"])
     runs = Path(runs_dir)
-    ctx = RowContext(
+    check_before_work(suite, clip_weights)
+    split_notes = _split_file_notes(paths) if rank == 0 else []
+    specs = build_specs(
         suite,
         paths,
-        splits,
-        sampler,
-        tokenizer,
-        device,
-        EmbeddingCache(runs / ".embedding-cache"),
-        runs,
-        progress,
-        rank,
-        resume=resume,
+        data_fingerprint(paths, splits),
+        eval_only=eval_only,
+        checkpoints=dict(checkpoints or {}),
+        clip_weights=clip_weights,
+        device=device,
+        runs_dir=runs,
+        progress=show and rank == 0,
     )
-    options = model_options(suite, clip_weights)
-    result = SuiteResult(suite=suite, runs_dir=runs)
-    rows: list[str] = []
-    with tracker.start_suite(suite.name, suite.settings):
-        for seed in suite["seeds"]:
-            for name, model_name, do_train, ckpt in _row_plan(suite, eval_only, checkpoints, seed):
-                done = _finished_row(runs / suite.name / name) if resume else None
-                if done is not None:
-                    result.rows[name] = done
-                    rows.append(name)
-                    rows.extend(_post_rows(ctx, name))
-                    continue
-                model = build_row_model(model_name, options, seed, ckpt)
-                with tracker.start_model(name, {"model": getattr(model, "config", {}), "seed": seed}):
-                    metrics = run_row(
-                        ctx, name, model_name, model, do_train=do_train, seed=seed, tracker=tracker
-                    )
-                if metrics is not None:
-                    result.rows[name] = metrics
-                    rows.append(name)
-                    rows.extend(_post_rows(ctx, name))
+    if resume:
+        to_run, kept = resume_plan(specs)
+    else:
+        to_run, kept = specs, {}
+    distributed = world > 1 or "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1
+    n_jobs = suite["run"]["jobs"] if jobs is None else int(jobs)
+    n_jobs = auto_jobs(device, suite["run"]["threads"], len(to_run)) if n_jobs <= 0 else n_jobs
+    result = SuiteResult(suite=suite, runs_dir=runs, jobs=1 if distributed else n_jobs)
+    logger = RowLogger(suite, runs, tracking_uri=tracking_uri, enabled=tracking and rank == 0)
+    with logger:
+        logger.ensure_logged(kept.keys())
+        done = logger.row_done
+        if distributed:
+            run_rows_in_process(to_run, done)
+        else:
+            run_rows(to_run, n_jobs, done)
         if rank == 0:
-            notes = _suite_notes(suite, proto, splits) + split_notes
+            rows = _rows_in_order(specs, runs / suite.name)
+            result.rows = {name: _headline(runs / suite.name / name) for name in rows if "+" not in name}
+            notes = _suite_notes(suite, paths.protocol, splits) + split_notes
             write_suite_info(
                 runs,
                 suite.name,
-                protocol=proto.name,
+                protocol=paths.protocol.name,
                 rows=rows,
                 notes=notes,
                 extra={"settings": suite.settings},
@@ -475,38 +469,43 @@ def run_suite(
     return result
 
 
-def _finished_row(row_dir: Path) -> dict[str, float] | None:
-    """The metrics of a row whose record is complete (``--resume`` keeps it), else None."""
-    from clip2video.engine.records import RecordError, read_run_record
+def check_before_work(suite: Suite, clip_weights: str | None) -> None:
+    """Model names and post-processors are known (options a model does not declare are dropped)."""
+    from clip2video.engine.postprocess import check_postprocessors
+    from clip2video.models import list_models
+    from clip2video.models.registry import is_model
 
-    if not (row_dir / "metrics.json").is_file():
-        return None
     try:
-        record = read_run_record(row_dir)
-    except RecordError:
-        return None
-    order = {k: v for k, v in record.extra.items() if k.startswith("order_")}
+        check_postprocessors(list(suite["eval"]["postprocess"]))
+    except ValueError as exc:
+        raise Clip2VideoError(f"suite {suite.name!r}: {exc}") from None
+    unknown = [m for m in suite.models if not is_model(m)]
+    if unknown:
+        raise Clip2VideoError(
+            f"suite {suite.name!r}: unknown model {unknown[0]!r}; registered: {', '.join(list_models())}"
+        )
+    model_options(suite.settings, clip_weights)
+
+
+def _headline(row_dir: Path) -> dict[str, float]:
+    """A record's metrics plus its order metrics (the summary's and the tests' view of a row)."""
+    from clip2video.engine.records import read_run_record
+
+    record = read_run_record(row_dir)
+    order = {k: v for k, v in record.extra.items() if k.startswith("order_") and isinstance(v, int | float)}
     return {**record.metrics, **order}
 
 
-def _post_rows(ctx: RowContext, name: str) -> list[str]:
-    folder = ctx.runs_dir / ctx.suite.name
-    return sorted(p.name for p in folder.glob(f"{glob.escape(name)}+*") if (p / "metrics.json").is_file())
-
-
-def _row_plan(suite: Suite, eval_only: bool, checkpoints: dict[str, Path], seed: int) -> list[tuple]:
-    """(row name, registry model, train?, checkpoint) for each row of the suite and seed."""
-    suffix = "" if len(suite["seeds"]) == 1 else f"-s{seed}"
-    plan: list[tuple] = []
-    if suite["zero_shot"]:
-        plan.append((ZERO_SHOT_ROW + suffix, "meanp", False, None))
-    for model in suite.models:
-        ckpt = checkpoints.get(model, checkpoints.get("*"))
-        if eval_only and ckpt is None:
-            warnings.warn(f"--eval-only: no checkpoint for {model!r}; its row is skipped", stacklevel=2)
-            continue
-        plan.append((model + suffix, model, not eval_only, ckpt))
-    return plan
+def _rows_in_order(specs: list[RowSpec], folder: Path) -> list[str]:
+    """Each planned row with a finished record, followed by its post-processed rows."""
+    rows: list[str] = []
+    for spec in specs:
+        if (folder / spec.row / "metrics.json").is_file():
+            rows.append(spec.row)
+            rows.extend(
+                sorted(p.name for p in folder.glob(f"{spec.row}+*") if (p / "metrics.json").is_file())
+            )
+    return rows
 
 
 def _split_file_notes(paths: DataPaths) -> list[str]:
@@ -514,7 +513,7 @@ def _split_file_notes(paths: DataPaths) -> list[str]:
     from clip2video.data.verify import check_split_files
 
     proto = paths.protocol
-    if proto.layout == "synthetic":
+    if not proto.split_sha256 and not proto.split_counts:
         return []
     bad = [c for c in check_split_files(proto, paths.annotations) if not c.ok]
     if not bad:
@@ -534,11 +533,8 @@ def _split_file_notes(paths: DataPaths) -> list[str]:
 
 
 def _suite_notes(suite: Suite, proto: Protocol, splits: dict[str, SplitData]) -> list[str]:
-    notes = []
-    if proto.layout == "synthetic":
-        from clip2video.order import ORDER_CEILING_NOTE
-
-        notes.append(ORDER_CEILING_NOTE)
+    hook = proto.hook("notes")
+    notes = list(hook()) if hook is not None else []
     test = splits["test"]
     notes.append(
         f"test split: {test.num_videos} videos, {test.num_captions} captions; tie policy "
@@ -548,4 +544,4 @@ def _suite_notes(suite: Suite, proto: Protocol, splits: dict[str, SplitData]) ->
     return notes
 
 
-__all__ = ["run_suite", "SuiteResult", "resolve_data", "load_splits"]
+__all__ = ["run_suite", "SuiteResult", "resolve_data", "load_splits", "data_fingerprint", "RowFailed"]

@@ -1,0 +1,472 @@
+"""One (model, seed) row of a suite, run from its resolved settings alone (a worker process's job).
+
+A :class:`RowSpec` is plain, picklable data: the row's resolved settings, its name, model, seed,
+checkpoint, data paths, device and thread count. :func:`run_row_spec` runs it in a fresh process
+(see :mod:`clip2video.experiments.runner`): it seeds every generator from the row's seed, sets
+torch's thread count, then goes through named steps (context, model, training, encoding,
+scoring, record). Nothing a row computes depends on which rows ran before it in the process,
+so a record is bitwise identical alone, after other rows, or with several rows at once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import glob
+import random
+import re
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from clip2video.data.annotations import SplitData, load_split
+from clip2video.data.datasets import PairDataset
+from clip2video.data.frame_cache import FrameCache
+from clip2video.data.frames import FrameSampler
+from clip2video.data.protocols import Protocol, get_protocol
+from clip2video.data.text import CaptionTokenizer
+from clip2video.data.verify import require_test_videos
+from clip2video.engine import ddp
+from clip2video.engine.cache import EmbeddingCache
+from clip2video.engine.evaluate import (
+    encode_split_pair,
+    evaluate,
+    evaluate_embeddings,
+    find_split_videos,
+    time_reversal_diagnostic,
+)
+from clip2video.engine.postprocess import build_postprocessors
+from clip2video.engine.train import TrainConfig, TrainResult, train
+from clip2video.errors import Clip2VideoError
+from clip2video.metrics import retrieval_metrics
+
+# Settings that decide how a suite is scheduled, not what a row computes.
+SCHEDULING_KEYS = ("name", "description", "models", "seeds", "zero_shot")
+# Settings that change speed only, never a number (left out of the row settings and their digest).
+SPEED_ONLY = {"run": ("jobs",), "data": ("num_workers", "frame_cache_mb")}
+
+
+@dataclass
+class DataPaths:
+    """Where a suite's annotations and videos are, and the protocol that reads them."""
+
+    protocol: Protocol
+    annotations: Path
+    videos: Path
+
+
+@dataclass(frozen=True)
+class RowSpec:
+    """Everything one row needs, as plain values: a worker runs it with no other input."""
+
+    suite: str
+    row: str
+    model: str
+    seed: int
+    trained: bool
+    settings: dict[str, Any]  # the resolved suite settings (speed-only keys included)
+    row_settings: dict[str, Any]  # what decides the row's numbers (digested into the fingerprint)
+    protocol: str
+    annotations: str
+    videos: str
+    runs_dir: str
+    device: str = "cpu"
+    threads: int = 1
+    checkpoint: str | None = None
+    clip_weights: str | None = None
+    progress: bool = False
+    resume: bool = False  # continue this row's last.pt (the parent checked that its settings match)
+    fingerprint: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def row_dir(self) -> Path:
+        return Path(self.runs_dir) / self.suite / self.row
+
+
+def resolved_row_settings(
+    settings: dict[str, Any],
+    *,
+    model: str,
+    seed: int,
+    trained: bool,
+    checkpoint: dict[str, str] | None,
+    clip_weights: str | None,
+    device: str,
+    threads: int,
+) -> dict[str, Any]:
+    """The settings that decide one row's numbers: the suite's sections plus the row's own values.
+
+    Scheduling keys (the model and seed lists, other rows), speed-only keys (``run.jobs``,
+    ``data.num_workers``, ``data.frame_cache_mb``), ``[train]`` for an untrained row and
+    ``[synthetic]`` for a protocol that is not generated are left out, so adding a model to a
+    suite or running with more jobs keeps the other rows' records valid.
+    """
+    out = {k: _copy(v) for k, v in settings.items() if k not in SCHEDULING_KEYS}
+    for section, keys in SPEED_ONLY.items():
+        for key in keys:
+            out.get(section, {}).pop(key, None)
+    if not trained:
+        out.pop("train", None)  # an evaluated-only row does not depend on the training recipe
+    if get_protocol(settings["protocol"]).hook("prepare_data") is None:
+        out.pop("synthetic", None)  # generator settings matter only for generated data
+    out.setdefault("run", {})["threads"] = int(threads)
+    weights = clip_weights if clip_weights is not None else settings["backbone"]["clip_weights"]
+    out["backbone"]["clip_weights"] = weights
+    out["row"] = {
+        "model": model,
+        "seed": int(seed),
+        "trained": bool(trained),
+        "checkpoint": checkpoint,
+        "device": device,
+    }
+    return out
+
+
+def _copy(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _copy(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_copy(v) for v in value]
+    return value
+
+
+# ----------------------------------------------------------------------------- the worker
+
+
+def run_row_spec(spec: RowSpec) -> str:
+    """Worker entry point: run one row and write its record; returns the record folder."""
+    seed_everything(spec.seed)
+    set_threads(spec)
+    ctx = row_context(spec)
+    model = build_row_model(spec)
+    extra: dict[str, Any] = {
+        "model": spec.model,
+        "device": spec.device,
+        "seed": spec.seed,
+        "trained": spec.trained,
+        "threads": spec.threads,
+    }
+    if spec.trained:
+        result = train_row(ctx, model)
+        extra.update(training_extra(result))
+    scored = score_test_split(ctx, model, extra)
+    if ddp.rank_and_world()[0] == 0:  # under torchrun every rank encodes, rank 0 writes
+        write_row_records(ctx, model, scored, extra)
+    return str(spec.row_dir)
+
+
+def run_row_in_worker(spec: RowSpec) -> str:
+    """:func:`run_row_spec` in a worker process: the harness' errors come back as plain
+    ``Clip2VideoError`` with the same one-line message (some subclasses do not unpickle)."""
+    try:
+        return run_row_spec(spec)
+    except Clip2VideoError as exc:
+        raise Clip2VideoError(f"row {spec.row!r}: {exc}") from None
+
+
+def seed_everything(seed: int) -> None:
+    """Python, numpy and torch (CPU and every CUDA device) from the row's seed only."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)  # seeds CUDA too
+
+
+def set_threads(spec: RowSpec) -> None:
+    """torch's intra-op threads on the CPU (part of the row settings: it changes float results)."""
+    if not spec.device.startswith("cuda"):
+        torch.set_num_threads(max(1, spec.threads))
+
+
+@dataclass
+class RowContext:
+    """The data, frame sampler, tokenizer and caches one row works with."""
+
+    spec: RowSpec
+    paths: DataPaths
+    splits: dict[str, SplitData]
+    sampler: FrameSampler
+    tokenizer: CaptionTokenizer
+    cache: EmbeddingCache
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        return self.spec.settings
+
+
+def row_context(spec: RowSpec) -> RowContext:
+    """Load the splits and build the sampler, tokenizer and embedding cache from the spec."""
+    protocol = get_protocol(spec.protocol)
+    paths = DataPaths(protocol, Path(spec.annotations), Path(spec.videos))
+    settings = spec.settings
+    splits = load_splits(paths, allow_missing=settings["data"]["allow_missing"])
+    frames = settings["frames"]
+    sampler = FrameSampler(
+        extraction_fps=protocol.extraction_fps,
+        stride=protocol.stride,
+        max_frames=frames["max_frames"],
+        image_size=frames["image_size"],
+        train=False,
+    )
+    cache_mb = settings["data"]["frame_cache_mb"]
+    sampler.attach_cache(FrameCache(cache_mb * 2**20) if cache_mb > 0 else None)
+    tokenizer = CaptionTokenizer(max_words=settings["text"]["max_words"])
+    cache = EmbeddingCache(Path(spec.runs_dir) / ".embedding-cache")
+    return RowContext(spec, paths, splits, sampler, tokenizer, cache)
+
+
+def load_splits(paths: DataPaths, *, allow_missing: bool) -> dict[str, SplitData]:
+    """Train, validation (when the protocol has one) and test splits; missing test videos are errors."""
+    proto = paths.protocol
+    splits = {"train": load_split(proto, paths.annotations, "train")}
+    if proto.val_split:
+        splits["val"] = require_test_videos(
+            load_split(proto, paths.annotations, "val"), paths.videos, allow_missing=allow_missing
+        )
+    splits["test"] = require_test_videos(
+        load_split(proto, paths.annotations, "test"), paths.videos, allow_missing=allow_missing
+    )
+    return splits
+
+
+def model_options(settings: dict[str, Any], clip_weights: str | None) -> dict[str, Any]:
+    """``create_model`` keyword arguments shared by every row of the suite."""
+    backbone = settings["backbone"]
+    clip: Any = dict(backbone["config"]) if backbone["clip"] == "tiny" else backbone["clip"]
+    weights = clip_weights if clip_weights is not None else backbone["clip_weights"]
+    return {
+        "clip": clip,
+        "clip_weights": None if weights in ("none", "", None) else weights,
+        **settings["model"],
+    }
+
+
+def build_row_model(spec: RowSpec) -> torch.nn.Module:
+    """A fresh model for the row: from a checkpoint when given, else from the suite's options.
+
+    A model receives only the options its factory declares (``models.registry.model_options``).
+    """
+    from clip2video.models import from_official_checkpoint
+    from clip2video.models.registry import create_model_from_options
+
+    torch.manual_seed(spec.seed)
+    options = model_options(spec.settings, spec.clip_weights)
+    if spec.checkpoint is not None:
+        path = Path(spec.checkpoint)
+        if not path.is_file():
+            raise Clip2VideoError(f"checkpoint for {spec.model!r} not found: {path}")
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
+            state = state["model"]  # a checkpoint written by this harness' trainer
+        return from_official_checkpoint(
+            state, variant=spec.model, center_weight=options.get("center_weight", 0.5)
+        )
+    return create_model_from_options(spec.model, options)
+
+
+# ----------------------------------------------------------------------------- steps
+
+
+def progress_label(ctx: RowContext, what: str = "") -> bool | str:
+    """Progress bars name the model, seed and split (``"tdb s0 test"``); False when they are off."""
+    if not ctx.spec.progress:
+        return False
+    return " ".join(x for x in (ctx.spec.model, f"s{ctx.spec.seed}", what) if x)
+
+
+def encode_kwargs(ctx: RowContext, split: str = "test") -> dict[str, Any]:
+    """Batching, device and precision of every encoding pass (bf16 autocast on CUDA only)."""
+    return {
+        "batch_size": ctx.settings["eval"]["batch_size"],
+        "num_workers": ctx.settings["data"]["num_workers"],
+        "device": ctx.spec.device,
+        "amp": ctx.spec.device.startswith("cuda"),
+        "progress": progress_label(ctx, split),
+    }
+
+
+def train_config(ctx: RowContext) -> TrainConfig:
+    """The suite's [train] table as a TrainConfig for this row."""
+    return TrainConfig(
+        seed=ctx.spec.seed,
+        device=ctx.spec.device,
+        progress=progress_label(ctx),
+        num_workers=ctx.settings["data"]["num_workers"],
+        **ctx.settings["train"],
+    )
+
+
+def make_val_fn(ctx: RowContext) -> Any:
+    """Validation after each epoch: the protocol's val split, or test if asked (marked)."""
+    select_on = ctx.settings["train"]["select_on"]
+    split_name = "test" if select_on == "test" else "val"
+    if split_name not in ctx.splits:
+        if select_on == "val":
+            raise Clip2VideoError(
+                f"protocol {ctx.paths.protocol.name} has no validation split: use train.select_on = 'final'"
+            )
+        return None
+    split = ctx.splits[split_name]
+    e = ctx.settings["eval"]
+
+    def val_fn(model: torch.nn.Module, epoch: int) -> dict[str, float]:
+        result = evaluate(
+            model,
+            split,
+            ctx.paths.videos,
+            ctx.sampler,
+            ctx.tokenizer,
+            split_name=split_name,
+            tie_policy=e["tie_policy"],
+            v2t=e["v2t"],
+            keep_sim=False,
+            protocol=ctx.paths.protocol,
+            **encode_kwargs(ctx, split_name),
+        )
+        return {} if result is None else dict(result.metrics)
+
+    return val_fn
+
+
+def train_dataset(ctx: RowContext) -> PairDataset:
+    """The training pairs with a training-mode sampler; data order depends on the row's seed only."""
+    split = ctx.splits["train"]
+    paths = find_split_videos(ctx.paths.videos, split.video_ids)
+    pairs = [(int(v), c) for v, c in zip(split.caption_video, split.captions, strict=True)]
+    sampler = dataclasses.replace(ctx.sampler, train=True).attach_cache(ctx.sampler.cache)
+    return PairDataset(pairs, paths, split.video_ids, sampler, ctx.tokenizer, ctx.spec.seed)
+
+
+def train_row(ctx: RowContext, model: torch.nn.Module) -> TrainResult:
+    """Train the row's model (continuing its ``last.pt`` when the spec says so)."""
+    ckpt_dir = ctx.spec.row_dir / "checkpoints"
+    return train(
+        model,
+        train_dataset(ctx),
+        train_config(ctx),
+        out_dir=ckpt_dir,
+        val_fn=make_val_fn(ctx),
+        resume=ctx.spec.resume and (ckpt_dir / "last.pt").is_file(),
+        meta={"row_settings": ctx.spec.row_settings},
+    )
+
+
+def training_extra(result: TrainResult) -> dict[str, Any]:
+    """What a record keeps of the training: selection and the per-epoch history (with steps)."""
+    return {
+        "selected_on": result.selected_on,
+        "selected_on_test": result.selected_on_test,
+        "best_epoch": result.best_epoch,
+        "history": [{k: v for k, v in h.items() if k != "step_losses"} for h in result.history],
+    }
+
+
+@dataclass
+class Scored:
+    """The test split's embeddings, plain evaluation and similarity matrix."""
+
+    emb: Any
+    plain: Any
+    sim: np.ndarray
+    metrics: dict[str, float]
+    arrays: dict[str, np.ndarray]
+
+
+def score_test_split(ctx: RowContext, model: torch.nn.Module, extra: dict[str, Any]) -> Scored:
+    """Encode the test split (and its reversal), rank, and fill ``extra`` with the diagnostics."""
+    e, test = ctx.settings["eval"], ctx.splits["test"]
+
+    emb, rev_emb = encode_split_pair(  # each test video decoded once for both passes
+        model,
+        test,
+        ctx.paths.protocol,
+        ctx.paths.videos,
+        sampler=ctx.sampler,
+        tokenizer=ctx.tokenizer,
+        cache=ctx.cache,
+        time_reversal=bool(e["time_reversal"]),
+        **encode_kwargs(ctx, "test"),
+    )
+    plain = evaluate_embeddings(model, emb, tie_policy=e["tie_policy"], v2t=e["v2t"], keep_sim=True)
+    sim = plain.sim.float().cpu().numpy()
+    metrics = dict(plain.metrics)
+    if e["legacy"]:
+        extra["legacy"] = retrieval_metrics(sim, emb.caption_video, tie_policy="legacy", v2t=e["v2t"])
+    protocol_extra = protocol_extra_metrics(ctx, sim, emb.caption_video)
+    arrays = protocol_extra.pop("arrays", {})
+    extra.update(protocol_extra)
+    if e["time_reversal"]:
+        diag = time_reversal_diagnostic(
+            model, test, ctx.paths.videos, emb=emb, rev_emb=rev_emb, tie_policy=e["tie_policy"], v2t=e["v2t"]
+        )
+        extra["time_reversal"] = {k: v for k, v in diag.items() if k.startswith("rev_") or "change" in k}
+        extra["order_changed_share"] = diag["order_changed_share"]
+    extra["dropped"] = test.dropped
+    return Scored(emb, plain, sim, metrics, arrays)
+
+
+def protocol_extra_metrics(ctx: RowContext, sim: np.ndarray, caption_video: Any) -> dict[str, Any]:
+    """The protocol's own extra metrics (the synthetic twins' order accuracy), via its hook."""
+    hook = ctx.paths.protocol.hook("extra_metrics")
+    if hook is not None:
+        return dict(hook(sim, caption_video, ctx.paths.annotations, ctx.splits["test"]))
+    return {}
+
+
+def write_row_records(ctx: RowContext, model: torch.nn.Module, scored: Scored, extra: dict[str, Any]) -> None:
+    """The row's record, and one marked record per post-processor."""
+    from clip2video.engine.records import write_run_record
+
+    spec, e = ctx.spec, ctx.settings["eval"]
+    for stale in spec.row_dir.parent.glob(f"{glob.escape(spec.row)}+*"):
+        shutil.rmtree(stale)  # post-processed rows of an earlier run of this row
+    config = {**spec.row_settings, "model_config": getattr(model, "config", {})}
+    common = {"protocol": ctx.paths.protocol.name, "config": config}
+    write_run_record(
+        spec.row_dir,
+        name=spec.row,
+        metrics=scored.metrics,
+        ranks=scored.plain.ranks,
+        extra=extra,
+        sim=scored.sim,
+        **common,
+        **record_kwargs(spec.fingerprint, scored.arrays, scored.emb.caption_video, extra),
+    )
+    for post in build_postprocessors(e["postprocess"], ctx=ctx, model=model):
+        row = evaluate_embeddings(
+            model, scored.emb, tie_policy=e["tie_policy"], v2t=e["v2t"], post=post, keep_sim=False
+        )
+        post_name = f"{spec.row}+{_slug(post.row_name.lstrip('+'))}"
+        post_extra = {**extra, "postprocess": post.row_name, "base_row": spec.row}
+        write_run_record(
+            spec.row_dir.parent / post_name,
+            name=post_name,
+            metrics=row.metrics,
+            ranks=row.ranks,
+            extra=post_extra,
+            **common,
+            **record_kwargs(spec.fingerprint, {}, scored.emb.caption_video, post_extra),
+        )
+
+
+def record_kwargs(
+    fingerprint: dict[str, Any], arrays: dict[str, np.ndarray], caption_video: Any, extra: dict[str, Any]
+) -> dict[str, Any]:
+    """The record's fingerprint, per-query arrays and caption -> video map."""
+    return {"fingerprint": fingerprint, "arrays": arrays or None, "caption_video": np.asarray(caption_video)}
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._+-]+", "", text.replace("=", "-").replace(",", "_"))
+
+
+__all__ = [
+    "DataPaths",
+    "RowSpec",
+    "resolved_row_settings",
+    "run_row_spec",
+    "load_splits",
+    "model_options",
+]
