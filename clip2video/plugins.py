@@ -80,7 +80,12 @@ def load_plugins() -> None:
     points, then the ``--import`` modules of the command that started it (``$CLIP2VIDEO_IMPORT``).
     Worker processes call this first."""
     load_entry_points()
-    import_modules([m for m in os.environ.get(ENV_VAR, "").split(",") if m], export=False)
+    import_modules(imported_modules(), export=False)
+
+
+def imported_modules() -> tuple[str, ...]:
+    """The ``--import`` modules of the running command (``$CLIP2VIDEO_IMPORT``), for worker processes."""
+    return tuple(m for m in os.environ.get(ENV_VAR, "").split(",") if m)
 
 
 def import_modules(modules: list[str] | tuple[str, ...], *, export: bool = True) -> None:

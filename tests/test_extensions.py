@@ -6,11 +6,6 @@
 - a protocol: ``tests/toys/toy_protocol.py`` (one reader, one entry) -> ``load_split`` through the
   protocol registry, and a suite TOML given as a path;
 - plugins: ``tests/plugin_pkg`` (entry points) and ``--import MODULE``.
-
-Parts that need registries added in this round by other helpers say so in their failure message
-(``TODO(integrator)``): H2's ``register_postprocessor`` / ``create_model_from_options``, H5's
-protocol reader registry (assumed: ``clip2video.data.protocols.register_reader(layout, reader)``)
-and H5's ``clip2video.plugins`` with ``--import``.
 """
 
 from __future__ import annotations
@@ -39,16 +34,6 @@ from clip2video.models import create_model, list_models
 TESTS = Path(__file__).resolve().parent
 REPO = TESTS.parent
 PLUGIN_DIR = TESTS / "plugin_pkg"
-
-
-def _needs(module: object, name: str, owner: str) -> None:
-    """Fail (not skip) with a note for the integrator when a registry of this round is missing."""
-    if not hasattr(module, name):
-        pytest.fail(
-            f"TODO(integrator): {getattr(module, '__name__', module)}.{name} is missing; it is added by "
-            f"{owner} in this round (merge it, or adapt this test to the name it got)",
-            pytrace=False,
-        )
 
 
 @pytest.fixture(scope="module")
@@ -97,7 +82,6 @@ def test_toy_model_takes_only_its_options() -> None:
     """A suite's ``[model]`` table may hold other models' options; the toy model gets only its own."""
     from clip2video.models import registry
 
-    _needs(registry, "create_model_from_options", "H2 (model option declaration)")
     assert registry.model_options("toy_mean_colour") == {"dim", "vocab_size", "seed"}
     model = registry.create_model_from_options(
         "toy_mean_colour", {"dim": 8, "temporal_layers": 1, "center_k": 5, "clip": "tiny"}
@@ -130,7 +114,6 @@ def test_toy_postprocessor_makes_a_marked_row() -> None:
 
 
 def test_toy_postprocessor_is_registered() -> None:
-    _needs(postprocess, "register_postprocessor", "H2 (post-processor registry)")
     assert "centre" in postprocess.list_postprocessors()
     (built,) = postprocess.build_postprocessors(["centre"], ctx=None, model=None)
     assert isinstance(built, toy_postprocess.ColumnCentring)
@@ -178,7 +161,6 @@ def test_toy_reader_reads_its_files(tmp_path: Path, synthetic_root: Path) -> Non
 
 
 def _toy_protocol_registered() -> object:
-    _needs(protocols, "register_reader", "H5 (protocol reader registry)")
     return importlib.import_module("toys.toy_protocol")
 
 
@@ -218,8 +200,6 @@ def _cli_env(*paths: Path) -> dict[str, str]:
 
 def test_entry_point_plugin_registers_a_model_and_a_protocol() -> None:
     """An installed package's ``clip2video.models`` / ``clip2video.protocols`` entry points load."""
-    if importlib.util.find_spec("clip2video.plugins") is None:
-        pytest.fail("TODO(integrator): clip2video.plugins (H5) is missing", pytrace=False)
     code = (
         "from clip2video.plugins import load_entry_points\n"
         "load_entry_points()\n"
@@ -245,8 +225,6 @@ def test_entry_point_plugin_registers_a_model_and_a_protocol() -> None:
 
 def test_import_flag_imports_a_user_module(capsys: pytest.CaptureFixture[str]) -> None:
     """``--import MODULE`` imports a module that is no installed package before the verb runs."""
-    if importlib.util.find_spec("clip2video.plugins") is None:
-        pytest.fail("TODO(integrator): clip2video.plugins and --import (H5) are missing", pytrace=False)
     from clip2video.cli import main
 
     assert "toy_import_only" not in list_models()
@@ -295,10 +273,8 @@ def test_toy_model_and_postprocessor_run_in_a_suite_from_the_command_line(tmp_pa
 
     The rows run in worker processes (forkserver / spawn), which do not inherit what the parent
     registered: the worker must import the same plugins and ``--import`` modules before it builds the
-    row (TODO(integrator): the row spec carries them; H2 runner + H5 plugins).
+    row: the row spec carries the ``--import`` modules.
     """
-    if importlib.util.find_spec("clip2video.plugins") is None:
-        pytest.fail("TODO(integrator): clip2video.plugins and --import (H5) are missing", pytrace=False)
     suite = tmp_path / "toy.toml"
     suite.write_text(TOY_SUITE)
     command = [

@@ -195,9 +195,5 @@ def _dsl(ctx: Any, model: Any) -> PostProcess:
 
 @register_postprocessor("qbnorm")
 def _qbnorm(ctx: Any, model: Any) -> PostProcess:
-    """QB-Norm with the training captions as the query bank."""
-    from clip2video.engine.evaluate import encode_texts
-
-    ids, mask = ctx.tokenizer(list(ctx.splits["train"].captions))
-    bank = encode_texts(model, ids, mask, batch_size=256, device=ctx.spec.device, progress=ctx.spec.progress)
-    return QBNorm(bank_text=bank, bank="train-captions")
+    """QB-Norm with the training captions as the query bank (the row context encodes them)."""
+    return QBNorm(bank_text=ctx.encode_captions(model, "train"), bank="train-captions")

@@ -33,6 +33,7 @@ from clip2video.engine import ddp
 from clip2video.engine.cache import EmbeddingCache
 from clip2video.engine.evaluate import (
     encode_split_pair,
+    encode_texts,
     evaluate,
     evaluate_embeddings,
     find_split_videos,
@@ -80,6 +81,7 @@ class RowSpec:
     progress: bool = False
     resume: bool = False  # continue this row's last.pt (the parent checked that its settings match)
     fingerprint: dict[str, Any] = field(default_factory=dict)
+    imports: tuple[str, ...] = ()  # the command's --import modules (plugins), loaded first in a worker
 
     @property
     def row_dir(self) -> Path:
@@ -161,7 +163,11 @@ def run_row_spec(spec: RowSpec) -> str:
 def run_row_in_worker(spec: RowSpec) -> str:
     """:func:`run_row_spec` in a worker process: the harness' errors come back as plain
     ``Clip2VideoError`` with the same one-line message (some subclasses do not unpickle)."""
+    from clip2video.plugins import import_modules, load_entry_points
+
     try:
+        load_entry_points()
+        import_modules(spec.imports, export=False)
         return run_row_spec(spec)
     except Clip2VideoError as exc:
         raise Clip2VideoError(f"row {spec.row!r}: {exc}") from None
@@ -194,6 +200,13 @@ class RowContext:
     @property
     def settings(self) -> dict[str, Any]:
         return self.spec.settings
+
+    def encode_captions(self, model: torch.nn.Module, split: str) -> torch.Tensor:
+        """Text embeddings of a split's captions (e.g. QB-Norm's query bank)."""
+        ids, mask = self.tokenizer(list(self.splits[split].captions))
+        return encode_texts(
+            model, ids, mask, batch_size=256, device=self.spec.device, progress=self.spec.progress
+        )
 
 
 def row_context(spec: RowSpec) -> RowContext:

@@ -36,6 +36,7 @@ from clip2video.experiments.row import (
     run_row_spec,
 )
 from clip2video.experiments.suite import Suite, load_suite
+from clip2video.plugins import imported_modules
 
 ZERO_SHOT_ROW = "meanp-zeroshot"
 REVERSAL_KEYS = ("order_changed_share", "mean_abs_score_change", "rev_t2v_R1", "rev_v2t_R1")
@@ -217,6 +218,7 @@ def build_specs(
                     clip_weights=clip_weights,
                     progress=progress,
                     fingerprint=fingerprint,
+                    imports=imported_modules(),
                 )
             )
     return specs

@@ -35,7 +35,5 @@ def build(ctx: Any, model: Any) -> ColumnCentring:
     return ColumnCentring()
 
 
-# The one registration. TODO(integrator): H2's post-processor registry (register_postprocessor);
-# once it is merged, drop the hasattr guard and keep the call.
-if hasattr(postprocess, "register_postprocessor"):
-    postprocess.register_postprocessor("centre")(build)
+# The one registration.
+postprocess.register_postprocessor("centre")(build)

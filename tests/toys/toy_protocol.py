@@ -57,8 +57,6 @@ def make_protocol() -> Protocol:
     )
 
 
-# The registrations. TODO(integrator): H5's protocol reader registry (assumed here as
-# protocols.register_reader(layout, reader)); once it is merged, drop the hasattr guard.
-if hasattr(protocols, "register_reader"):
-    protocols.register_reader(LAYOUT, read_split)
-    PROTOCOL = protocols.register_protocol(make_protocol(), overwrite=True)
+# The registrations: the reader of its layout, and the protocol entry.
+protocols.register_reader(LAYOUT, read_split)
+PROTOCOL = protocols.register_protocol(make_protocol(), overwrite=True)
