@@ -253,6 +253,7 @@ def test_update_measures_the_spread_over_three_seeds(tmp_path, monkeypatch):
                 metrics={"t2v_R1": 10.0 * (seed + 1)},
                 ranks_t2v=np.arange(1, 17, dtype=float),
                 ranks_v2t=np.arange(1, 9, dtype=float),
+                caption_video=np.repeat(np.arange(8), 2),
                 protocol="synthetic",
                 config={},
                 extra={"model": "tdb", "seed": seed, "order_acc": 50.0},

@@ -260,3 +260,20 @@ def test_summary_and_progress_bars_use_readable_names():
     assert "t2v R@1" in header and "order acc" in header and "t2v_R1" not in header
     assert progress_desc("tdb s0 reversed", "encode videos") == "tdb s0 reversed: encode videos"
     assert progress_desc(True, "encode videos") == "encode videos"
+
+
+def test_untrained_rows_run_once_whatever_the_seeds():
+    """Zero-shot and --eval-only rows depend on no seed: one row each, for the first seed only."""
+    from clip2video.experiments.runner import row_plan
+    from clip2video.experiments.suite import load_suite
+
+    suite = load_suite("msvd", {"seeds": [3, 4]})
+    trained = [row_plan(suite, False, {}, seed) for seed in (3, 4)]
+    assert [r[0] for r in trained[0]] == ["meanp-zeroshot"] + [f"{m}-s3" for m in suite.models]
+    assert [r[0] for r in trained[1]] == [f"{m}-s4" for m in suite.models]
+    ckpt = {"tdb": Path("tdb.pt")}
+    assert row_plan(suite, True, ckpt, 3) == [
+        ("meanp-zeroshot", "meanp", False, None),
+        ("tdb", "tdb", False, Path("tdb.pt")),
+    ]
+    assert row_plan(suite, True, ckpt, 4) == []

@@ -141,17 +141,25 @@ def data_fingerprint(paths: DataPaths, splits: dict[str, SplitData]) -> dict[str
 
 
 def row_plan(suite: Suite, eval_only: bool, checkpoints: dict[str, Path], seed: int) -> list[tuple]:
-    """(row name, registry model, train?, checkpoint) for each row of the suite and seed."""
+    """(row name, registry model, train?, checkpoint) for each row of the suite and seed.
+
+    Rows that do not train (the zero-shot row, ``--eval-only`` checkpoints) depend on no seed: they
+    run once, with the first seed, and carry no ``-s<seed>`` suffix (repeating them would only
+    repeat the same numbers and understate the spread over seeds).
+    """
+    first = seed == suite["seeds"][0]
     suffix = "" if len(suite["seeds"]) == 1 else f"-s{seed}"
     plan: list[tuple] = []
-    if suite["zero_shot"]:
-        plan.append((ZERO_SHOT_ROW + suffix, "meanp", False, None))
+    if suite["zero_shot"] and first:
+        plan.append((ZERO_SHOT_ROW, "meanp", False, None))
     for model in suite.models:
         ckpt = checkpoints.get(model, checkpoints.get("*"))
-        if eval_only and ckpt is None:
+        if not eval_only:
+            plan.append((model + suffix, model, True, ckpt))
+        elif first and ckpt is None:
             warnings.warn(f"--eval-only: no checkpoint for {model!r}; its row is skipped", stacklevel=2)
-            continue
-        plan.append((model + suffix, model, not eval_only, ckpt))
+        elif first:
+            plan.append((model, model, False, ckpt))
     return plan
 
 
