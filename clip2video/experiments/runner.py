@@ -458,7 +458,18 @@ def run_suite(
     logger = RowLogger(suite, runs, tracking_uri=tracking_uri, enabled=tracking and rank == 0)
     with logger:
         logger.ensure_logged(kept.keys())
-        done = logger.row_done
+        done = _reporting(logger.row_done, len(to_run), start) if rank == 0 else logger.row_done
+        if rank == 0:
+            print(
+                f"clip2video: suite {suite.name!r}: {len(to_run)} row(s) to run"
+                + (f", {len(kept)} kept (--resume)" if kept else "")
+                + (
+                    " one after another (torchrun)"
+                    if distributed
+                    else f", {n_jobs} at a time in worker processes, {suite['run']['threads']} torch thread(s) each"
+                ),
+                flush=True,
+            )
         if distributed:
             run_rows_in_process(to_run, done)
         else:
@@ -477,6 +488,21 @@ def run_suite(
             )
     result.elapsed_s = time.perf_counter() - start
     return result
+
+
+def _reporting(on_done: Any, total: int, start: float) -> Any:
+    """``on_done`` that also prints one line per finished row (progress when stdout is no terminal)."""
+    finished = 0
+
+    def report(spec: RowSpec, error: BaseException | None) -> None:
+        nonlocal finished
+        finished += 1
+        state = "done" if error is None else f"FAILED ({type(error).__name__})"
+        elapsed = time.perf_counter() - start
+        print(f"clip2video: row {spec.row} {state} ({finished}/{total}, {elapsed:.0f} s)", flush=True)
+        on_done(spec, error)
+
+    return report
 
 
 def check_before_work(suite: Suite, clip_weights: str | None) -> None:
