@@ -13,7 +13,7 @@
 * Model selection never looks at a test split unless ``select_on="test"`` is asked for, and then
   the result says ``selected_on_test=True`` so every row it touches can be marked.
 * Under torchrun (``torch.distributed`` initialized) each rank trains on its slice of every
-  global batch; see :mod:`clip2video.engine.ddp`.
+  global batch; see :mod:`clip2video.engine.distributed`.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm.auto import tqdm
 
 from clip2video.data.datasets import resolve_num_workers
-from clip2video.engine import ddp
+from clip2video.engine import distributed as ddp
 from clip2video.engine.checkpoint import (
     CheckpointError,
     capture_rng_state,

@@ -29,7 +29,7 @@ from clip2video.data.frames import FrameSampler
 from clip2video.data.protocols import Protocol, get_protocol
 from clip2video.data.text import CaptionTokenizer
 from clip2video.data.verify import require_test_videos
-from clip2video.engine import ddp
+from clip2video.engine import distributed as ddp
 from clip2video.engine.cache import EmbeddingCache
 from clip2video.engine.evaluate import (
     encode_split_pair,

@@ -23,7 +23,7 @@ from typing import Any
 from clip2video import fingerprint as fp
 from clip2video.data.annotations import SplitData
 from clip2video.data.protocols import Protocol, data_folders, get_protocol
-from clip2video.engine import ddp
+from clip2video.engine import distributed as ddp
 from clip2video.engine.evaluate import find_split_videos
 from clip2video.errors import Clip2VideoError, ProtocolError
 from clip2video.experiments.row import (

@@ -7,7 +7,7 @@ bootstrap``). ``*`` marks a difference from ``meanp`` whose paired bootstrap p-v
 resamples for both models) stays below 0.05 after Holm's adjustment across the table's
 comparisons. A footnote gives the minimum detectable R@1 difference at 80% power. The single-seed
 per-query bootstrap that papers use is a separate, labelled section. Published reference rows from
-``baselines/paper/*.csv`` sit beside the matching reproduced row with the difference; post-processed
+``clip2video/paper/*.csv`` (package data; ``tables --paper-dir`` adds others) sit beside the matching reproduced row with the difference; post-processed
 rows (DSL, QB-Norm) form a separate, marked block. pandas builds the frames; tabulate
 (``DataFrame.to_markdown``) formats Markdown, ``_latex_table`` LaTeX (booktabs).
 """
@@ -77,7 +77,7 @@ def load_published(paper_dir: str | Path = PAPER_DIR) -> pd.DataFrame:
         missing = {"protocol", "model"} - set(frame.columns)
         if missing:
             raise TableError(
-                f"{path}: missing column(s) {', '.join(sorted(missing))}; see baselines/paper/clip2video.csv"
+                f"{path}: missing column(s) {', '.join(sorted(missing))}; see clip2video/paper/clip2video.csv in the package"
             )
         unknown = set(frame.columns) - {"protocol", "model", "source", "note", *METRIC_KEYS}
         if unknown:
@@ -365,9 +365,9 @@ def _footnotes(
                 notes.append(text)
     if not any_published:
         notes.append(
-            f"No published numbers for protocol `{protocol}` in baselines/paper/: the paper's ablation tables "
+            f"No published numbers for protocol `{protocol}` in the published-rows folder: the paper's ablation tables "
             "(TDB/TAB variants, K, w) could not be obtained in a citable form, so nothing is filled from memory; "
-            "drop a CSV with columns protocol, model and metric keys into baselines/paper/ to add reference rows."
+            "pass a folder of CSVs with columns protocol, model and metric keys to `clip2video tables --paper-dir` to add reference rows."
         )
     base = groups[0].summary
     assert base is not None
