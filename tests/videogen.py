@@ -31,6 +31,9 @@ def make_video(
     texture: bool = False,
 ) -> Path:
     """Write an index-coded H.264 video of ``num_frames`` frames; ``size`` is (width, height)."""
+    assert num_frames >= 1, (
+        f"make_video needs at least one frame (make_zero_frame_video writes none), got {num_frames}"
+    )
     width, height = size
     frames = index_coded_frames(num_frames, height, width, texture=texture)
     return write_video(path, frames, fps, lossless=lossless)
@@ -43,6 +46,7 @@ def make_bframe_video(
     import av
 
     width, height = size
+    assert width % 2 == 0 and height % 2 == 0, f"yuv420p needs an even frame size, got {size}"
     frames = index_coded_frames(num_frames, height, width)
     rate = Fraction(30000, 1001) if abs(fps - 29.97) < 1e-6 else Fraction(fps).limit_denominator(1001)
     path = Path(path)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from clip2video.models import register_model
+from clip2video.models import list_models, register_model
 from toys.toy_model import MeanColourModel
 
 
 @register_model
 def toy_import_only(dim: int = 8) -> MeanColourModel:
     return MeanColourModel(dim=dim)
+
+
+assert "toy_import_only" in list_models(), "importing this module must register its model"

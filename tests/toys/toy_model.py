@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from clip2video.models import register_model
+from clip2video.models import list_models, register_model
 
 
 class MeanColourModel(nn.Module):
@@ -50,3 +50,6 @@ class MeanColourModel(nn.Module):
 def toy_mean_colour(dim: int = 16, vocab_size: int = 49408, seed: int = 0) -> MeanColourModel:
     """The toy model under the registry name ``toy_mean_colour``."""
     return MeanColourModel(dim=dim, vocab_size=vocab_size, seed=seed)
+
+
+assert "toy_mean_colour" in list_models(), "the registration above must make the name known to create_model"

@@ -37,3 +37,6 @@ def build(ctx: Any, model: Any) -> ColumnCentring:
 
 # The one registration.
 postprocess.register_postprocessor("centre")(build)
+assert "centre" in postprocess.list_postprocessors(), (
+    "the registration above must make eval.postprocess accept it"
+)

@@ -60,3 +60,4 @@ def make_protocol() -> Protocol:
 # The registrations: the reader of its layout, and the protocol entry.
 protocols.register_reader(LAYOUT, read_split)
 PROTOCOL = protocols.register_protocol(make_protocol(), overwrite=True)
+assert PROTOCOL.name in protocols.list_protocols(), "the registration above must make the protocol known"
