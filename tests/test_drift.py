@@ -105,20 +105,16 @@ def _record_suite(runs, shift: float = 0.0) -> None:
     write_suite_info(runs, "smoke", protocol="synthetic", rows=["meanp", "tab"])
 
 
-def test_cli_gate_end_to_end(tmp_path, capsys, monkeypatch):
+def _train_gate(tmp_path):
+    """A recorded smoke suite and the ``drift --layer train`` argv against a baseline beside it."""
     runs, baseline = tmp_path / "runs", tmp_path / "smoke.json"
     _record_suite(runs)
-    common = [
-        "drift",
-        "--suite",
-        "smoke",
-        "--layer",
-        "train",
-        "--runs",
-        str(runs),
-        "--baseline",
-        str(baseline),
-    ]
+    argv = ["drift", "--suite", "smoke", "--layer", "train", "--runs", str(runs), "--baseline", str(baseline)]
+    return runs, baseline, argv
+
+
+def test_cli_gate_end_to_end(tmp_path, capsys, monkeypatch):
+    runs, baseline, common = _train_gate(tmp_path)
     assert cli_main(common) == 1  # no baseline yet: clear error
     assert "--update" in capsys.readouterr().err
     assert cli_main([*common, "--update"]) == 1  # --update needs --message
@@ -202,19 +198,7 @@ def test_tolerance_mode_names_metric_values_and_tolerance():
 
 
 def test_a_failure_prints_both_fingerprints(tmp_path, capsys, monkeypatch):
-    runs, baseline = tmp_path / "runs", tmp_path / "smoke.json"
-    _record_suite(runs)
-    common = [
-        "drift",
-        "--suite",
-        "smoke",
-        "--layer",
-        "train",
-        "--runs",
-        str(runs),
-        "--baseline",
-        str(baseline),
-    ]
+    runs, baseline, common = _train_gate(tmp_path)
     monkeypatch.setattr(
         "clip2video.commands.drift.measure_tolerances", lambda suite, args: {"meanp": {"t2v_R1": 0.1}}
     )
