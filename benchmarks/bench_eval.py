@@ -12,7 +12,8 @@ The setup of a user reproducing MSR-VTT 1k-A from a released checkpoint, at a sm
   ``frames.image_size=64``, an embedding cache.
 
 Each code version runs in its own fresh process (``--child``) on the same files: the working tree
-(``data.num_workers=-1``, the new default; one torch thread, as the runner sets ``[run] threads``)
+(``data.num_workers=-1`` and ``[run] threads = 0``, the defaults of ``eval`` and the real suites:
+on a CPU one loader worker per 4 cores and, for one row, a torch thread per core)
 and the baseline commit checked out with ``git worktree`` (``num_workers=0`` and torch's default
 threads, as its CLI ran: it did not set them). The parent reports the wall time of each process and the time
 per stage (startup, decode, model, ranking, bootstrap, reversal), the ratio, and whether every
@@ -318,7 +319,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workers", type=int, default=-1, help="data.num_workers of the new run")
     parser.add_argument("--baseline-workers", type=int, default=0)
     parser.add_argument(
-        "--threads", type=int, default=1, help="torch threads of the new run ([run] threads, which rows set)"
+        "--threads",
+        type=int,
+        default=0,
+        help="torch threads of the new run ([run] threads; 0: automatic, as the runner resolves it for one row)",
     )
     parser.add_argument(
         "--baseline-threads",
@@ -362,7 +366,10 @@ def main(argv: list[str] | None = None) -> None:
                 }
             )
         )
-        versions = {"new": (ROOT, args.workers, args.threads)}
+        from clip2video.experiments.runner import resolve_threads
+
+        threads = resolve_threads(args.threads, 1, "cpu", 1)
+        versions = {"new": (ROOT, args.workers, threads)}
         if args.baseline != "none":
             tree = baseline_tree(args.baseline, tmp)
             versions["baseline"] = (tree, args.baseline_workers, args.baseline_threads)
@@ -382,7 +389,7 @@ def main(argv: list[str] | None = None) -> None:
                 "split": source,
                 "checkpoint": "clip2video, vision width 64, text width 512, vocab 49,408, 2+2 layers",
                 "bootstrap": args.bootstrap,
-                "threads": {"new": args.threads, "baseline": args.baseline_threads},
+                "threads": {"new": threads, "baseline": args.baseline_threads},
                 "embedding_cache": args.cache,
                 "setup_s": setup_s,
             },

@@ -24,6 +24,8 @@ def eval_suite_settings(protocol: str, model: str, *, zero_shot: bool) -> dict[s
     settings: dict[str, Any] = {}
     if protocol in list_suites():
         settings = tomllib.loads(suites_dir().joinpath(f"{protocol}.toml").read_text(encoding="utf-8"))
+    # one row: automatic threads give it every core (a shipped suite or --set may say otherwise)
+    settings.setdefault("run", {}).setdefault("threads", 0)
     settings.update(
         protocol=protocol,
         models=[model],

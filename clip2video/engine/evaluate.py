@@ -178,7 +178,7 @@ def encode_texts(
 
 
 def _video_loader(
-    dataset_or_loader: Dataset | DataLoader, batch_size: int, num_workers: int
+    dataset_or_loader: Dataset | DataLoader, batch_size: int, num_workers: int, device: torch.device
 ) -> DataLoader | Iterable:
     if isinstance(dataset_or_loader, DataLoader):
         return dataset_or_loader
@@ -188,7 +188,7 @@ def _video_loader(
         dataset_or_loader,
         batch_size=batch_size,
         shuffle=False,
-        num_workers=resolve_num_workers(num_workers),
+        num_workers=resolve_num_workers(num_workers, device),
         drop_last=False,
     )
 
@@ -216,7 +216,7 @@ def encode_video_passes(
     if not passes:
         raise ValueError("encode_video_passes: give at least one pass")
     device = torch.device(device) if device is not None else model_device(model)
-    loader = _video_loader(dataset_or_loader, batch_size, num_workers)
+    loader = _video_loader(dataset_or_loader, batch_size, num_workers, device)
     indices: list[Tensor] = []
     out: list[list[Tensor]] = [[] for _ in passes]
     with torch.inference_mode(), autocast_context(device, amp):

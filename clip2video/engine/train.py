@@ -401,7 +401,7 @@ def train(
         loader = DataLoader(
             train_dataset,
             batch_sampler=sampler,
-            num_workers=resolve_num_workers(config.num_workers),
+            num_workers=resolve_num_workers(config.num_workers, device),
             pin_memory=device.type == "cuda",
             generator=torch.Generator().manual_seed(config.seed + epoch),
         )

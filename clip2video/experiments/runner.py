@@ -22,6 +22,7 @@ from typing import Any
 
 from clip2video import fingerprint as fp
 from clip2video.data.annotations import SplitData
+from clip2video.data.datasets import available_cores
 from clip2video.data.protocols import Protocol, data_folders, get_protocol
 from clip2video.engine import distributed as ddp
 from clip2video.engine.evaluate import find_split_videos
@@ -163,6 +164,13 @@ def row_plan(suite: Suite, eval_only: bool, checkpoints: dict[str, Path], seed: 
     return plan
 
 
+def planned_rows(suite: Suite, eval_only: bool, checkpoints: dict[str, Path] | None) -> int:
+    """How many rows the suite plans over all seeds (``row_plan``'s warnings are left to ``build_specs``)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return sum(len(row_plan(suite, eval_only, dict(checkpoints or {}), s)) for s in suite["seeds"])
+
+
 def _checkpoint_identity(path: Path | None) -> dict[str, str] | None:
     if path is None:
         return None
@@ -180,11 +188,11 @@ def build_specs(
     checkpoints: dict[str, Path],
     clip_weights: str | None,
     device: str,
+    threads: int,
     runs_dir: Path,
     progress: bool,
 ) -> list[RowSpec]:
     """One picklable spec per (seed, row), with its resolved settings and fingerprint."""
-    threads = int(suite["run"]["threads"])
     specs: list[RowSpec] = []
     ckpt_ids: dict[Path, dict[str, str] | None] = {}
     for seed in suite["seeds"]:
@@ -323,7 +331,22 @@ def auto_jobs(device: str, threads: int, rows: int) -> int:
         import torch
 
         return max(1, min(rows, torch.cuda.device_count()))
-    return max(1, min(rows, (os.cpu_count() or 1) // max(1, threads)))
+    return max(1, min(rows, available_cores() // max(1, threads)))
+
+
+def resolve_threads(threads: int, jobs: int, device: str, rows: int) -> int:
+    """torch threads per row for ``[run] threads``; ``0`` = automatic.
+
+    Automatic gives each row its share of the cores: ``cores // (rows at once)``, where the rows
+    at once are ``jobs`` or, with ``jobs = 0``, as many rows as there are cores (one per GPU with
+    CUDA). So a one-row evaluation uses every core, and a many-row suite on a CPU gets one thread
+    per row, as ``threads = 1`` would. ``rows`` counts every planned row, not only those left to
+    run, so that ``--resume`` resolves the same count (it is part of each row's fingerprint).
+    """
+    if threads > 0:
+        return int(threads)
+    at_once = jobs if jobs > 0 else auto_jobs(device, 1, rows)
+    return max(1, available_cores() // max(1, at_once))
 
 
 def _gpu_for(spec: RowSpec, index: int, jobs: int) -> RowSpec:
@@ -436,6 +459,10 @@ def run_suite(
     runs = Path(runs_dir)
     check_before_work(suite, clip_weights)
     split_notes = _split_file_notes(paths) if rank == 0 else []
+    n_jobs = suite["run"]["jobs"] if jobs is None else int(jobs)
+    threads = resolve_threads(
+        suite["run"]["threads"], n_jobs, device, planned_rows(suite, eval_only, checkpoints)
+    )
     specs = build_specs(
         suite,
         paths,
@@ -444,6 +471,7 @@ def run_suite(
         checkpoints=dict(checkpoints or {}),
         clip_weights=clip_weights,
         device=device,
+        threads=threads,
         runs_dir=runs,
         progress=show and rank == 0,
     )
@@ -452,8 +480,7 @@ def run_suite(
     else:
         to_run, kept = specs, {}
     distributed = world > 1 or "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1
-    n_jobs = suite["run"]["jobs"] if jobs is None else int(jobs)
-    n_jobs = auto_jobs(device, suite["run"]["threads"], len(to_run)) if n_jobs <= 0 else n_jobs
+    n_jobs = auto_jobs(device, threads, len(to_run)) if n_jobs <= 0 else n_jobs
     result = SuiteResult(suite=suite, runs_dir=runs, jobs=1 if distributed else n_jobs)
     logger = RowLogger(suite, runs, tracking_uri=tracking_uri, enabled=tracking and rank == 0)
     with logger:
@@ -466,7 +493,7 @@ def run_suite(
                 + (
                     " one after another (torchrun)"
                     if distributed
-                    else f", {n_jobs} at a time in worker processes, {suite['run']['threads']} torch thread(s) each"
+                    else f", {n_jobs} at a time in worker processes, {threads} torch thread(s) each"
                 ),
                 flush=True,
             )

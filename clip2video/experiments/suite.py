@@ -155,7 +155,7 @@ def suite_from_settings(name: str, settings: dict[str, Any], source: str = "") -
 # (section, key) -> (lowest allowed, highest allowed or None); both inclusive.
 RANGES: dict[tuple[str, str], tuple[float, float | None]] = {
     ("run", "jobs"): (0, None),
-    ("run", "threads"): (1, None),
+    ("run", "threads"): (0, None),  # 0 = automatic (the cores shared among the rows at once)
     ("data", "num_workers"): (-1, None),  # -1 = automatic (the available cores, capped)
     ("data", "frame_cache_mb"): (0, None),
     ("synthetic", "seed"): (0, None),
