@@ -223,3 +223,14 @@ def test_the_gate_passes_on_every_kernel_set_and_thread_count(capability, thread
     # The kernel set and thread count really took effect in that process.
     assert f"cpu_capability={capability.upper()}, threads={threads}" in out.stdout, out.stdout
     assert "matches" in out.stdout
+
+
+def test_a_missing_lock_names_the_working_directory_it_was_looked_for_in(tmp_path, monkeypatch, capsys):
+    """The default --baselines is relative: from another folder the error says where it looked."""
+    from clip2video.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["drift", "--suite", "smoke", "--layer", "eval"]) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("clip2video: error: no evaluation-drift lock at baselines")
+    assert f"under the working directory {tmp_path}" in err[0] and "--baselines DIR" in err[0]

@@ -195,12 +195,23 @@ def _floor(metric: str, queries: int | None) -> float:
     return 100.0 / queries if queries else 1.0
 
 
+def missing_lock_where(path: Path) -> str:
+    """Where a missing lock was looked for: a relative path also names the working directory it
+    was resolved from, and the repository's own locks (``--baselines`` is relative to it)."""
+    if path.is_absolute():
+        return str(path)
+    return (
+        f"{path} (under the working directory {Path.cwd()}; the project's locks are in its "
+        "baselines/locked: run from the repository root or pass --baselines DIR)"
+    )
+
+
 def load_locked(path: str | Path) -> dict[str, Any]:
     """A locked baseline file."""
     path = Path(path)
     if not path.is_file():
         raise DriftError(
-            f"no locked baseline at {path}: run the suite, then lock it with "
+            f"no locked baseline at {missing_lock_where(path)}: run the suite, then lock it with "
             f'`clip2video drift --suite <name> --update --message "why"`'
         )
     try:

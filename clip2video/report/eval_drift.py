@@ -39,6 +39,7 @@ import torch
 
 from clip2video.errors import Clip2VideoError
 from clip2video.fingerprint import differences, digest, platform_fingerprint
+from clip2video.report.drift import missing_lock_where
 
 EVAL_LOCK_VERSION = 1
 WEIGHTS_SEED = 20261203
@@ -356,7 +357,7 @@ def load_eval_lock(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise EvalDriftError(
-            f"no evaluation-drift lock at {path}: create it with "
+            f"no evaluation-drift lock at {missing_lock_where(path)}: create it with "
             '`clip2video drift --layer eval --suite <name> --update --message "why"`'
         )
     try:
