@@ -283,16 +283,16 @@ def _count_problems(proto: Protocol, splits: dict[str, SplitData]) -> list[str]:
         problems.append(
             f"test: {test.num_captions:,} captions, the protocol expects {proto.expected_test_captions:,}"
         )
-    if proto.captions_per_test_video is not None:
+    # A single-caption protocol (multi_caption=False) needs exactly one caption per test video.
+    per_test_video = proto.captions_per_test_video or (None if proto.multi_caption else 1)
+    if per_test_video is not None:
         per_video = [len(test.captions_of(i)) for i in range(test.num_videos)]
         off = [
-            f"{vid} ({n})"
-            for vid, n in zip(test.video_ids, per_video, strict=True)
-            if n != proto.captions_per_test_video
+            f"{vid} ({n})" for vid, n in zip(test.video_ids, per_video, strict=True) if n != per_test_video
         ]
         if off:
             problems.append(
-                f"test: {len(off)} video(s) without exactly {proto.captions_per_test_video} caption(s): "
+                f"test: {len(off)} video(s) without exactly {per_test_video} caption(s): "
                 + ", ".join(off[:20])
                 + (" ..." if len(off) > 20 else "")
             )
