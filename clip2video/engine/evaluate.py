@@ -408,18 +408,18 @@ def _protocol_name(protocol: Any) -> str:
 
 
 def _default_sampler(protocol: Any) -> Any:
+    """The frame sampler a suite on ``protocol`` gets when it sets no ``[frames]`` key."""
     from clip2video.data.frames import FrameSampler
+    from clip2video.data.protocols import get_protocol
 
-    return FrameSampler(
-        extraction_fps=protocol.extraction_fps,
-        stride=protocol.stride,
-        max_frames=protocol.max_frames,
-        image_size=protocol.image_size,
-    )
+    return FrameSampler(**get_protocol(protocol).settings()["frames"])
 
 
 def _default_tokenizer(protocol: Any) -> Any:
-    return _caption_tokenizer(int(protocol.max_words))
+    """The tokenizer a suite on ``protocol`` gets when it sets no ``[text] max_words``."""
+    from clip2video.data.protocols import get_protocol
+
+    return _caption_tokenizer(int(get_protocol(protocol).settings()["text"]["max_words"]))
 
 
 @functools.lru_cache(maxsize=8)
@@ -581,7 +581,8 @@ def encode_split(
     """Encode a split's captions and videos once each (or read them from ``cache``).
 
     ``split`` is a ``SplitData`` (video_ids, captions, caption_video); ``protocol`` a Protocol or
-    its name (the sampler and tokenizer default to the protocol's settings). ``reverse`` encodes
+    its name (the sampler and tokenizer default to ``Protocol.settings()``: what a suite that sets
+    no ``[frames]`` / ``[text]`` key gets). ``reverse`` encodes
     time-reversed frames. Keyword arguments: ``sampler``, ``tokenizer``, ``cache``, ``split_name``
     ("test"), ``batch_size`` (16), ``text_batch_size`` (256), ``num_workers`` (0; -1 = one per
     available core, at most 8), ``device``, ``amp``, ``video_dataset`` (overrides the dataset

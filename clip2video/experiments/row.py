@@ -215,10 +215,10 @@ def row_context(spec: RowSpec) -> RowContext:
     paths = DataPaths(protocol, Path(spec.annotations), Path(spec.videos))
     settings = spec.settings
     splits = load_splits(paths, allow_missing=settings["data"]["allow_missing"])
-    frames = settings["frames"]
+    frames = settings["frames"]  # the protocol's, where the suite does not set them (suite.py)
     sampler = FrameSampler(
-        extraction_fps=protocol.extraction_fps,
-        stride=protocol.stride,
+        extraction_fps=frames["extraction_fps"],
+        stride=frames["stride"],
         max_frames=frames["max_frames"],
         image_size=frames["image_size"],
         train=False,
