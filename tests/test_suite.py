@@ -155,6 +155,25 @@ def test_protocol_keys_are_checked_like_any_other(tmp_path):
         load_suite(_write(tmp_path, "[frames]\nmax_frames = 4\n"))
 
 
+def test_shipped_suites_name_a_protocol_key_only_where_they_differ():
+    """Each shipped suite resolves every protocol key to its protocol's value unless its file sets
+    it; a value a file sets must differ from the protocol's (no silent repeats)."""
+    from clip2video.data.protocols import get_protocol
+    from clip2video.experiments.suite import suite_file_settings
+
+    for name in list_suites():
+        declared = suite_file_settings(name)
+        s = load_suite(name)
+        defaults = get_protocol(s.protocol).settings()
+        for section, key in PROTOCOL_KEYS:
+            if key in declared.get(section, {}):
+                assert s[section][key] != defaults[section][key], (
+                    f"{name}: {section}.{key} repeats the protocol"
+                )
+            else:
+                assert s[section][key] == defaults[section][key], (name, section, key)
+
+
 # What every shipped suite resolved to before the protocol keys came from the protocol (stride and
 # extraction_fps were then read from the protocol by the row): the numbers must not move.
 SHIPPED_PROTOCOL_VALUES = {
