@@ -38,7 +38,6 @@ from clip2video import metrics as _metrics
 from clip2video.engine import distributed as _dist
 from clip2video.engine.cache import EmbeddingCache, model_fingerprint, strings_digest, videos_digest
 from clip2video.engine.postprocess import PostProcess
-from clip2video.errors import VideoReadError
 
 if TYPE_CHECKING:
     from clip2video.metrics import QueryRanks
@@ -360,24 +359,13 @@ def encode_videos_distributed(
 
 
 def find_split_videos(videos_dir: str | os.PathLike[str], video_ids: Sequence[str]) -> list[Path]:
-    """Path of every split video; one VideoReadError naming every missing id."""
-    from clip2video.data.videos import find_video
+    """Path of every split video; one VideoReadError naming every missing id.
 
-    paths: list[Path] = []
-    missing: list[str] = []
-    for vid in video_ids:
-        try:
-            paths.append(find_video(videos_dir, vid))
-        except VideoReadError:
-            missing.append(vid)
-    if missing:
-        raise VideoReadError(
-            ", ".join(missing),
-            videos_dir,
-            f"{len(missing)} of {len(video_ids)} test videos are missing; add them, point at the right "
-            "folder, or evaluate with allow_missing (which drops them and records it)",
-        )
-    return paths
+    The same lookup as ``clip2video.data.videos.find_videos`` (this name is kept for callers of
+    the engine)."""
+    from clip2video.data.videos import find_videos
+
+    return find_videos(videos_dir, video_ids)
 
 
 def progress_desc(progress: bool | str, what: str) -> str:
