@@ -192,6 +192,15 @@ def test_a_suite_without_a_tiny_backbone_is_refused():
         ed.eval_settings(settings)
 
 
+def test_a_suite_with_other_frame_sampling_is_refused():
+    """The lock records max_frames and image_size; fps and stride are the synthetic protocol's."""
+    settings = copy.deepcopy(load_suite("smoke").settings)
+    assert settings["frames"]["stride"] == 1 and settings["frames"]["extraction_fps"] == 5.0
+    settings["frames"]["stride"] = 2
+    with pytest.raises(ed.EvalDriftError, match="frames.stride = 2"):
+        ed.eval_settings(settings)
+
+
 def _cpu_has_avx512() -> bool:
     env = {k: v for k, v in os.environ.items() if k != "ATEN_CPU_CAPABILITY"}
     out = subprocess.run(

@@ -299,6 +299,24 @@ def test_missing_videos_are_named_together(tmp_path):
     assert "video0, video2" in str(info.value) and "2 of 3" in str(info.value)
 
 
+def test_one_lookup_maps_a_splits_ids_to_files(tmp_path):
+    """``data.videos.lookup_videos`` is the one split lookup: the engine's name, ``find_videos`` and
+    ``data verify`` agree on it (a file ``<id>.<ext>`` or a frame folder ``<id>/``)."""
+    from clip2video.data.videos import find_videos, lookup_videos
+
+    (tmp_path / "video1.mp4").write_bytes(b"x")
+    (tmp_path / "video3").mkdir()
+    ids = ["video0", "video1", "video3"]
+    assert lookup_videos(tmp_path, ids) == {
+        "video0": None,
+        "video1": tmp_path / "video1.mp4",
+        "video3": tmp_path / "video3",
+    }
+    present = ["video3", "video1", "video3"]
+    expected = [tmp_path / "video3", tmp_path / "video1.mp4", tmp_path / "video3"]
+    assert find_videos(tmp_path, present) == find_split_videos(tmp_path, present) == expected
+
+
 # ----------------------------------------------------------------------------- real models and videos
 
 

@@ -202,3 +202,38 @@ def test_msrvtt_full_test_ids_are_the_range_with_or_without_the_csv(splits_dir, 
     expected = [f"video{i}" for i in range(7010, 10000)]
     assert split_video_ids("msrvtt-full", splits_dir, "test") == expected
     assert split_video_ids("msrvtt-full", tmp_path, "test") == expected
+
+
+@pytest.mark.parametrize("name", sorted(SPEC_TABLE) + ["synthetic"])
+def test_settings_are_the_suite_keys_a_protocol_fills(name):
+    """``Protocol.settings()``: the protocol's defaults for a suite, keyed as in a suite file."""
+    p = get_protocol(name)
+    assert p.settings() == {
+        "frames": {
+            "extraction_fps": p.extraction_fps,
+            "stride": p.stride,
+            "max_frames": p.max_frames,
+            "image_size": p.image_size,
+        },
+        "text": {"max_words": p.max_words},
+        "model": {"center_k": p.center_k},
+    }
+    assert isinstance(p.settings()["frames"]["extraction_fps"], float)
+
+
+def test_multi_caption_is_checked_against_the_captions_per_test_video():
+    """A single-caption protocol cannot expect several captions per test video; verify requires one."""
+    import numpy as np
+
+    from clip2video.data.annotations import SplitData
+    from clip2video.data.verify import _count_problems
+
+    common = dict(layout="vatex", stride=1, center_k=1, train_split="a", test_split="b", captions_file="c")
+    with pytest.raises(ProtocolError, match="multi_caption"):
+        Protocol(name="x", multi_caption=False, captions_per_test_video=2, **common)
+    single = Protocol(name="x", multi_caption=False, **common)  # no captions_per_test_video of its own
+    multi = Protocol(name="y", **common)
+    two = SplitData(["v0", "v1"], ["a", "b", "c"], np.array([0, 1, 1]))
+    assert _count_problems(multi, {"test": two}) == []
+    (problem,) = _count_problems(single, {"test": two})
+    assert "without exactly 1 caption" in problem and "v1 (2)" in problem

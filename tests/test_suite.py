@@ -80,3 +80,115 @@ def test_validation_selection_only_where_the_protocol_has_a_validation_split():
         s = load_suite(name)
         if s["train"]["select_on"] == "val":
             assert get_protocol(s.protocol).val_split, f"suite {name} selects on a validation split it lacks"
+
+
+# ----------------------------------------------------------------------------- one rule for settings
+
+PROTOCOL_KEYS = (
+    ("frames", "extraction_fps"),
+    ("frames", "stride"),
+    ("frames", "max_frames"),
+    ("frames", "image_size"),
+    ("text", "max_words"),
+    ("model", "center_k"),
+)
+
+
+def _write(tmp_path, text: str):
+    path = tmp_path / "s.toml"
+    path.write_text('name = "s"\nmodels = ["meanp"]\n' + text)
+    return path
+
+
+@pytest.mark.parametrize("protocol", ["msrvtt-1k-a", "vatex-1k5", "msvd", "synthetic"])
+def test_a_suite_that_omits_the_protocol_keys_gets_the_protocols_values(tmp_path, protocol):
+    """defaults.toml < the protocol's defaults < the suite file < --set."""
+    from clip2video.data.protocols import get_protocol
+
+    p = get_protocol(protocol)
+    s = load_suite(_write(tmp_path, f'protocol = "{protocol}"\n'))
+    assert s["frames"] == {
+        "extraction_fps": p.extraction_fps,
+        "stride": p.stride,
+        "max_frames": p.max_frames,
+        "image_size": p.image_size,
+    }
+    assert s["text"]["max_words"] == p.max_words and s["model"]["center_k"] == p.center_k
+    assert s["model"]["center_weight"] == 0.5  # not a protocol key: defaults.toml's
+
+
+def test_the_suite_file_beats_the_protocol_and_set_beats_both(tmp_path):
+    path = _write(
+        tmp_path, 'protocol = "vatex-1k5"\n[model]\ncenter_k = 4\n[frames]\nstride = 3\nextraction_fps = 2\n'
+    )
+    s = load_suite(path)
+    assert (s["model"]["center_k"], s["frames"]["stride"], s["frames"]["extraction_fps"]) == (4, 3, 2.0)
+    assert s["text"]["max_words"] == 32  # still the protocol's
+    s = load_suite(path, {"model": {"center_k": 3}, "text": {"max_words": 20}})
+    assert (s["model"]["center_k"], s["text"]["max_words"], s["frames"]["stride"]) == (3, 20, 3)
+    assert load_suite("msrvtt-1k-a", {"model": {"center_k": 3}})["model"]["center_k"] == 3
+
+
+def test_set_protocol_brings_that_protocols_defaults(tmp_path):
+    """``--set protocol=...`` switches the protocol layer too, on a file or on a loaded Suite."""
+    from clip2video.experiments.suite import suite_from_settings
+
+    s = load_suite(_write(tmp_path, 'protocol = "msrvtt-1k-a"\n'), {"protocol": "vatex-1k5"})
+    assert (s["model"]["center_k"], s["frames"]["stride"]) == (7, 1)
+    built = suite_from_settings("b", {"protocol": "msrvtt-1k-a", "models": ["meanp"]})
+    assert (built["model"]["center_k"], built["frames"]["stride"]) == (5, 2)
+    moved = load_suite(built, {"protocol": "vatex-1k5"})
+    assert (moved["model"]["center_k"], moved["frames"]["stride"]) == (7, 1)
+    assert load_suite(built, {"model": {"center_k": 3}})["model"]["center_k"] == 3
+
+
+def test_protocol_keys_are_checked_like_any_other(tmp_path):
+    with pytest.raises(SuiteError, match=r"frames\.stride.*int"):
+        load_suite(_write(tmp_path, 'protocol = "msvd"\n[frames]\nstride = "two"\n'))
+    with pytest.raises(SuiteError, match=r"frames\.stride = 0 is out of range"):
+        load_suite(_write(tmp_path, 'protocol = "msvd"\n[frames]\nstride = 0\n'))
+    with pytest.raises(SuiteError, match=r"frames\.extraction_fps = 0\.0 is out of range"):
+        load_suite(_write(tmp_path, 'protocol = "msvd"\n[frames]\nextraction_fps = 0\n'))
+    with pytest.raises(SuiteError, match="Unknown protocol 'nope'"):
+        load_suite(_write(tmp_path, 'protocol = "nope"\n[frames]\nmax_frames = 4\n'))
+    with pytest.raises(SuiteError, match="'protocol' is required"):
+        load_suite(_write(tmp_path, "[frames]\nmax_frames = 4\n"))
+
+
+def test_shipped_suites_name_a_protocol_key_only_where_they_differ():
+    """Each shipped suite resolves every protocol key to its protocol's value unless its file sets
+    it; a value a file sets must differ from the protocol's (no silent repeats)."""
+    from clip2video.data.protocols import get_protocol
+    from clip2video.experiments.suite import suite_file_settings
+
+    for name in list_suites():
+        declared = suite_file_settings(name)
+        s = load_suite(name)
+        defaults = get_protocol(s.protocol).settings()
+        for section, key in PROTOCOL_KEYS:
+            if key in declared.get(section, {}):
+                assert s[section][key] != defaults[section][key], (
+                    f"{name}: {section}.{key} repeats the protocol"
+                )
+            else:
+                assert s[section][key] == defaults[section][key], (name, section, key)
+
+
+# What every shipped suite resolved to before the protocol keys came from the protocol (stride and
+# extraction_fps were then read from the protocol by the row): the numbers must not move.
+SHIPPED_PROTOCOL_VALUES = {
+    "ablation": (5.0, 1, 12, 32, 32, 5),
+    "smoke": (5.0, 1, 12, 32, 32, 5),
+    "msrvtt-1k-a": (5.0, 2, 12, 224, 32, 5),
+    "msrvtt-full": (5.0, 2, 12, 224, 32, 5),
+    "msvd": (5.0, 1, 12, 224, 32, 5),
+    "vatex-1k5": (5.0, 1, 12, 224, 32, 7),
+    "vatex-hgr": (5.0, 1, 12, 224, 32, 7),
+}
+
+
+@pytest.mark.parametrize("name", sorted(SHIPPED_PROTOCOL_VALUES))
+def test_every_shipped_suite_resolves_to_the_values_it_always_had(name):
+    s = load_suite(name)
+    assert tuple(s[section][key] for section, key in PROTOCOL_KEYS) == SHIPPED_PROTOCOL_VALUES[name]
+    assert set(SHIPPED_PROTOCOL_VALUES) == set(list_suites())

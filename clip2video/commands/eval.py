@@ -1,8 +1,9 @@
 """CLI verb ``clip2video eval``: evaluate one checkpoint on one protocol, no suite file needed.
 
 ``clip2video eval --protocol msvd --model clip2video --checkpoint FILE --data-root DATA`` builds a
-one-row suite from the protocol's shipped suite (or the defaults), checks everything before work,
-evaluates, and writes ``RESULTS_DIR/<suite>/result.json`` beside the usual table.
+one-row suite from the protocol's shipped suite (or, for a protocol without one, the defaults and
+the protocol's own frame, text and K settings), checks everything before work, evaluates, and
+writes ``RESULTS_DIR/<suite>/result.json`` beside the usual table.
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -18,12 +18,12 @@ from clip2video.errors import ConfigError
 
 
 def eval_suite_settings(protocol: str, model: str, *, zero_shot: bool) -> dict[str, Any]:
-    """The one row's settings: the protocol's shipped suite when there is one, reduced to one model and seed."""
-    from clip2video.experiments.suite import list_suites, suites_dir
+    """The one row's suite as a suite file would say it: the protocol's shipped suite when there is
+    one, reduced to one model and seed. ``suite_from_settings`` resolves it by the suites' one rule
+    (defaults < the protocol's defaults < this < ``--set``)."""
+    from clip2video.experiments.suite import list_suites, suite_file_settings
 
-    settings: dict[str, Any] = {}
-    if protocol in list_suites():
-        settings = tomllib.loads(suites_dir().joinpath(f"{protocol}.toml").read_text(encoding="utf-8"))
+    settings: dict[str, Any] = suite_file_settings(protocol) if protocol in list_suites() else {}
     # one row: automatic threads give it every core (a shipped suite or --set may say otherwise)
     settings.setdefault("run", {}).setdefault("threads", 0)
     settings.update(

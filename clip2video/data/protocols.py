@@ -113,6 +113,12 @@ class Protocol:
     protocol's layout). ``expected_*`` are ``None`` where the protocol does not fix the number.
     ``split_sha256`` / ``split_content_sha256`` / ``split_counts`` map a split file's name to its
     public checksum (bytes / normalised content) and its number of ids (rows for a pairs csv).
+
+    ``extraction_fps``, ``stride``, ``max_frames``, ``image_size``, ``max_words`` and ``center_k``
+    are the published settings: the defaults of every suite on this protocol (see
+    :meth:`settings`). ``multi_caption`` says whether a test video may have several captions;
+    the metrics read the caption-to-video map itself, so it decides no number: with ``False``,
+    ``data verify`` requires exactly one caption per test video (MSR-VTT 1k-A's pairs).
     """
 
     name: str
@@ -151,6 +157,11 @@ class Protocol:
                 object.__setattr__(self, attr, _frozen(value))
         if self.stride < 1 or self.max_frames < 1 or self.center_k < 1:
             raise ProtocolError(f"protocol {self.name!r}: stride, max_frames and center_k must be >= 1")
+        if not self.multi_caption and self.captions_per_test_video not in (None, 1):
+            raise ProtocolError(
+                f"protocol {self.name!r}: multi_caption=False but captions_per_test_video = "
+                f"{self.captions_per_test_video}"
+            )
 
     def hook(self, name: str) -> Any:
         """The protocol's hook ``name`` from its ``hooks`` module, or None."""
@@ -179,19 +190,23 @@ class Protocol:
             "test": self.expected_test_videos,
         }[split]
 
-    def settings(self) -> dict[str, object]:
-        """The settings that decide the numbers (for run records and cache keys)."""
+    def settings(self) -> dict[str, dict[str, Any]]:
+        """The protocol's defaults for a suite, keyed as in a suite file.
+
+        A suite's resolved settings are ``defaults.toml`` < these < the suite file < ``--set``
+        (``clip2video.experiments.suite``); the engine's default frame sampler and tokenizer (no
+        suite) use them too. ``[frames]`` are :class:`~clip2video.data.frames.FrameSampler`'s
+        keyword arguments, ``[text] max_words`` the tokenizer's, ``[model] center_k`` TAB's K.
+        """
         return {
-            "protocol": self.name,
-            "extraction_fps": self.extraction_fps,
-            "stride": self.stride,
-            "max_frames": self.max_frames,
-            "center_k": self.center_k,
-            "max_words": self.max_words,
-            "image_size": self.image_size,
-            "train_split": self.train_split,
-            "val_split": self.val_split,
-            "test_split": self.test_split,
+            "frames": {
+                "extraction_fps": float(self.extraction_fps),
+                "stride": int(self.stride),
+                "max_frames": int(self.max_frames),
+                "image_size": int(self.image_size),
+            },
+            "text": {"max_words": int(self.max_words)},
+            "model": {"center_k": int(self.center_k)},
         }
 
 

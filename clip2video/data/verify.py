@@ -23,7 +23,7 @@ from clip2video.data.annotations import (
     read_split_file,
 )
 from clip2video.data.protocols import SPLITS, Protocol, get_protocol, list_protocols
-from clip2video.data.videos import find_video, probe_video
+from clip2video.data.videos import lookup_videos, probe_video
 from clip2video.errors import ProtocolError, VideoReadError
 
 
@@ -206,12 +206,12 @@ def check_videos(
     missing: list[VideoProblem] = []
     unreadable: list[VideoProblem] = []
     label = f"{split.protocol} {split.split} videos".strip()
+    found = lookup_videos(videos_dir, split.video_ids)
     for vid in tqdm(
         split.video_ids, desc=label, unit="video", disable=None if progress is None else not progress
     ):
-        try:
-            path = find_video(videos_dir, vid)
-        except VideoReadError:
+        path = found[vid]
+        if path is None:
             reason = f"not found (no {vid}.<mp4|avi|webm|mkv|...> file and no {vid}/ frame folder)"
             missing.append(VideoProblem(vid, "missing", str(videos_dir), reason))
             continue
@@ -283,16 +283,16 @@ def _count_problems(proto: Protocol, splits: dict[str, SplitData]) -> list[str]:
         problems.append(
             f"test: {test.num_captions:,} captions, the protocol expects {proto.expected_test_captions:,}"
         )
-    if proto.captions_per_test_video is not None:
+    # A single-caption protocol (multi_caption=False) needs exactly one caption per test video.
+    per_test_video = proto.captions_per_test_video or (None if proto.multi_caption else 1)
+    if per_test_video is not None:
         per_video = [len(test.captions_of(i)) for i in range(test.num_videos)]
         off = [
-            f"{vid} ({n})"
-            for vid, n in zip(test.video_ids, per_video, strict=True)
-            if n != proto.captions_per_test_video
+            f"{vid} ({n})" for vid, n in zip(test.video_ids, per_video, strict=True) if n != per_test_video
         ]
         if off:
             problems.append(
-                f"test: {len(off)} video(s) without exactly {proto.captions_per_test_video} caption(s): "
+                f"test: {len(off)} video(s) without exactly {per_test_video} caption(s): "
                 + ", ".join(off[:20])
                 + (" ..." if len(off) > 20 else "")
             )
@@ -376,12 +376,8 @@ def require_test_videos(
 
 def require_split_videos_exist(split: SplitData, videos_dir: str | Path) -> None:
     """Every video of a (training) split exists; else one error naming the split and every missing id."""
-    missing = []
-    for vid in split.video_ids:
-        try:
-            find_video(videos_dir, vid)
-        except VideoReadError:
-            missing.append(vid)
+    found = lookup_videos(videos_dir, split.video_ids)
+    missing = [vid for vid in split.video_ids if found[vid] is None]
     if missing:
         shown = ", ".join(missing[:20]) + (f" ... and {len(missing) - 20} more" if len(missing) > 20 else "")
         raise ProtocolError(

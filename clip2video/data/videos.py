@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,37 @@ def find_video(videos_dir: str | Path, video_id: str) -> Path:
         f"no file {video_id}.<{'|'.join(e[1:] for e in VIDEO_EXTENSIONS)}> and no frame folder "
         f"{video_id}/ in {root}; pass the folder that holds the protocol's videos",
     )
+
+
+def lookup_videos(videos_dir: str | Path, video_ids: Iterable[str]) -> dict[str, Path | None]:
+    """Each id's file or frame folder (:func:`find_video`), ``None`` where neither exists.
+
+    The one place a split's ids are looked up: :func:`find_videos`, ``data verify`` and the
+    preflight checks all go through it.
+    """
+    found: dict[str, Path | None] = {}
+    for vid in video_ids:
+        if vid not in found:
+            try:
+                found[vid] = find_video(videos_dir, vid)
+            except VideoReadError:
+                found[vid] = None
+    return found
+
+
+def find_videos(videos_dir: str | Path, video_ids: Sequence[str]) -> list[Path]:
+    """The path of every id, in order; one VideoReadError naming every missing id."""
+    found = lookup_videos(videos_dir, video_ids)
+    paths = [found[vid] for vid in video_ids]
+    missing = [vid for vid, path in zip(video_ids, paths, strict=True) if path is None]
+    if missing:
+        raise VideoReadError(
+            ", ".join(missing),
+            videos_dir,
+            f"{len(missing)} of {len(video_ids)} videos are missing; add them or point at the right "
+            "folder (an evaluation may drop missing test videos with allow_missing, which records them)",
+        )
+    return [path for path in paths if path is not None]
 
 
 def frame_files(folder: Path) -> list[Path]:

@@ -38,7 +38,6 @@ from clip2video import metrics as _metrics
 from clip2video.engine import distributed as _dist
 from clip2video.engine.cache import EmbeddingCache, model_fingerprint, strings_digest, videos_digest
 from clip2video.engine.postprocess import PostProcess
-from clip2video.errors import VideoReadError
 
 if TYPE_CHECKING:
     from clip2video.metrics import QueryRanks
@@ -360,24 +359,13 @@ def encode_videos_distributed(
 
 
 def find_split_videos(videos_dir: str | os.PathLike[str], video_ids: Sequence[str]) -> list[Path]:
-    """Path of every split video; one VideoReadError naming every missing id."""
-    from clip2video.data.videos import find_video
+    """Path of every split video; one VideoReadError naming every missing id.
 
-    paths: list[Path] = []
-    missing: list[str] = []
-    for vid in video_ids:
-        try:
-            paths.append(find_video(videos_dir, vid))
-        except VideoReadError:
-            missing.append(vid)
-    if missing:
-        raise VideoReadError(
-            ", ".join(missing),
-            videos_dir,
-            f"{len(missing)} of {len(video_ids)} test videos are missing; add them, point at the right "
-            "folder, or evaluate with allow_missing (which drops them and records it)",
-        )
-    return paths
+    The same lookup as ``clip2video.data.videos.find_videos`` (this name is kept for callers of
+    the engine)."""
+    from clip2video.data.videos import find_videos
+
+    return find_videos(videos_dir, video_ids)
 
 
 def progress_desc(progress: bool | str, what: str) -> str:
@@ -408,18 +396,18 @@ def _protocol_name(protocol: Any) -> str:
 
 
 def _default_sampler(protocol: Any) -> Any:
+    """The frame sampler a suite on ``protocol`` gets when it sets no ``[frames]`` key."""
     from clip2video.data.frames import FrameSampler
+    from clip2video.data.protocols import get_protocol
 
-    return FrameSampler(
-        extraction_fps=protocol.extraction_fps,
-        stride=protocol.stride,
-        max_frames=protocol.max_frames,
-        image_size=protocol.image_size,
-    )
+    return FrameSampler(**get_protocol(protocol).settings()["frames"])
 
 
 def _default_tokenizer(protocol: Any) -> Any:
-    return _caption_tokenizer(int(protocol.max_words))
+    """The tokenizer a suite on ``protocol`` gets when it sets no ``[text] max_words``."""
+    from clip2video.data.protocols import get_protocol
+
+    return _caption_tokenizer(int(get_protocol(protocol).settings()["text"]["max_words"]))
 
 
 @functools.lru_cache(maxsize=8)
@@ -581,7 +569,8 @@ def encode_split(
     """Encode a split's captions and videos once each (or read them from ``cache``).
 
     ``split`` is a ``SplitData`` (video_ids, captions, caption_video); ``protocol`` a Protocol or
-    its name (the sampler and tokenizer default to the protocol's settings). ``reverse`` encodes
+    its name (the sampler and tokenizer default to ``Protocol.settings()``: what a suite that sets
+    no ``[frames]`` / ``[text]`` key gets). ``reverse`` encodes
     time-reversed frames. Keyword arguments: ``sampler``, ``tokenizer``, ``cache``, ``split_name``
     ("test"), ``batch_size`` (16), ``text_batch_size`` (256), ``num_workers`` (0; -1 = one per
     available core, at most 8), ``device``, ``amp``, ``video_dataset`` (overrides the dataset

@@ -47,7 +47,7 @@ def check_before_work(
     progress: bool = False,
 ) -> Suite:
     """Validate ``suite`` and everything its run touches; returns the resolved suite."""
-    resolved = suite if isinstance(suite, Suite) else load_suite(suite, overrides)
+    resolved = load_suite(suite, overrides)  # a Suite passes through, with the overrides applied
     if tracking:
         check_tracking_uri(tracking_uri)
     check_writable_dir(runs_dir, "runs folder", "--runs-dir")

@@ -29,6 +29,7 @@ from clip2video.data.frames import FrameSampler
 from clip2video.data.protocols import Protocol, get_protocol
 from clip2video.data.text import CaptionTokenizer
 from clip2video.data.verify import require_test_videos
+from clip2video.data.videos import find_videos
 from clip2video.engine import distributed as ddp
 from clip2video.engine.cache import EmbeddingCache
 from clip2video.engine.evaluate import (
@@ -36,7 +37,6 @@ from clip2video.engine.evaluate import (
     encode_texts,
     evaluate,
     evaluate_embeddings,
-    find_split_videos,
     time_reversal_diagnostic,
 )
 from clip2video.engine.postprocess import build_postprocessors
@@ -215,10 +215,10 @@ def row_context(spec: RowSpec) -> RowContext:
     paths = DataPaths(protocol, Path(spec.annotations), Path(spec.videos))
     settings = spec.settings
     splits = load_splits(paths, allow_missing=settings["data"]["allow_missing"])
-    frames = settings["frames"]
+    frames = settings["frames"]  # the protocol's, where the suite does not set them (suite.py)
     sampler = FrameSampler(
-        extraction_fps=protocol.extraction_fps,
-        stride=protocol.stride,
+        extraction_fps=frames["extraction_fps"],
+        stride=frames["stride"],
         max_frames=frames["max_frames"],
         image_size=frames["image_size"],
         train=False,
@@ -346,7 +346,7 @@ def make_val_fn(ctx: RowContext) -> Any:
 def train_dataset(ctx: RowContext) -> PairDataset:
     """The training pairs with a training-mode sampler; data order depends on the row's seed only."""
     split = ctx.splits["train"]
-    paths = find_split_videos(ctx.paths.videos, split.video_ids)
+    paths = find_videos(ctx.paths.videos, split.video_ids)
     pairs = [(int(v), c) for v, c in zip(split.caption_video, split.captions, strict=True)]
     sampler = dataclasses.replace(ctx.sampler, train=True).attach_cache(ctx.sampler.cache)
     return PairDataset(pairs, paths, split.video_ids, sampler, ctx.tokenizer, ctx.spec.seed)

@@ -24,8 +24,8 @@ from clip2video import fingerprint as fp
 from clip2video.data.annotations import SplitData
 from clip2video.data.datasets import available_cores
 from clip2video.data.protocols import Protocol, data_folders, get_protocol
+from clip2video.data.videos import find_videos
 from clip2video.engine import distributed as ddp
-from clip2video.engine.evaluate import find_split_videos
 from clip2video.errors import Clip2VideoError, ProtocolError
 from clip2video.experiments.row import (
     DataPaths,
@@ -131,7 +131,7 @@ def data_fingerprint(paths: DataPaths, splits: dict[str, SplitData]) -> dict[str
         "annotations": {p.relative_to(paths.annotations).as_posix(): fp.file_digest(p) for p in files}
     }
     for name, split in splits.items():
-        videos = find_split_videos(paths.videos, split.video_ids)
+        videos = find_videos(paths.videos, split.video_ids)
         out[f"videos.{name}"] = fp.digest(
             [[vid, fp.video_identity(p)] for vid, p in zip(split.video_ids, videos, strict=True)]
         )

@@ -5,6 +5,11 @@ so an installed wheel has them; ``--suite`` takes one of their names or a path t
 :func:`load_suite` checks every key, type, enum and range, the protocol and every model name
 against the registries, the post-processors and the seeds, so a suite that cannot run fails at
 once with one message naming the file and the key.
+
+One rule resolves every setting (:func:`resolve_settings`, used by suite files, the ``eval`` verb's
+one-row suite and ``--set`` on a loaded suite alike): ``defaults.toml`` < the protocol's defaults
+(``Protocol.settings()``: ``[frames]``, ``[text] max_words``, ``[model] center_k``) < the suite
+file < the ``--set`` overrides.
 """
 
 from __future__ import annotations
@@ -39,6 +44,9 @@ class Suite:
     name: str
     path: Path | None
     settings: dict[str, Any] = field(default_factory=dict)
+    # What the suite itself says (its file, or the settings given in code), before the defaults and
+    # the protocol's defaults: ``--set`` on a loaded suite re-resolves from it (``protocol`` included).
+    declared: dict[str, Any] | None = field(default=None, compare=False, repr=False)
 
     def __getitem__(self, key: str) -> Any:
         return self.settings[key]
@@ -58,9 +66,41 @@ def suites_dir() -> Traversable:
 
 
 def default_settings() -> dict[str, Any]:
-    """The defaults shipped with the package (``defaults.toml``)."""
+    """The defaults shipped with the package (``defaults.toml``), without the protocol's defaults."""
     text = resources.files("clip2video.experiments").joinpath("defaults.toml").read_text(encoding="utf-8")
     return tomllib.loads(text)
+
+
+def protocol_defaults(protocol: str) -> dict[str, Any]:
+    """The settings ``protocol`` fills in a suite (``Protocol.settings()``), keyed as in a suite file."""
+    from clip2video.data.protocols import get_protocol
+
+    return get_protocol(protocol).settings()
+
+
+def resolve_settings(
+    declared: dict[str, Any], overrides: dict[str, Any] | None = None, source: str = "suite"
+) -> dict[str, Any]:
+    """A suite's resolved settings, validated: ``defaults.toml`` < the protocol's defaults <
+    ``declared`` (the suite file) < ``overrides`` (``--set``, as a nested dict).
+
+    The protocol is the one ``overrides`` or else ``declared`` names; ``source`` names the suite in
+    errors.
+    """
+    overrides = overrides or {}
+    defaults = default_settings()
+    where = "command-line override (--set)" if "protocol" in overrides else source
+    name = overrides.get("protocol", declared.get("protocol", defaults["protocol"]))
+    settings = _merge(defaults, {"protocol": name}, "top level", where)  # its type, then the registry
+    _check_protocol(settings, where)
+    for section, values in protocol_defaults(name).items():
+        settings.setdefault(section, {}).update(copy.deepcopy(values))
+    settings = _merge(settings, declared, "top level", source)
+    if overrides:
+        settings = _merge(settings, overrides, "top level", "command-line override (--set)")
+        source = f"{source} with the --set overrides"
+    validate_settings(settings, source)
+    return settings
 
 
 def _merge(defaults: dict, override: dict, where: str, source: str, path: tuple[str, ...] = ()) -> dict:
@@ -113,40 +153,50 @@ def list_suites() -> list[str]:
     return sorted(p.name[: -len(".toml")] for p in suites_dir().iterdir() if p.name.endswith(".toml"))
 
 
-def load_suite(name_or_path: str | Path | Suite, overrides: dict[str, Any] | None = None) -> Suite:
-    """Load, merge over the defaults, and validate a suite (``overrides`` as a nested dict).
+def suite_file_settings(name_or_path: str | Path) -> dict[str, Any]:
+    """What a suite file says (a shipped name or a path), before any defaults: its parsed TOML."""
+    return _read_toml(resolve_suite_path(name_or_path))
 
-    A :class:`Suite` (e.g. from :func:`suite_from_settings`) passes through, with ``overrides`` applied.
+
+def _read_toml(path: Path | Traversable) -> dict[str, Any]:
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise SuiteError(f"{path}: not valid TOML ({exc})") from exc
+    except UnicodeDecodeError as exc:
+        raise SuiteError(f"{path}: not UTF-8 text (byte {exc.start}); re-save it as UTF-8") from exc
+
+
+def load_suite(name_or_path: str | Path | Suite, overrides: dict[str, Any] | None = None) -> Suite:
+    """Load and validate a suite: :func:`resolve_settings` of its file and ``overrides`` (a nested dict).
+
+    A :class:`Suite` (e.g. from :func:`suite_from_settings`) passes through, with ``overrides`` applied
+    by the same rule.
     """
     if isinstance(name_or_path, Suite):
+        suite = name_or_path
         if not overrides:
-            return name_or_path
-        settings = _merge(name_or_path.settings, overrides, "top level", "command-line override (--set)")
-        validate_settings(settings, f"suite {name_or_path.name!r} with the --set overrides")
-        return Suite(name=name_or_path.name, path=name_or_path.path, settings=settings)
+            return suite
+        source = str(suite.path) if suite.path is not None else f"suite {suite.name!r}"
+        if suite.declared is None:  # a Suite built by hand: its settings are all it says
+            settings = _merge(suite.settings, overrides, "top level", "command-line override (--set)")
+            validate_settings(settings, f"{source} with the --set overrides")
+        else:
+            settings = resolve_settings(suite.declared, overrides, source)
+        return Suite(name=suite.name, path=suite.path, settings=settings, declared=suite.declared)
     path = resolve_suite_path(name_or_path)
-    source = str(path)
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as exc:
-        raise SuiteError(f"{source}: not valid TOML ({exc})") from exc
-    except UnicodeDecodeError as exc:
-        raise SuiteError(f"{source}: not UTF-8 text (byte {exc.start}); re-save it as UTF-8") from exc
-    settings = _merge(default_settings(), data, "top level", source)
-    if overrides:
-        settings = _merge(settings, overrides, "top level", "command-line override (--set)")
-        source = f"{source} with the --set overrides"
-    validate_settings(settings, source)
+    declared = _read_toml(path)
+    settings = resolve_settings(declared, overrides, str(path))
     stem = Path(str(path)).stem
-    return Suite(name=settings["name"] or stem, path=Path(str(path)), settings=settings)
+    return Suite(name=settings["name"] or stem, path=Path(str(path)), settings=settings, declared=declared)
 
 
 def suite_from_settings(name: str, settings: dict[str, Any], source: str = "") -> Suite:
-    """A suite built in code (``settings`` merged over the defaults and validated), e.g. the ``eval`` verb's row."""
-    source = source or f"suite {name!r}"
-    merged = _merge(default_settings(), {**settings, "name": name}, "top level", source)
-    validate_settings(merged, source)
-    return Suite(name=name, path=None, settings=merged)
+    """A suite built in code (``settings`` as a suite file would say them), resolved by the same rule
+    as a file, e.g. the ``eval`` verb's row."""
+    declared = {**copy.deepcopy(settings), "name": name}
+    resolved = resolve_settings(declared, None, source or f"suite {name!r}")
+    return Suite(name=name, path=None, settings=resolved, declared=declared)
 
 
 # --------------------------------------------------------------------------------------------
@@ -168,6 +218,8 @@ RANGES: dict[tuple[str, str], tuple[float, float | None]] = {
     ("model", "center_k"): (1, None),
     ("model", "center_weight"): (0.0, 1.0),
     ("model", "temporal_layers"): (1, None),
+    ("frames", "extraction_fps"): (0.0, None),
+    ("frames", "stride"): (1, None),
     ("frames", "max_frames"): (1, None),
     ("frames", "image_size"): (1, None),
     ("text", "max_words"): (3, None),
@@ -183,8 +235,8 @@ RANGES: dict[tuple[str, str], tuple[float, float | None]] = {
     ("eval", "bootstrap"): (0, None),
     ("eval", "batch_size"): (1, None),
 }
-# Strictly positive (a zero learning rate trains nothing).
-POSITIVE: set[tuple[str, str]] = {("train", "lr"), ("train", "coef_lr")}
+# Strictly positive (a zero learning rate trains nothing; a zero frame rate extracts nothing).
+POSITIVE: set[tuple[str, str]] = {("train", "lr"), ("train", "coef_lr"), ("frames", "extraction_fps")}
 
 
 def _enums() -> dict[tuple[str, ...], tuple[str, ...]]:

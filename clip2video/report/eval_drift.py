@@ -11,7 +11,10 @@ with the engine (:func:`clip2video.engine.evaluate.evaluate`) on fixed generated
 - Data: ``generate_synthetic`` with a small fixed size (the suite's synthetic seed); its videos
   are lossless, so the decoded frames are exact.
 - Architecture and evaluation settings come from the suite (``[backbone.config]``, which must be a
-  tiny config, ``[model]``, ``[frames]``, ``[text]``, ``eval.tie_policy``, ``eval.v2t``).
+  tiny config, ``[model]``, ``[frames] max_frames`` and ``image_size``, ``[text]``,
+  ``eval.tie_policy``, ``eval.v2t``). Frames are extracted at the synthetic protocol's
+  ``extraction_fps`` and ``stride`` (its data is the synthetic protocol's); a suite that resolves
+  to others is refused, since the lock does not record them.
 
 The rule. Each similarity matrix must match the lock entrywise within
 ``|new - locked| <= 1e-5 * max(|locked|, 1)`` (relative 1e-5; absolute 1e-5 for entries below 1),
@@ -83,6 +86,19 @@ def eval_settings(suite_settings: dict[str, Any]) -> dict[str, Any]:
             '(backbone.clip = "tiny" with a [backbone.config] table, as in the smoke suite); '
             "use --layer train for this suite"
         )
+    fixed = _synthetic_frames()
+    frames = suite_settings["frames"]
+    changed = [
+        f"frames.{k} = {frames[k]!r}"
+        for k in ("extraction_fps", "stride")
+        if frames.get(k, fixed[k]) != fixed[k]
+    ]
+    if changed:
+        raise EvalDriftError(
+            f"suite {suite_settings.get('name')!r}: {', '.join(changed)}, but the evaluation-drift layer "
+            f"samples its synthetic data at the synthetic protocol's {fixed['extraction_fps']:g} fps and "
+            f"stride {fixed['stride']}; use --layer train for this suite"
+        )
     syn = suite_settings["synthetic"]
     return {
         "models": list(suite_settings["models"]),
@@ -97,6 +113,13 @@ def eval_settings(suite_settings: dict[str, Any]) -> dict[str, Any]:
         "v2t": suite_settings["eval"]["v2t"],
         "data": {"seed": syn["seed"], **DATA_SIZE},
     }
+
+
+def _synthetic_frames() -> dict[str, Any]:
+    """The synthetic protocol's frame settings (what a suite on it gets unless it sets its own)."""
+    from clip2video.data.protocols import get_protocol
+
+    return get_protocol("synthetic").settings()["frames"]
 
 
 # ----------------------------------------------------------------------------- weights
@@ -222,13 +245,9 @@ def run_eval_layer(
     )
     protocol = get_protocol("synthetic")
     split = load_split(protocol, root / "annotations", "test")
-    sampler = FrameSampler(
-        extraction_fps=protocol.extraction_fps,
-        stride=protocol.stride,
-        max_frames=settings["frames"]["max_frames"],
-        image_size=settings["frames"]["image_size"],
-        train=False,
-    ).attach_cache(FrameCache(FRAME_CACHE_BYTES))  # each test video is decoded once for all models
+    frames = {**_synthetic_frames(), **settings["frames"]}  # fps and stride: checked by eval_settings
+    # Each test video is decoded once for all models.
+    sampler = FrameSampler(**frames, train=False).attach_cache(FrameCache(FRAME_CACHE_BYTES))
     tokenizer = CaptionTokenizer(max_words=settings["max_words"])
     twins = load_twins(root / "annotations", split.video_ids)
     run = EvalRun(settings=settings, fingerprint=platform_fingerprint("cpu"))
