@@ -94,3 +94,32 @@ def test_a_one_row_run_with_automatic_threads_records_every_core(tmp_path, monke
     record = json.loads((tmp_path / "runs" / "smoke" / "meanp" / "config.json").read_text())
     text = json.dumps(record)
     assert '"threads": 2' in text and '"threads": 0' not in text
+
+
+def test_frames_of_another_size_than_the_backbone_takes_are_one_error_line(tmp_path, capsys):
+    """e.g. the synthetic protocol's 32 px frames with a 224 px backbone: named before decoding."""
+    code = main(
+        [
+            "ablation",
+            "--suite",
+            "smoke",
+            "--models",
+            "meanp",
+            "--set",
+            "frames.image_size=48",
+            "--data-root",
+            str(tmp_path / "data"),
+            "--runs-dir",
+            str(tmp_path / "runs"),
+            "--results-dir",
+            str(tmp_path / "results"),
+            "--no-tracking",
+            "--no-progress",
+        ]
+    )
+    assert code != 0
+    lines = [x for x in capsys.readouterr().err.splitlines() if x.startswith("clip2video: error:")]
+    assert len(lines) == 1, lines
+    assert "frames.image_size = 48 but the model's CLIP backbone takes 32 px images" in lines[0]
+    assert "--set frames.image_size=32" in lines[0]
+    assert not (tmp_path / "runs" / "smoke" / "meanp" / "metrics.json").exists()

@@ -144,6 +144,7 @@ def run_row_spec(spec: RowSpec) -> str:
     set_threads(spec)
     ctx = row_context(spec)
     model = build_row_model(spec)
+    check_frame_size(model, spec.settings["frames"]["image_size"])
     extra: dict[str, Any] = {
         "model": spec.model,
         "device": spec.device,
@@ -277,6 +278,22 @@ def build_row_model(spec: RowSpec) -> torch.nn.Module:
             state, variant=spec.model, center_weight=options.get("center_weight", 0.5)
         )
     return create_model_from_options(spec.model, options)
+
+
+def check_frame_size(model: torch.nn.Module, image_size: int) -> None:
+    """Frames must be the size the model's CLIP backbone takes; checked before any frame is decoded.
+
+    A model without an open_clip backbone (``model.clip.visual.image_size``) is not checked.
+    """
+    size = getattr(getattr(getattr(model, "clip", None), "visual", None), "image_size", None)
+    if size is None:
+        return
+    side = int(size[0] if isinstance(size, tuple | list) else size)
+    if side != int(image_size):
+        raise Clip2VideoError(
+            f"frames.image_size = {image_size} but the model's CLIP backbone takes {side} px images; "
+            f"pass --set frames.image_size={side} (or a backbone made for {image_size} px frames)"
+        )
 
 
 # ----------------------------------------------------------------------------- steps
