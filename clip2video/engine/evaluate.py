@@ -21,6 +21,7 @@ Evaluation and training validation both go through these functions:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -44,6 +45,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Embeddings",
+    "EncodeOptions",
     "EvalResult",
     "autocast_context",
     "encode_split",
@@ -459,89 +461,165 @@ def _cached(
     return _cached_many(cache, [parts], lambda _missing: [fn()], collective)[0]
 
 
+@dataclass(frozen=True)
+class EncodeOptions:
+    """How a split is encoded: the keyword arguments :func:`encode_split`, :func:`encode_split_pair`,
+    :func:`evaluate` and :func:`time_reversal_diagnostic` pass through unchanged.
+
+    ``sampler`` / ``tokenizer`` default to the protocol's settings; ``video_dataset`` overrides the
+    dataset built from the split's files; ``distributed=None`` encodes collectively whenever a
+    ``torch.distributed`` group exists (``False``: never).
+    """
+
+    sampler: Any = None
+    tokenizer: Any = None
+    cache: EmbeddingCache | None = None
+    split_name: str = "test"
+    batch_size: int = 16
+    text_batch_size: int = 256
+    num_workers: int = 0
+    device: torch.device | str | None = None
+    amp: bool = False
+    video_dataset: Dataset | None = None
+    distributed: bool | None = None
+    progress: bool = True
+
+    @property
+    def collective(self) -> bool:
+        """Whether every rank takes part (each encodes its shard, all receive everything)."""
+        return _dist.is_distributed() if self.distributed is None else bool(self.distributed)
+
+
 def _encode_split_passes(
     model: nn.Module,
     split: Any,
     protocol: Any,
     videos_dir: str | os.PathLike[str],
     reverses: Sequence[bool],
-    *,
-    sampler: Any = None,
-    tokenizer: Any = None,
-    cache: EmbeddingCache | None = None,
-    split_name: str = "test",
-    batch_size: int = 16,
-    text_batch_size: int = 256,
-    num_workers: int = 0,
-    device: torch.device | str | None = None,
-    amp: bool = False,
-    video_dataset: Dataset | None = None,
-    distributed: bool | None = None,
-    progress: bool = True,
+    options: EncodeOptions,
 ) -> list[Embeddings]:
-    """Captions once, and one video pass per entry of ``reverses`` from a single decode of each video."""
-    collective = _dist.is_distributed() if distributed is None else bool(distributed)
+    """Captions once, and one video pass per entry of ``reverses`` from a single decode of each
+    video; each through ``options.cache`` when there is one."""
+    collective = options.collective
     if collective and not _dist.is_distributed():
         raise ValueError("encode_split(distributed=True) needs an initialised torch.distributed group")
-    encode_text_fn = encode_texts_distributed if collective else encode_texts
-    encode_video_fn = encode_videos_distributed if collective else encode_videos
-
-    if sampler is None:
-        sampler = _default_sampler(protocol)
-    if tokenizer is None:
-        tokenizer = _default_tokenizer(protocol)
+    options = _with_protocol_defaults(options, protocol)
     video_ids = list(split.video_ids)
-    captions = list(split.captions)
-    paths = find_split_videos(videos_dir, video_ids) if video_dataset is None else []
-    fingerprint = model_fingerprint(model) if cache is not None else None
-    common = {"model": fingerprint, "protocol": _protocol_name(protocol), "split": split_name}
-    text_parts = {
+    paths = find_split_videos(videos_dir, video_ids) if options.video_dataset is None else []
+    text_key, video_keys = _cache_keys(model, protocol, options, split, paths, reverses)
+
+    def caption_pass() -> dict[str, Any]:
+        return _encode_captions(model, options, list(split.captions), collective)
+
+    def missing_video_passes(missing: list[int]) -> list[dict[str, Any]]:
+        return _encode_video_passes(
+            model, options, paths, video_ids, [reverses[k] for k in missing], collective
+        )
+
+    text = _cached(options.cache, text_key, caption_pass, collective)
+    videos = _cached_many(options.cache, video_keys, missing_video_passes, collective)
+    return _split_embeddings(model, protocol, options, split, reverses, text, videos)
+
+
+def _with_protocol_defaults(options: EncodeOptions, protocol: Any) -> EncodeOptions:
+    """``options`` with the protocol's frame sampler and tokenizer where none is given."""
+    sampler = options.sampler if options.sampler is not None else _default_sampler(protocol)
+    tokenizer = options.tokenizer if options.tokenizer is not None else _default_tokenizer(protocol)
+    return dataclasses.replace(options, sampler=sampler, tokenizer=tokenizer)
+
+
+def _cache_keys(
+    model: nn.Module,
+    protocol: Any,
+    options: EncodeOptions,
+    split: Any,
+    paths: Sequence[Path],
+    reverses: Sequence[bool],
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The cache key parts of the caption pass and of each video pass: model, protocol, split,
+    tokenizer / sampler settings, and the identity of the captions / videos (and their files)."""
+    fingerprint = model_fingerprint(model) if options.cache is not None else None
+    common = {"model": fingerprint, "protocol": _protocol_name(protocol), "split": options.split_name}
+    text_key = {
         **common,
         "kind": "text",
-        "text": _settings(tokenizer),
-        "captions": strings_digest(captions),
+        "text": _settings(options.tokenizer),
+        "captions": strings_digest(list(split.captions)),
     }
     video_common = {
         **common,
         "kind": "video",
-        "frames": _settings(sampler),
-        "videos": strings_digest(video_ids),
+        "frames": _settings(options.sampler),
+        "videos": strings_digest(list(split.video_ids)),
         "files": _files_digest(paths) if paths else None,
     }
-    video_parts = [{**video_common, "reverse": bool(rev)} for rev in reverses]
+    return text_key, [{**video_common, "reverse": bool(rev)} for rev in reverses]
 
-    def text_fn() -> dict[str, Any]:
-        ids, mask = tokenizer(captions)
-        emb = encode_text_fn(
-            model, ids, mask, batch_size=text_batch_size, device=device, amp=amp, progress=progress
-        )
-        return {"text": emb}
 
-    def video_fn(missing: list[int]) -> list[dict[str, Any]]:
-        dataset = video_dataset if video_dataset is not None else _video_dataset(paths, video_ids, sampler)
-        embs = encode_video_fn(
-            model,
-            dataset,
-            passes=[bool(reverses[k]) for k in missing],
-            batch_size=batch_size,
-            num_workers=num_workers,
-            device=device,
-            amp=amp,
-            progress=progress,
-        )
-        return [{"video": emb} for emb in embs]
+def _encode_captions(
+    model: nn.Module, options: EncodeOptions, captions: list[str], collective: bool
+) -> dict[str, Any]:
+    """The caption pass (this rank's shard when ``collective``, gathered)."""
+    ids, mask = options.tokenizer(captions)
+    encode = encode_texts_distributed if collective else encode_texts
+    emb = encode(
+        model,
+        ids,
+        mask,
+        batch_size=options.text_batch_size,
+        device=options.device,
+        amp=options.amp,
+        progress=options.progress,
+    )
+    return {"text": emb}
 
-    text, text_state = _cached(cache, text_parts, text_fn, collective)
-    videos = _cached_many(cache, video_parts, video_fn, collective)
-    dev = torch.device(device) if device is not None else model_device(model)
-    text_emb = text["text"].to(dev)
+
+def _encode_video_passes(
+    model: nn.Module,
+    options: EncodeOptions,
+    paths: Sequence[Path],
+    video_ids: Sequence[str],
+    reverses: Sequence[bool],
+    collective: bool,
+) -> list[dict[str, Any]]:
+    """One video pass per entry of ``reverses``, all from one decode of each video."""
+    dataset = options.video_dataset
+    if dataset is None:
+        dataset = _video_dataset(paths, video_ids, options.sampler)
+    encode = encode_videos_distributed if collective else encode_videos
+    embs = encode(
+        model,
+        dataset,
+        passes=[bool(rev) for rev in reverses],
+        batch_size=options.batch_size,
+        num_workers=options.num_workers,
+        device=options.device,
+        amp=options.amp,
+        progress=options.progress,
+    )
+    return [{"video": emb} for emb in embs]
+
+
+def _split_embeddings(
+    model: nn.Module,
+    protocol: Any,
+    options: EncodeOptions,
+    split: Any,
+    reverses: Sequence[bool],
+    text: tuple[dict[str, Any], str],
+    videos: Sequence[tuple[dict[str, Any], str]],
+) -> list[Embeddings]:
+    """One :class:`Embeddings` per pass on the encoding device, with where each part came from."""
+    dev = torch.device(options.device) if options.device is not None else model_device(model)
+    text_emb = text[0]["text"].to(dev)
+    video_ids = list(split.video_ids)
     out = []
     for rev, (video, video_state) in zip(reverses, videos, strict=True):
         meta = {
             "protocol": _protocol_name(protocol),
-            "split": split_name,
+            "split": options.split_name,
             "reverse": bool(rev),
-            "text_cache": text_state,
+            "text_cache": text[1],
             "video_cache": video_state,
             "dropped": dict(getattr(split, "dropped", {}) or {}),
         }
@@ -579,7 +657,9 @@ def encode_split(
     e.g. when only rank 0 validates) every rank must call this: each encodes its shard and all
     ranks receive the full embeddings.
     """
-    return _encode_split_passes(model, split, protocol, videos_dir, (bool(reverse),), **kwargs)[0]
+    return _encode_split_passes(
+        model, split, protocol, videos_dir, (bool(reverse),), EncodeOptions(**kwargs)
+    )[0]
 
 
 def encode_split_pair(
@@ -600,7 +680,7 @@ def encode_split_pair(
     arguments as :func:`encode_split`'s.
     """
     reverses = (False, True) if time_reversal else (False,)
-    embs = _encode_split_passes(model, split, protocol, videos_dir, reverses, **kwargs)
+    embs = _encode_split_passes(model, split, protocol, videos_dir, reverses, EncodeOptions(**kwargs))
     return embs[0], (embs[1] if time_reversal else None)
 
 
@@ -707,47 +787,26 @@ def evaluate(
     tokenizer: Any = None,
     *,
     protocol: Any = "custom",
-    cache: EmbeddingCache | None = None,
-    split_name: str = "test",
+    reverse: bool = False,
     tie_policy: str = "pessimistic",
     v2t: str = "official",
     w: float | None = None,
     post: PostProcess | None = None,
     keep_sim: bool = True,
     chunk_size: int = DEFAULT_CHUNK,
-    batch_size: int = 16,
-    num_workers: int = 0,
-    device: torch.device | str | None = None,
-    amp: bool = False,
-    reverse: bool = False,
-    distributed: bool | None = None,
-    progress: bool = True,
+    **encode_kwargs: Any,
 ) -> EvalResult | None:
     """Find videos -> encode once (or read the cache) -> similarity -> metrics.
 
-    Under ``torch.distributed`` (see :func:`encode_split`'s ``distributed``) all ranks encode their
-    shards and rank 0 ranks: the other ranks return None.
+    The encoding keywords (``cache``, ``split_name``, ``batch_size``, ``num_workers``, ``device``,
+    ``amp``, ``distributed``, ``progress``, ...) are :func:`encode_split`'s (:class:`EncodeOptions`);
+    the ranking ones :func:`evaluate_embeddings`'s. Under ``torch.distributed`` (see
+    :func:`encode_split`'s ``distributed``) all ranks encode their shards and rank 0 ranks: the
+    other ranks return None.
     """
-    collective = _dist.is_distributed() if distributed is None else bool(distributed)
-
-    emb = encode_split(
-        model,
-        split,
-        protocol,
-        videos_dir,
-        sampler=sampler,
-        tokenizer=tokenizer,
-        cache=cache,
-        split_name=split_name,
-        batch_size=batch_size,
-        num_workers=num_workers,
-        device=device,
-        amp=amp,
-        reverse=reverse,
-        distributed=distributed,
-        progress=progress,
-    )
-    if collective and _dist.rank_and_world()[0] != 0:
+    options = EncodeOptions(sampler=sampler, tokenizer=tokenizer, **encode_kwargs)
+    (emb,) = _encode_split_passes(model, split, protocol, videos_dir, (bool(reverse),), options)
+    if options.collective and _dist.rank_and_world()[0] != 0:
         return None
     return evaluate_embeddings(
         model, emb, tie_policy=tie_policy, v2t=v2t, w=w, post=post, keep_sim=keep_sim, chunk_size=chunk_size
@@ -786,7 +845,6 @@ def time_reversal_diagnostic(
     tokenizer: Any = None,
     *,
     protocol: Any = "custom",
-    cache: EmbeddingCache | None = None,
     atol: float = 1e-4,
     tie_policy: str = "pessimistic",
     v2t: str = "official",
@@ -801,10 +859,10 @@ def time_reversal_diagnostic(
     ``order_changed_share`` (percentage of captions whose score for their own video changes by
     more than ``atol`` when that video's real frames are reversed), ``mean_abs_score_change``,
     ``max_abs_score_change``, ``atol`` and ``num_queries``. An order-blind model (meanp) gives 0.
-    Pass ``emb`` / ``rev_emb`` to reuse embeddings already encoded; other keyword arguments go to
-    :func:`encode_split`.
+    Pass ``emb`` / ``rev_emb`` to reuse embeddings already encoded; other keyword arguments
+    (``cache``, ...) go to :func:`encode_split`.
     """
-    kwargs = dict(sampler=sampler, tokenizer=tokenizer, cache=cache, **encode_kwargs)
+    kwargs = dict(sampler=sampler, tokenizer=tokenizer, **encode_kwargs)
     if emb is None and rev_emb is None:
         emb, rev_emb = encode_split_pair(model, split, protocol, videos_dir, time_reversal=True, **kwargs)
     if emb is None:

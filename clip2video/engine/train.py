@@ -31,6 +31,7 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 from torch import nn
+from torch.optim.lr_scheduler import LambdaLR
 from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm.auto import tqdm
 
@@ -46,7 +47,7 @@ from clip2video.engine.checkpoint import (
 )
 from clip2video.engine.evaluate import progress_desc
 from clip2video.engine.losses import co_learning_loss
-from clip2video.engine.optim import build_optimizer, warmup_cosine
+from clip2video.engine.optim import BertAdam, build_optimizer, warmup_cosine
 
 SELECT_ON = ("final", "val", "test")
 LAST_CHECKPOINT = "last.pt"
@@ -320,6 +321,27 @@ def _check_resume_meta(saved: Any, meta: dict[str, Any] | None, path: Path) -> N
         )
 
 
+@dataclass
+class _TrainRun:
+    """The state one training run carries from epoch to epoch (what ``last.pt`` saves)."""
+
+    model: nn.Module
+    config: TrainConfig
+    device: torch.device
+    rank: int
+    world: int
+    steps_per_epoch: int
+    optimizer: BertAdam
+    scheduler: LambdaLR
+    last_path: Path
+    best_path: Path
+    start_epoch: int = 0
+    global_step: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+    best_value: float | None = None  # best validation value so far (select_on "val" / "test")
+    best_epoch: int = -1  # the epoch whose weights are selected so far
+
+
 def train(
     model: nn.Module,
     train_dataset: Dataset,
@@ -343,7 +365,37 @@ def train(
     ``meta`` (e.g. the row's resolved settings) is stored in ``last.pt``; resuming refuses a
     checkpoint whose ``meta`` differs.
     """
-    out_dir = Path(out_dir)
+    run = _prepare_run(model, train_dataset, config, out_dir=Path(out_dir), val_fn=val_fn)
+    if resume:
+        _resume_run(run, meta)
+    else:
+        _start_fresh(run)
+    run.best_value, run.best_epoch = _best_so_far(run.history, config)
+
+    for epoch in range(run.start_epoch, config.epochs):
+        record = _train_epoch(run, train_dataset, epoch, tracker)
+        if val_fn is not None and _validates_after(epoch, config):
+            record["val"] = _validate(run.model, val_fn, epoch)
+        run.history.append(record)
+        _log_epoch(run, record, tracker)
+        _select_epoch(run, epoch, record)
+        _save_last_checkpoint(run, epoch, meta)
+        ddp.barrier()
+        if on_epoch_end is not None:
+            on_epoch_end(epoch, record)
+    return _selected_result(run)
+
+
+def _prepare_run(
+    model: nn.Module,
+    train_dataset: Dataset,
+    config: TrainConfig,
+    *,
+    out_dir: Path,
+    val_fn: Callable[[nn.Module, int], dict[str, float]] | None,
+) -> _TrainRun:
+    """Check the settings against the data, move ``model`` to its device and build the optimizer
+    (BertAdam) and its warmup + cosine schedule over the whole run."""
     rank, world = ddp.rank_and_world()
     device = resolve_device(config.device)
     if config.select_on != "final" and val_fn is None:
@@ -366,144 +418,202 @@ def train(
         max_grad_norm=config.clip_grad_per_param,
         bias_correction=config.bias_correction,
     )
-    scheduler = warmup_cosine(optimizer, total_steps, config.warmup)
-    last_path, best_path = out_dir / LAST_CHECKPOINT, out_dir / BEST_CHECKPOINT
+    return _TrainRun(
+        model=model,
+        config=config,
+        device=device,
+        rank=rank,
+        world=world,
+        steps_per_epoch=steps_per_epoch,
+        optimizer=optimizer,
+        scheduler=warmup_cosine(optimizer, total_steps, config.warmup),
+        last_path=out_dir / LAST_CHECKPOINT,
+        best_path=out_dir / BEST_CHECKPOINT,
+    )
 
-    start_epoch, global_step, history = 0, 0, []
-    if resume:
-        state = load_checkpoint(last_path, map_location="cpu")
-        _check_resume_config(state["config"], config, last_path)
-        _check_resume_meta(state.get("meta"), meta, last_path)
-        load_model_state(model, state["model"], last_path)
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        start_epoch, global_step, history = state["epoch"] + 1, state["step"], list(state["history"])
-        restore_rng_state(state["rng"])
-    else:
-        _seed_all(config.seed)
-        ddp.broadcast_parameters(model)
 
-    best_value, best_epoch = _best_so_far(history, config)
+def _start_fresh(run: _TrainRun) -> None:
+    """Seed every RNG from ``config.seed`` and give every rank rank 0's initial weights."""
+    _seed_all(run.config.seed)
+    ddp.broadcast_parameters(run.model)
 
-    show = config.progress and rank == 0
-    for epoch in range(start_epoch, config.epochs):
-        if hasattr(train_dataset, "set_epoch"):
-            train_dataset.set_epoch(epoch)
-        sampler = GlobalBatchSampler(
-            len(train_dataset),
-            config.batch_size,
-            seed=config.seed,
-            epoch=epoch,
-            rank=rank,
-            world=world,
-            micro_batches=config.grad_accum,
+
+def _resume_run(run: _TrainRun, meta: dict[str, Any] | None) -> None:
+    """Continue from ``last.pt``: the same settings are required, then weights, optimizer,
+    schedule, step counters, history and RNG states are restored."""
+    state = load_checkpoint(run.last_path, map_location="cpu")
+    _check_resume_config(state["config"], run.config, run.last_path)
+    _check_resume_meta(state.get("meta"), meta, run.last_path)
+    load_model_state(run.model, state["model"], run.last_path)
+    run.optimizer.load_state_dict(state["optimizer"])
+    run.scheduler.load_state_dict(state["scheduler"])
+    run.start_epoch, run.global_step = state["epoch"] + 1, state["step"]
+    run.history = list(state["history"])
+    restore_rng_state(state["rng"])
+
+
+def _epoch_loader(train_dataset: Dataset, run: _TrainRun, epoch: int) -> DataLoader:
+    """This rank's micro-batches of ``epoch``, in an order that is a pure function of
+    ``(seed, epoch)`` (the dataset's ``set_epoch`` re-draws its train-time sampling)."""
+    config = run.config
+    if hasattr(train_dataset, "set_epoch"):
+        train_dataset.set_epoch(epoch)
+    sampler = GlobalBatchSampler(
+        len(train_dataset),
+        config.batch_size,
+        seed=config.seed,
+        epoch=epoch,
+        rank=run.rank,
+        world=run.world,
+        micro_batches=config.grad_accum,
+    )
+    return DataLoader(
+        train_dataset,
+        batch_sampler=sampler,
+        num_workers=resolve_num_workers(config.num_workers, run.device),
+        pin_memory=run.device.type == "cuda",
+        generator=torch.Generator().manual_seed(config.seed + epoch),
+    )
+
+
+def _train_epoch(
+    run: _TrainRun, train_dataset: Dataset, epoch: int, tracker: MetricsTracker | None
+) -> dict[str, Any]:
+    """One epoch of optimizer steps (``grad_accum`` micro-batches each) with its progress bar and
+    step logging; returns the epoch's record (mean loss, learning rates, every step's loss)."""
+    config = run.config
+    loader = _epoch_loader(train_dataset, run, epoch)
+    run.model.train()
+    step_losses: list[float] = []
+    bar = tqdm(
+        total=run.steps_per_epoch,
+        desc=progress_desc(config.progress, f"train {epoch + 1}/{config.epochs}"),
+        unit="step",
+        disable=not (config.progress and run.rank == 0),
+    )
+    tick, micro = time.perf_counter(), []
+    for batch in loader:
+        micro.append(_to_device(batch, run.device))
+        if len(micro) < config.grad_accum:
+            continue
+        loss, lr_now = _optimizer_step(run, micro)
+        micro = []
+        step_losses.append(loss)
+        now = time.perf_counter()
+        bar.set_postfix(
+            loss=f"{loss:.4f}",
+            lr=f"{lr_now:.2e}",
+            samples_s=f"{config.batch_size / max(now - tick, 1e-9):.1f}",
         )
-        loader = DataLoader(
-            train_dataset,
-            batch_sampler=sampler,
-            num_workers=resolve_num_workers(config.num_workers, device),
-            pin_memory=device.type == "cuda",
-            generator=torch.Generator().manual_seed(config.seed + epoch),
-        )
-        model.train()
-        step_losses: list[float] = []
-        bar = tqdm(
-            total=steps_per_epoch,
-            desc=progress_desc(config.progress, f"train {epoch + 1}/{config.epochs}"),
-            unit="step",
-            disable=not show,
-        )
-        tick, micro = time.perf_counter(), []
-        for batch in loader:
-            micro.append(_to_device(batch, device))
-            if len(micro) < config.grad_accum:
-                continue
-            logs = compute_gradients(model, micro, device=device, amp=config.amp)
-            micro = []
-            if config.clip_grad > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip_grad)
-            lr_now = optimizer.param_groups[1]["lr"]
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            _clamp_logit_scale(model, config.logit_scale_max)
-            global_step += 1
-            step_losses.append(logs["loss"])
-            now = time.perf_counter()
-            bar.set_postfix(
-                loss=f"{logs['loss']:.4f}",
-                lr=f"{lr_now:.2e}",
-                samples_s=f"{config.batch_size / max(now - tick, 1e-9):.1f}",
-            )
-            tick = now
-            bar.update(1)
-            if tracker is not None and rank == 0 and global_step % config.log_every == 0:
-                tracker.log_metrics({"train/loss": logs["loss"], "train/lr": lr_now}, step=global_step)
-        bar.close()
+        tick = now
+        bar.update(1)
+        if tracker is not None and run.rank == 0 and run.global_step % config.log_every == 0:
+            tracker.log_metrics({"train/loss": loss, "train/lr": lr_now}, step=run.global_step)
+    bar.close()
+    return {
+        "epoch": epoch,
+        "step": run.global_step,
+        "loss": float(np.mean(step_losses)),
+        "lr": run.optimizer.param_groups[1]["lr"],
+        "lr_clip": run.optimizer.param_groups[0]["lr"],
+        "step_losses": step_losses,
+    }
 
-        record: dict[str, Any] = {
-            "epoch": epoch,
-            "step": global_step,
-            "loss": float(np.mean(step_losses)),
-            "lr": optimizer.param_groups[1]["lr"],
-            "lr_clip": optimizer.param_groups[0]["lr"],
-            "step_losses": step_losses,
-        }
-        if val_fn is not None and ((epoch + 1) % config.val_every == 0 or epoch + 1 == config.epochs):
-            model.eval()
-            metrics = val_fn(model, epoch)  # every rank: the engine's encode_split is collective
-            record["val"] = {k: float(v) for k, v in dict(ddp.broadcast_object(metrics)).items()}
-        history.append(record)
-        if tracker is not None and rank == 0:
-            logged = {"train/epoch_loss": record["loss"]}
-            logged.update({f"val/{k}": v for k, v in record.get("val", {}).items()})
-            tracker.log_metrics(logged, step=global_step)
 
-        if config.select_on == "final":
-            best_epoch = epoch
-        else:
-            value = record.get("val", {}).get(config.select_metric)
-            if value is not None and _is_better(value, best_value):
-                best_value, best_epoch = value, epoch
-                if rank == 0:
-                    save_checkpoint(
-                        best_path, {"model": model.state_dict(), "epoch": epoch, "val": record["val"]}
-                    )
-            elif value is None and "val" in record:
-                raise KeyError(
-                    f"val_fn returned no {config.select_metric!r} (select_metric); keys: {sorted(record['val'])}"
-                )
-        if rank == 0:
+def _optimizer_step(run: _TrainRun, micro: list[list[Any]]) -> tuple[float, float]:
+    """One update from one global batch: gradients, global-norm clipping, the optimizer and
+    schedule steps, the logit-scale clamp. Returns (loss, learning rate used by the step)."""
+    config = run.config
+    logs = compute_gradients(run.model, micro, device=run.device, amp=config.amp)
+    if config.clip_grad > 0:
+        torch.nn.utils.clip_grad_norm_(run.model.parameters(), config.clip_grad)
+    lr_now = run.optimizer.param_groups[1]["lr"]
+    run.optimizer.step()
+    run.scheduler.step()
+    run.optimizer.zero_grad(set_to_none=True)
+    _clamp_logit_scale(run.model, config.logit_scale_max)
+    run.global_step += 1
+    return logs["loss"], lr_now
+
+
+def _validates_after(epoch: int, config: TrainConfig) -> bool:
+    """Validation runs after every ``val_every``-th epoch and after the last one."""
+    return (epoch + 1) % config.val_every == 0 or epoch + 1 == config.epochs
+
+
+def _validate(
+    model: nn.Module, val_fn: Callable[[nn.Module, int], dict[str, float]], epoch: int
+) -> dict[str, float]:
+    """``val_fn`` on every rank (the engine's encode_split is collective); rank 0's metrics."""
+    model.eval()
+    metrics = val_fn(model, epoch)
+    return {k: float(v) for k, v in dict(ddp.broadcast_object(metrics)).items()}
+
+
+def _log_epoch(run: _TrainRun, record: dict[str, Any], tracker: MetricsTracker | None) -> None:
+    """The epoch's mean loss and validation metrics to the tracker (rank 0)."""
+    if tracker is None or run.rank != 0:
+        return
+    logged = {"train/epoch_loss": record["loss"]}
+    logged.update({f"val/{k}": v for k, v in record.get("val", {}).items()})
+    tracker.log_metrics(logged, step=run.global_step)
+
+
+def _select_epoch(run: _TrainRun, epoch: int, record: dict[str, Any]) -> None:
+    """Model selection: ``"final"`` keeps the latest epoch; otherwise a better ``select_metric``
+    makes ``epoch`` the selected one and writes its weights to ``best.pt``."""
+    config = run.config
+    if config.select_on == "final":
+        run.best_epoch = epoch
+        return
+    value = record.get("val", {}).get(config.select_metric)
+    if value is not None and _is_better(value, run.best_value):
+        run.best_value, run.best_epoch = value, epoch
+        if run.rank == 0:
             save_checkpoint(
-                last_path,
-                {
-                    "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                    "epoch": epoch,
-                    "step": global_step,
-                    "rng": capture_rng_state(),
-                    "data_order": {"seed": config.seed, "next_epoch": epoch + 1, "world": world},
-                    "config": config.to_dict(),
-                    "history": history,
-                    "meta": meta,
-                },
+                run.best_path, {"model": run.model.state_dict(), "epoch": epoch, "val": record["val"]}
             )
-        ddp.barrier()
-        if on_epoch_end is not None:
-            on_epoch_end(epoch, record)
+    elif value is None and "val" in record:
+        raise KeyError(
+            f"val_fn returned no {config.select_metric!r} (select_metric); keys: {sorted(record['val'])}"
+        )
 
-    selected_path = last_path
-    if config.select_on != "final" and best_epoch >= 0:
-        best_state = load_checkpoint(best_path, map_location="cpu")
-        load_model_state(model, best_state["model"], best_path)
-        selected_path = best_path
-    selected = next((r for r in history if r["epoch"] == best_epoch), history[-1])
-    final_metrics = {"train_loss": selected["loss"], **selected.get("val", {})}
+
+def _save_last_checkpoint(run: _TrainRun, epoch: int, meta: dict[str, Any] | None) -> None:
+    """Everything a resumption needs after ``epoch`` to ``last.pt`` (rank 0)."""
+    if run.rank != 0:
+        return
+    save_checkpoint(
+        run.last_path,
+        {
+            "model": run.model.state_dict(),
+            "optimizer": run.optimizer.state_dict(),
+            "scheduler": run.scheduler.state_dict(),
+            "epoch": epoch,
+            "step": run.global_step,
+            "rng": capture_rng_state(),
+            "data_order": {"seed": run.config.seed, "next_epoch": epoch + 1, "world": run.world},
+            "config": run.config.to_dict(),
+            "history": run.history,
+            "meta": meta,
+        },
+    )
+
+
+def _selected_result(run: _TrainRun) -> TrainResult:
+    """Restore the selected epoch's weights (from ``best.pt`` unless ``select_on="final"``) and
+    report that epoch's metrics."""
+    config = run.config
+    selected_path = run.last_path
+    if config.select_on != "final" and run.best_epoch >= 0:
+        best_state = load_checkpoint(run.best_path, map_location="cpu")
+        load_model_state(run.model, best_state["model"], run.best_path)
+        selected_path = run.best_path
+    selected = next((r for r in run.history if r["epoch"] == run.best_epoch), run.history[-1])
     return TrainResult(
-        final_metrics=final_metrics,
+        final_metrics={"train_loss": selected["loss"], **selected.get("val", {})},
         best_epoch=selected["epoch"],
-        history=history,
+        history=run.history,
         checkpoint_path=selected_path,
         selected_on=config.select_on,
         selected_on_test=config.select_on == "test",

@@ -31,12 +31,11 @@ from clip2video.experiments.row import (
     DataPaths,
     RowSpec,
     load_splits,
-    model_options,
     resolved_row_settings,
     run_row_in_worker,
     run_row_spec,
 )
-from clip2video.experiments.suite import Suite, load_suite
+from clip2video.experiments.suite import Suite, load_suite, validate_settings
 from clip2video.plugins import imported_modules
 
 ZERO_SHOT_ROW = "meanp-zeroshot"
@@ -447,18 +446,18 @@ def run_suite(
     settings, data and code, and continues an interrupted row whose checkpoint has exactly these
     settings.
     """
-    from clip2video.engine.records import write_suite_info
     from clip2video.experiments.sync import RowLogger
 
     start = time.perf_counter()
-    suite = load_suite(suite_name, overrides)
+    suite = _validated_suite(suite_name, overrides)
     rank, world = ddp.init_distributed_from_env()
     show = sys.stdout.isatty() if progress is None else bool(progress)
+    runs = Path(runs_dir)
+    # The data every row shares, checked and fingerprinted once.
     paths = resolve_data(suite, data_root, rank=rank)
     splits = load_splits(paths, allow_missing=suite["data"]["allow_missing"])
-    runs = Path(runs_dir)
-    check_before_work(suite, clip_weights)
     split_notes = _split_file_notes(paths) if rank == 0 else []
+    # The plan: one spec per row, then the rows --resume keeps and how many run at once.
     n_jobs = suite["run"]["jobs"] if jobs is None else int(jobs)
     threads = resolve_threads(
         suite["run"]["threads"], n_jobs, device, planned_rows(suite, eval_only, checkpoints)
@@ -475,46 +474,77 @@ def run_suite(
         runs_dir=runs,
         progress=show and rank == 0,
     )
-    if resume:
-        to_run, kept = resume_plan(specs)
-    else:
-        to_run, kept = specs, {}
-    distributed = world > 1 or "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1
+    to_run, kept = resume_plan(specs) if resume else (specs, {})
+    distributed = _under_torchrun(world)
     n_jobs = auto_jobs(device, threads, len(to_run)) if n_jobs <= 0 else n_jobs
     result = SuiteResult(suite=suite, runs_dir=runs, jobs=1 if distributed else n_jobs)
+    # Execution: records on disk, MLflow from them; then the suite's row list and notes.
     logger = RowLogger(suite, runs, tracking_uri=tracking_uri, enabled=tracking and rank == 0)
     with logger:
         logger.ensure_logged(kept.keys())
         done = _reporting(logger.row_done, len(to_run), start) if rank == 0 else logger.row_done
         if rank == 0:
-            print(
-                f"clip2video: suite {suite.name!r}: {len(to_run)} row(s) to run"
-                + (f", {len(kept)} kept (--resume)" if kept else "")
-                + (
-                    " one after another (torchrun)"
-                    if distributed
-                    else f", {n_jobs} at a time in worker processes, {threads} torch thread(s) each"
-                ),
-                flush=True,
-            )
+            print(_plan_line(suite, len(to_run), len(kept), distributed, n_jobs, threads), flush=True)
         if distributed:
             run_rows_in_process(to_run, done)
         else:
             run_rows(to_run, n_jobs, done)
         if rank == 0:
-            rows = _rows_in_order(specs, runs / suite.name)
-            result.rows = {name: _headline(runs / suite.name / name) for name in rows if "+" not in name}
             notes = _suite_notes(suite, paths.protocol, splits) + split_notes
-            write_suite_info(
-                runs,
-                suite.name,
-                protocol=paths.protocol.name,
-                rows=rows,
-                notes=notes,
-                extra={"settings": suite.settings},
-            )
+            result.rows = _write_suite_summary(suite, runs, specs, paths.protocol, notes)
     result.elapsed_s = time.perf_counter() - start
     return result
+
+
+def _validated_suite(suite: str | Path | Suite, overrides: dict[str, Any] | None) -> Suite:
+    """The resolved suite, validated before any work (model names, post-processors, ranges, ...).
+
+    A name or path is loaded and validated by :func:`~clip2video.experiments.suite.load_suite`, as
+    is a :class:`Suite` with ``overrides``; a :class:`Suite` passed as is was validated when
+    ``load_suite`` / ``suite_from_settings`` built it, unless it was built by hand: it is
+    validated here (``load_suite`` passes a Suite without overrides through unchecked).
+    """
+    if isinstance(suite, Suite) and not overrides:
+        validate_settings(suite.settings, f"suite {suite.name!r}")
+    return load_suite(suite, overrides)
+
+
+def _under_torchrun(world: int) -> bool:
+    """Rows run one after another in-process when torchrun started several ranks."""
+    return world > 1 or "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1
+
+
+def _plan_line(suite: Suite, to_run: int, kept: int, distributed: bool, jobs: int, threads: int) -> str:
+    """The line announcing what the suite run does."""
+    return (
+        f"clip2video: suite {suite.name!r}: {to_run} row(s) to run"
+        + (f", {kept} kept (--resume)" if kept else "")
+        + (
+            " one after another (torchrun)"
+            if distributed
+            else f", {jobs} at a time in worker processes, {threads} torch thread(s) each"
+        )
+    )
+
+
+def _write_suite_summary(
+    suite: Suite, runs: Path, specs: list[RowSpec], protocol: Protocol, notes: list[str]
+) -> dict[str, dict[str, float]]:
+    """Write ``suite.json`` (the finished rows in plan order, notes, settings); returns each plain
+    row's headline metrics."""
+    from clip2video.engine.records import write_suite_info
+
+    rows = _rows_in_order(specs, runs / suite.name)
+    headlines = {name: _headline(runs / suite.name / name) for name in rows if "+" not in name}
+    write_suite_info(
+        runs,
+        suite.name,
+        protocol=protocol.name,
+        rows=rows,
+        notes=notes,
+        extra={"settings": suite.settings},
+    )
+    return headlines
 
 
 def _reporting(on_done: Any, total: int, start: float) -> Any:
@@ -530,24 +560,6 @@ def _reporting(on_done: Any, total: int, start: float) -> Any:
         on_done(spec, error)
 
     return report
-
-
-def check_before_work(suite: Suite, clip_weights: str | None) -> None:
-    """Model names and post-processors are known (options a model does not declare are dropped)."""
-    from clip2video.engine.postprocess import check_postprocessors
-    from clip2video.models import list_models
-    from clip2video.models.registry import is_model
-
-    try:
-        check_postprocessors(list(suite["eval"]["postprocess"]))
-    except ValueError as exc:
-        raise Clip2VideoError(f"suite {suite.name!r}: {exc}") from None
-    unknown = [m for m in suite.models if not is_model(m)]
-    if unknown:
-        raise Clip2VideoError(
-            f"suite {suite.name!r}: unknown model {unknown[0]!r}; registered: {', '.join(list_models())}"
-        )
-    model_options(suite.settings, clip_weights)
 
 
 def _headline(row_dir: Path) -> dict[str, float]:

@@ -223,16 +223,42 @@ def run_eval_layer(
     (relocking) each model takes the first seed from ``WEIGHTS_SEED`` on whose rankings have a
     rounding margin of at least ``RANK_MARGIN`` (see :func:`rank_margin`).
     """
+    settings = eval_settings(suite_settings)
+    data = _fixed_data(settings, data_root)
+    run = EvalRun(settings=settings, fingerprint=platform_fingerprint("cpu"))
+    chosen: dict[str, int] = {}
+    for name in settings["models"]:
+        if seeds is not None and name in seeds:
+            chosen[name] = int(seeds[name])
+            run.models[name] = _evaluate_seeded(data, settings, name, chosen[name])
+        else:
+            chosen[name], run.models[name] = _first_clear_seed(data, settings, name)
+    settings["weights_seeds"] = chosen
+    return run
+
+
+@dataclass
+class _FixedData:
+    """The evaluation layer's generated test split with the sampler, tokenizer and twins it uses."""
+
+    videos: Path
+    protocol: Any
+    split: Any
+    sampler: Any
+    tokenizer: Any
+    twins: np.ndarray
+
+
+def _fixed_data(settings: dict[str, Any], data_root: str | Path) -> _FixedData:
+    """Generate (once) the fixed synthetic data and load its test split; one frame cache decodes
+    each test video once for all models."""
     from clip2video.data.annotations import load_split
     from clip2video.data.frame_cache import FrameCache
     from clip2video.data.frames import FrameSampler
     from clip2video.data.protocols import get_protocol
     from clip2video.data.synthetic import generate_synthetic, load_twins
     from clip2video.data.text import CaptionTokenizer
-    from clip2video.engine.evaluate import evaluate
-    from clip2video.order import twin_order_accuracy
 
-    settings = eval_settings(suite_settings)
     d = settings["data"]
     root = generate_synthetic(
         data_folder(data_root, settings),
@@ -250,49 +276,48 @@ def run_eval_layer(
     sampler = FrameSampler(**frames, train=False).attach_cache(FrameCache(FRAME_CACHE_BYTES))
     tokenizer = CaptionTokenizer(max_words=settings["max_words"])
     twins = load_twins(root / "annotations", split.video_ids)
-    run = EvalRun(settings=settings, fingerprint=platform_fingerprint("cpu"))
+    return _FixedData(root / "videos", protocol, split, sampler, tokenizer, twins)
 
-    def one(name: str, seed: int) -> ModelEval:
-        result = evaluate(
-            build_seeded_model(name, settings, seed),
-            split,
-            root / "videos",
-            sampler,
-            tokenizer,
-            protocol=protocol,
-            tie_policy=settings["tie_policy"],
-            v2t=settings["v2t"],
-            keep_sim=True,
-            batch_size=8,
-            device="cpu",
-            progress=False,
-            distributed=False,
-        )
-        sim = result.sim.float().cpu().numpy()
-        metrics = {k: float(v) for k, v in result.metrics.items()}
-        metrics["order_acc"] = float(
-            twin_order_accuracy(sim, split.caption_video, twins, atol=ORDER_ATOL)["order_acc"]
-        )
-        return ModelEval(metrics=metrics, sim=sim)
 
-    chosen: dict[str, int] = {}
-    for name in settings["models"]:
-        if seeds is not None and name in seeds:
-            chosen[name] = int(seeds[name])
-            run.models[name] = one(name, chosen[name])
-            continue
-        for seed in range(WEIGHTS_SEED, WEIGHTS_SEED + SEED_TRIES):
-            candidate = one(name, seed)
-            if rank_margin(candidate.sim, split.caption_video, twins) >= RANK_MARGIN:
-                break
-        else:
-            raise EvalDriftError(
-                f"model {name!r}: no weight seed in {WEIGHTS_SEED}..{WEIGHTS_SEED + SEED_TRIES - 1} gives "
-                f"rankings with a rounding margin of {RANK_MARGIN:g}; its scores are degenerate"
-            )
-        chosen[name], run.models[name] = seed, candidate
-    settings["weights_seeds"] = chosen
-    return run
+def _evaluate_seeded(data: _FixedData, settings: dict[str, Any], name: str, seed: int) -> ModelEval:
+    """Model ``name`` with weights from ``seed``, evaluated by the engine on the fixed data (CPU)."""
+    from clip2video.engine.evaluate import evaluate
+    from clip2video.order import twin_order_accuracy
+
+    result = evaluate(
+        build_seeded_model(name, settings, seed),
+        data.split,
+        data.videos,
+        data.sampler,
+        data.tokenizer,
+        protocol=data.protocol,
+        tie_policy=settings["tie_policy"],
+        v2t=settings["v2t"],
+        keep_sim=True,
+        batch_size=8,
+        device="cpu",
+        progress=False,
+        distributed=False,
+    )
+    sim = result.sim.float().cpu().numpy()
+    metrics = {k: float(v) for k, v in result.metrics.items()}
+    metrics["order_acc"] = float(
+        twin_order_accuracy(sim, data.split.caption_video, data.twins, atol=ORDER_ATOL)["order_acc"]
+    )
+    return ModelEval(metrics=metrics, sim=sim)
+
+
+def _first_clear_seed(data: _FixedData, settings: dict[str, Any], name: str) -> tuple[int, ModelEval]:
+    """The first weight seed from ``WEIGHTS_SEED`` whose rankings have a rounding margin of at
+    least ``RANK_MARGIN`` (relocking), with its evaluation."""
+    for seed in range(WEIGHTS_SEED, WEIGHTS_SEED + SEED_TRIES):
+        candidate = _evaluate_seeded(data, settings, name, seed)
+        if rank_margin(candidate.sim, data.split.caption_video, data.twins) >= RANK_MARGIN:
+            return seed, candidate
+    raise EvalDriftError(
+        f"model {name!r}: no weight seed in {WEIGHTS_SEED}..{WEIGHTS_SEED + SEED_TRIES - 1} gives "
+        f"rankings with a rounding margin of {RANK_MARGIN:g}; its scores are degenerate"
+    )
 
 
 # ----------------------------------------------------------------------------- compare

@@ -342,6 +342,27 @@ def _footnotes(
     any_published: bool,
     unlisted: list[str] | None,
 ) -> list[str]:
+    """The table's footnotes: row marks, the method and its power, what was left out, the suite's notes."""
+    notes = _row_mark_notes(groups)
+    if not any_published:
+        notes.append(
+            f"No published numbers for protocol `{protocol}` in the published-rows folder: the paper's ablation tables "
+            "(TDB/TAB variants, K, w) could not be obtained in a citable form, so nothing is filled from memory; "
+            "pass a folder of CSVs with columns protocol, model and metric keys to `clip2video tables --paper-dir` to add reference rows."
+        )
+    notes += _method_notes(groups, tests, reference, n_boot)
+    notes += _coverage_notes(groups, unlisted)
+    notes.append(
+        "Single-seed per-query bootstrap (its own section, as papers report it): the first seed of each model, "
+        "text and video queries resampled independently; it ignores caption clusters and seed spread, so "
+        "its intervals are narrower than the two-level ones."
+    )
+    notes.extend(info.notes)
+    return notes
+
+
+def _row_mark_notes(groups: list[ModelGroup]) -> list[str]:
+    """What the row marks mean (post-processed, selected on test) and which rows lost test items."""
     notes: list[str] = []
     records = [r for g in groups for r in g.records]
     if any(g.postprocess for g in groups):
@@ -351,7 +372,6 @@ def _footnotes(
         )
     if any(r.extra.get("selected_on_test") for r in records):
         notes.append(f"{TEST_SELECTED_MARK} the epoch was selected on the test split (optimistic).")
-    seen: set[str] = set()
     for rec in records:
         dropped = rec.extra.get("dropped")
         if dropped:
@@ -360,26 +380,24 @@ def _footnotes(
             else:
                 detail = str(dropped)
             text = f"{rec.model}: evaluated without missing test items ({detail}); the protocol changed."
-            if text not in seen:
-                seen.add(text)
+            if text not in notes:
                 notes.append(text)
-    if not any_published:
-        notes.append(
-            f"No published numbers for protocol `{protocol}` in the published-rows folder: the paper's ablation tables "
-            "(TDB/TAB variants, K, w) could not be obtained in a citable form, so nothing is filled from memory; "
-            "pass a folder of CSVs with columns protocol, model and metric keys to `clip2video tables --paper-dir` to add reference rows."
-        )
+    return notes
+
+
+def _method_notes(groups: list[ModelGroup], tests: _Tests, reference: str, n_boot: int) -> list[str]:
+    """How cells, intervals and significance marks are computed, and the minimum detectable R@1 difference."""
     base = groups[0].summary
     assert base is not None
     n_seeds = sorted({g.summary.n_seeds for g in groups if g.summary is not None})
     seeds_text = "/".join(str(n) for n in n_seeds)
-    notes.append(
+    notes = [
         f"Cells: mean ± sample std over {seeds_text} seed(s) (n/a with one seed) [95% two-level bootstrap "
         f"interval: seeds resampled with replacement and test videos resampled as clusters with all their "
         f"captions, {n_boot} resamples; statistic = mean over the drawn seeds]. Queries: "
         f"{base.resampling.num_captions} text-to-video (captions) in {base.resampling.num_videos} clusters "
         f"(videos), {base.resampling.num_videos} video-to-text."
-    )
+    ]
     if tests.reference is None:
         notes.append(f"No `{reference}` row: no significance tests.")
     else:
@@ -399,6 +417,12 @@ def _footnotes(
         notes.append(
             f"Not tested against `{reference}` (different query sets or seed counts): {', '.join(tests.skipped)}."
         )
+    return notes
+
+
+def _coverage_notes(groups: list[ModelGroup], unlisted: list[str] | None) -> list[str]:
+    """What the table leaves out: stale row folders, and per-caption order wins a record lacks."""
+    notes: list[str] = []
     if unlisted:
         notes.append(
             f"Ignored {len(unlisted)} row folder(s) that suite.json does not list (stale rows of an earlier "
@@ -409,12 +433,6 @@ def _footnotes(
             "order acc: rows without per-caption order wins (`order_wins`) in their record get an interval from "
             "the seed level only (no per-caption resampling); the per-query section shows their value alone."
         )
-    notes.append(
-        "Single-seed per-query bootstrap (its own section, as papers report it): the first seed of each model, "
-        "text and video queries resampled independently; it ignores caption clusters and seed spread, so "
-        "its intervals are narrower than the two-level ones."
-    )
-    notes.extend(info.notes)
     return notes
 
 
