@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_train import StandInModel, ToyPairs, cfg, recall_at_1
 
 from clip2video.engine import checkpoint as ckpt
 from clip2video.engine.checkpoint import (
@@ -22,6 +21,7 @@ from clip2video.engine.checkpoint import (
     save_checkpoint,
 )
 from clip2video.engine.train import train
+from tests.test_train import StandInModel, ToyPairs, cfg, recall_at_1
 
 TESTS_DIR = Path(__file__).resolve().parent
 
@@ -85,7 +85,7 @@ def test_resume_after_sigkill_between_epochs(tmp_path):
         f"""
         import os, signal, sys, torch
         sys.path.insert(0, {str(TESTS_DIR)!r})
-        from test_resume import run
+        from tests.test_resume import run
         import clip2video.engine.train as T
         original = T.save_checkpoint
         def save_then_die(path, state):
