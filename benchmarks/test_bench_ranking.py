@@ -9,8 +9,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from bench_ranking import random_embeddings, sort_baseline
 
+from benchmarks.bench_ranking import random_embeddings, sort_baseline
 from clip2video.metrics import retrieval_metrics
 
 N = 1000

@@ -6,11 +6,11 @@ from __future__ import annotations
 import pytest
 import torch
 from open_clip.transformer import QuickGELU
-from tiny_clip import tiny_clip_config
 
 from clip2video.errors import WeightsError
 from clip2video.models import create_model
 from clip2video.models.backbone import build_clip_from_config, name_activation, resolve_activation
+from tests.support.tiny_clip import tiny_clip_config
 
 
 def _is_quick(model: torch.nn.Module) -> bool:

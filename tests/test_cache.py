@@ -6,11 +6,11 @@ from collections import Counter
 from types import SimpleNamespace
 
 import torch
-from test_evaluate import ToyModel, ToyTokenizer, ToyVideos, toy_split
 
 from clip2video.engine.cache import EmbeddingCache, cache_key, model_fingerprint, state_dict_hash
 from clip2video.engine.evaluate import encode_split, evaluate_embeddings
 from clip2video.engine.postprocess import DualSoftmax
+from tests.test_evaluate import ToyModel, ToyTokenizer, ToyVideos, toy_split
 
 
 def test_state_dict_hash_is_deterministic_and_sensitive():
@@ -98,12 +98,11 @@ def test_changed_settings_miss(tmp_path):
 
 
 def test_real_evaluation_twice_skips_decoding_and_encoding(tmp_path):
-    from test_evaluate import real_model
-
     from clip2video.data.annotations import load_split
     from clip2video.data.protocols import get_protocol
     from clip2video.data.synthetic import generate_synthetic
     from clip2video.engine.evaluate import evaluate
+    from tests.test_evaluate import real_model
 
     root = generate_synthetic(tmp_path / "syn", seed=5, num_train=0, num_val=0, num_test_pairs=2)
     proto = get_protocol("synthetic")

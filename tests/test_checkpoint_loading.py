@@ -7,13 +7,13 @@ import zipfile
 
 import pytest
 import torch
-from tiny_clip import perturb_, tiny_clip_config
 
 from clip2video.cli import main as cli_main
 from clip2video.engine.checkpoint import CheckpointError, load_model_state, save_checkpoint
 from clip2video.errors import WeightsError
 from clip2video.models import create_model, from_official_checkpoint
 from clip2video.models.backbone import read_clip_state_dict
+from tests.support.tiny_clip import perturb_, tiny_clip_config
 
 MODELS = ["meanp", "seqtransf", "tdb", "tab", "clip2video"]
 

@@ -12,19 +12,19 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from protocol_fixtures import (
+
+from clip2video.cli import main
+from clip2video.data.annotations import load_split
+from clip2video.engine.records import read_run_record, read_suite_info
+from clip2video.metrics import retrieval_metrics
+from tests.support.protocol_fixtures import (
     SMOKE_MODELS,
     TINY_BACKBONE,
     assert_same_rows,
     smoke_cli_args,
     smoke_reference,  # noqa: F401 (a fixture)
 )
-from tiny_clip import tiny_official_checkpoint
-
-from clip2video.cli import main
-from clip2video.data.annotations import load_split
-from clip2video.engine.records import read_run_record, read_suite_info
-from clip2video.metrics import retrieval_metrics
+from tests.support.tiny_clip import tiny_official_checkpoint
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

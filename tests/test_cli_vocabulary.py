@@ -8,15 +8,15 @@ from importlib import resources
 from pathlib import Path
 
 import pytest
-from protocol_fixtures import (
+
+from clip2video.cli import build_parser, main
+from clip2video.experiments.suite import list_suites, load_suite
+from tests.support.protocol_fixtures import (
     TINY_BACKBONE,
     build_protocol_data,
     synthetic_source,  # noqa: F401 (a fixture)
 )
-from tiny_clip import tiny_official_checkpoint
-
-from clip2video.cli import build_parser, main
-from clip2video.experiments.suite import list_suites, load_suite
+from tests.support.tiny_clip import tiny_official_checkpoint
 
 VERBS_WITH_OUTPUTS = ("ablation", "eval", "tables", "drift")
 

@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 import torch
 from torch.utils.data import DataLoader
-from videogen import make_video
 
 from clip2video.data import frames as frames_module
 from clip2video.data.datasets import CaptionDataset, PairDataset, VideoDataset
 from clip2video.data.frames import FrameSampler
 from clip2video.data.text import CaptionTokenizer, EmptyCaptionError
 from clip2video.errors import VideoReadError
+from tests.support.videogen import make_video
 
 S = 16
 

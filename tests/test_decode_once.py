@@ -5,13 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from test_evaluate import ToyModel, ToyTokenizer, toy_split
-from videogen import index_coded_frames
 
 from clip2video.data.frames import FrameSampler
 from clip2video.data.video_writer import write_video
 from clip2video.engine.cache import EmbeddingCache
 from clip2video.engine.evaluate import encode_split, encode_split_pair, time_reversal_diagnostic
+from tests.support.videogen import index_coded_frames
+from tests.test_evaluate import ToyModel, ToyTokenizer, toy_split
 
 NUM_VIDEOS = 7
 

@@ -10,14 +10,14 @@ import open_clip
 import pytest
 import torch
 from PIL import Image
-from test_ffmpeg_parity import tensor_indices
-from videogen import index_coded_frames, make_bframe_video, make_video
 
 from clip2video.data import videos as videos_module
 from clip2video.data.frames import CLIP_MEAN, CLIP_STD, FrameSampler, check_decodes
 from clip2video.data.video_writer import write_video
 from clip2video.data.videos import PyAVReader, frame_files, open_video, video_decoder
 from clip2video.errors import VideoReadError
+from tests.support.videogen import index_coded_frames, make_bframe_video, make_video
+from tests.test_ffmpeg_parity import tensor_indices
 
 S = 32
 
@@ -47,7 +47,7 @@ def test_pyav_reader_matches_decord(clips, name):
     a = ref.get_batch(wanted).asnumpy()
     b = ours.get_batch(wanted).asnumpy()
     assert a.shape == b.shape and a.dtype == b.dtype == np.uint8
-    from videogen import decode_index
+    from tests.support.videogen import decode_index
 
     assert [decode_index(f) for f in b] == [decode_index(f) for f in a] == wanted
     assert np.abs(a.astype(int) - b.astype(int)).max() <= 2  # both convert yuv->rgb with swscale

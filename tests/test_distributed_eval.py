@@ -11,7 +11,6 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from test_evaluate import ToyModel, ToyTokenizer, ToyVideos, toy_split
 from torch.utils.data import DistributedSampler
 
 from clip2video.engine.distributed import assemble_by_index, gather_by_index, shard_indices
@@ -21,6 +20,7 @@ from clip2video.engine.evaluate import (
     encode_videos_distributed,
     evaluate_embeddings,
 )
+from tests.test_evaluate import ToyModel, ToyTokenizer, ToyVideos, toy_split
 
 NUM_VIDEOS = 7  # with 11 captions: divisible by none of 2, 3
 

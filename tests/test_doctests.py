@@ -22,7 +22,7 @@ def test_top_level_exports() -> None:
     import clip2video
 
     assert set(clip2video.__all__) >= {"create_model", "list_models", "retrieval_metrics", "results"}
-    from protocol_fixtures import TINY_BACKBONE
+    from tests.support.protocol_fixtures import TINY_BACKBONE
 
     model = clip2video.create_model("meanp", clip=dict(TINY_BACKBONE), clip_weights=None, temporal_layers=1)
     assert sum(p.numel() for p in model.parameters()) > 0 and "meanp" in clip2video.list_models()

@@ -335,7 +335,7 @@ def synthetic(tmp_path_factory):
 
 
 def real_model(name: str):
-    from tiny_clip import tiny_clip_config, tiny_model
+    from tests.support.tiny_clip import tiny_clip_config, tiny_model
 
     return tiny_model(name, clip=tiny_clip_config(vocab_size=49408))  # the BPE tokenizer's vocabulary
 

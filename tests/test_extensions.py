@@ -1,10 +1,10 @@
 """Each kind of extension is one file (issue 9 §3-4, docs/EXTENDING.md), run through the real code.
 
-- a model: ``tests/toys/toy_model.py`` -> ``create_model`` -> the engine's encoders -> ``similarity``
-  -> the metrics core;
-- a post-processor: ``tests/toys/toy_postprocess.py`` -> ``evaluate_embeddings(post=...)``;
-- a protocol: ``tests/toys/toy_protocol.py`` (one reader, one entry) -> ``load_split`` through the
-  protocol registry, and a suite TOML given as a path;
+- a model: ``tests/support/toys/toy_model.py`` -> ``create_model`` -> the engine's encoders
+  -> ``similarity`` -> the metrics core;
+- a post-processor: ``tests/support/toys/toy_postprocess.py`` -> ``evaluate_embeddings(post=...)``;
+- a protocol: ``tests/support/toys/toy_protocol.py`` (one reader, one entry) -> ``load_split``
+  through the protocol registry, and a suite TOML given as a path;
 - plugins: ``tests/plugin_pkg`` (entry points) and ``--import MODULE``.
 """
 
@@ -19,7 +19,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from toys import toy_model, toy_postprocess
 
 from clip2video.data import protocols
 from clip2video.data.annotations import load_split
@@ -30,6 +29,7 @@ from clip2video.engine import postprocess
 from clip2video.engine.evaluate import encode_split, evaluate_embeddings
 from clip2video.metrics import retrieval_metrics
 from clip2video.models import create_model, list_models
+from tests.support.toys import toy_model, toy_postprocess
 
 TESTS = Path(__file__).resolve().parent
 REPO = TESTS.parent
@@ -140,7 +140,7 @@ def _toy_protocol_files(root: Path, synthetic_root: Path) -> tuple[Path, Path]:
 
 
 def test_toy_reader_reads_its_files(tmp_path: Path, synthetic_root: Path) -> None:
-    from toys import toy_protocol
+    from tests.support.toys import toy_protocol
 
     annotations, _ = _toy_protocol_files(tmp_path, synthetic_root)
     # Today's Protocol accepts only the built-in layouts; the reader needs only the file names.
@@ -161,7 +161,7 @@ def test_toy_reader_reads_its_files(tmp_path: Path, synthetic_root: Path) -> Non
 
 
 def _toy_protocol_registered() -> object:
-    return importlib.import_module("toys.toy_protocol")
+    return importlib.import_module("tests.support.toys.toy_protocol")
 
 
 def test_toy_protocol_loads_through_the_registry(tmp_path: Path, synthetic_root: Path) -> None:
@@ -193,6 +193,7 @@ def test_a_suite_file_names_the_toy_protocol_and_model(tmp_path: Path) -> None:
 
 
 def _cli_env(*paths: Path) -> dict[str, str]:
+    """The environment for a subprocess: ``paths``, then the repository root (``tests.support.toys``)."""
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([*(str(p) for p in paths), str(REPO)])
     return env
@@ -228,7 +229,7 @@ def test_import_flag_imports_a_user_module(capsys: pytest.CaptureFixture[str]) -
     from clip2video.cli import main
 
     assert "toy_import_only" not in list_models()
-    assert main(["--import", "toys.toy_import_only", "data", "protocols"]) == 0
+    assert main(["--import", "tests.support.toys.toy_import_only", "data", "protocols"]) == 0
     assert "toy_import_only" in list_models()
     assert main(["data", "protocols", "--import", "no_such_module_c2v"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
@@ -285,9 +286,9 @@ def test_toy_model_and_postprocessor_run_in_a_suite_from_the_command_line(tmp_pa
         "--suite",
         str(suite),
         "--import",
-        "toys.toy_model",
+        "tests.support.toys.toy_model",
         "--import",
-        "toys.toy_postprocess",
+        "tests.support.toys.toy_postprocess",
         "--no-tracking",
         "--data-root",
         str(tmp_path / "data"),
@@ -296,9 +297,7 @@ def test_toy_model_and_postprocessor_run_in_a_suite_from_the_command_line(tmp_pa
         "--results-dir",
         str(tmp_path / "results"),
     ]
-    proc = subprocess.run(
-        command, cwd=tmp_path, env=_cli_env(TESTS), capture_output=True, text=True, timeout=600
-    )
+    proc = subprocess.run(command, cwd=tmp_path, env=_cli_env(), capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, f"{' '.join(command[2:])} failed:\n{proc.stderr[-3000:]}"
     rows = {p.name for p in (tmp_path / "runs" / "toys").iterdir() if p.is_dir()}
     assert "toy_mean_colour" in rows, rows

@@ -19,13 +19,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from protocol_fixtures import (
+
+from clip2video.cli import main
+from tests.support.protocol_fixtures import (
     TINY_BACKBONE,
     build_protocol_data,
     synthetic_source,  # noqa: F401 (a fixture)
 )
-
-from clip2video.cli import main
 
 SMOKE = ["--suite", "smoke", "--models", "meanp", "--no-tracking", "--no-progress"]
 

@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from videogen import decode_index, make_video
 
 from clip2video.data.frames import CLIP_MEAN, CLIP_STD, FrameSampler
+from tests.support.videogen import decode_index, make_video
 
 FFMPEG = "/usr/bin/ffmpeg"
 pytestmark = [

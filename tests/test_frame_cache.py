@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from videogen import make_video
 
 from clip2video.data.frame_cache import FrameCache
 from clip2video.data.frames import FrameSampler
+from tests.support.videogen import make_video
 
 
 def test_cached_load_equals_fresh_decode_and_skips_decoding(tmp_path, monkeypatch):

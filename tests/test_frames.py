@@ -6,17 +6,17 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from videogen import (
+
+from clip2video.data import frames as frames_module
+from clip2video.data.frames import CLIP_MEAN, CLIP_STD, FrameSampler, ffmpeg_output_frames
+from clip2video.errors import VideoReadError
+from tests.support.videogen import (
     decode_index,
     make_bframe_video,
     make_video,
     make_zero_frame_video,
     remux_faststart,
 )
-
-from clip2video.data import frames as frames_module
-from clip2video.data.frames import CLIP_MEAN, CLIP_STD, FrameSampler, ffmpeg_output_frames
-from clip2video.errors import VideoReadError
 
 S = 32  # small output size keeps the tests fast
 

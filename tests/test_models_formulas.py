@@ -12,9 +12,9 @@ import math
 
 import pytest
 import torch
-from tiny_clip import tiny_model, tiny_text, tiny_video
 
 from clip2video.models.heads import interleave
+from tests.support.tiny_clip import tiny_model, tiny_text, tiny_video
 
 ATOL = 2e-5
 

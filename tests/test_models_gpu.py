@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from tiny_clip import tiny_model, tiny_text, tiny_video
+
+from tests.support.tiny_clip import tiny_model, tiny_text, tiny_video
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 

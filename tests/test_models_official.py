@@ -6,10 +6,16 @@ import warnings
 
 import pytest
 import torch
-from tiny_clip import tiny_clip_config, tiny_model, tiny_official_checkpoint, tiny_text, tiny_video
 
 from clip2video.errors import WeightsError
 from clip2video.models import from_official_checkpoint
+from tests.support.tiny_clip import (
+    tiny_clip_config,
+    tiny_model,
+    tiny_official_checkpoint,
+    tiny_text,
+    tiny_video,
+)
 
 ALL = ["meanp", "seqtransf", "tdb", "tab", "clip2video"]
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from tiny_clip import tiny_model, tiny_text, tiny_video
 
 from clip2video.models import list_models
+from tests.support.tiny_clip import tiny_model, tiny_text, tiny_video
 
 ALL = ["meanp", "seqtransf", "tdb", "tab", "clip2video"]
 
@@ -53,7 +53,7 @@ def test_video_embedding_does_not_depend_on_its_batch(name):
 
 def test_batch_independence_with_several_heads():
     """Width 128 gives 2 heads per temporal block: masks must follow their own sample."""
-    from tiny_clip import tiny_clip_config
+    from tests.support.tiny_clip import tiny_clip_config
 
     model = tiny_model("clip2video", clip=tiny_clip_config(width=128, embed_dim=128))
     assert model.transformerClip.heads == 2

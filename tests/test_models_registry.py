@@ -6,13 +6,13 @@ import json
 
 import pytest
 import torch
-from tiny_clip import tiny_clip_config, tiny_model, tiny_text, tiny_video
 from torch import nn
 
 from clip2video.errors import WeightsError
 from clip2video.models import backbone, create_model, list_models, register_model
 from clip2video.models.backbone import build_clip, build_clip_from_config, infer_clip_config
 from clip2video.models.retrieval import RetrievalModel
+from tests.support.tiny_clip import tiny_clip_config, tiny_model, tiny_text, tiny_video
 
 ALL = ["meanp", "seqtransf", "tdb", "tab", "clip2video"]
 

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import torch
-from tiny_clip import tiny_model
 
 from clip2video.engine.evaluate import reverse_frames
 from clip2video.models.heads import masked_mean
+from tests.support.tiny_clip import tiny_model
 
 
 def test_masked_mean_is_bitwise_order_invariant():

@@ -1,5 +1,5 @@
 """The real suites (msrvtt-1k-a, msvd, vatex-1k5, vatex-hgr) end to end on tiny data in each
-protocol's public file layout (tests/protocol_fixtures.py): the shipped suite files with only
+protocol's public file layout (tests/support/protocol_fixtures.py): the shipped suite files with only
 the backbone, frame size and epochs shrunk. MSVD runs by default; the others are slow-marked.
 """
 
@@ -15,7 +15,15 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from protocol_fixtures import (
+
+from clip2video.data.protocols import get_protocol
+from clip2video.data.verify import verify
+from clip2video.engine.records import read_run_record, read_suite_info
+from clip2video.errors import ProtocolError
+from clip2video.experiments.runner import ZERO_SHOT_ROW, SuiteResult
+from clip2video.experiments.suite import load_suite
+from clip2video.metrics import retrieval_metrics
+from tests.support.protocol_fixtures import (
     COMMA_SUFFIX,
     REAL_SUITES,
     TINY_BACKBONE,
@@ -26,14 +34,6 @@ from protocol_fixtures import (
     synthetic_source,  # noqa: F401 (a fixture)
     tiny_overrides,
 )
-
-from clip2video.data.protocols import get_protocol
-from clip2video.data.verify import verify
-from clip2video.engine.records import read_run_record, read_suite_info
-from clip2video.errors import ProtocolError
-from clip2video.experiments.runner import ZERO_SHOT_ROW, SuiteResult
-from clip2video.experiments.suite import load_suite
-from clip2video.metrics import retrieval_metrics
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 PUBLISHED_CSV = PROJECT_ROOT / "clip2video" / "paper" / "clip2video.csv"  # package data

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_train import StandInModel, ToyPairs, cfg, recall_at_1
 
 from clip2video.engine import checkpoint as ckpt
 from clip2video.engine.checkpoint import (
@@ -22,8 +21,9 @@ from clip2video.engine.checkpoint import (
     save_checkpoint,
 )
 from clip2video.engine.train import train
+from tests.test_train import StandInModel, ToyPairs, cfg, recall_at_1
 
-TESTS_DIR = Path(__file__).resolve().parent
+REPO = Path(__file__).resolve().parents[1]
 
 
 class Killed(Exception):
@@ -83,9 +83,8 @@ def test_resume_after_sigkill_between_epochs(tmp_path):
     """A real kill: the child process SIGKILLs itself right after epoch 1's checkpoint."""
     script = textwrap.dedent(
         f"""
-        import os, signal, sys, torch
-        sys.path.insert(0, {str(TESTS_DIR)!r})
-        from test_resume import run
+        import os, signal, torch
+        from tests.test_resume import run
         import clip2video.engine.train as T
         original = T.save_checkpoint
         def save_then_die(path, state):
@@ -97,7 +96,12 @@ def test_resume_after_sigkill_between_epochs(tmp_path):
         run(__import__("pathlib").Path({str(tmp_path / "cut")!r}))
         """
     )
-    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    # the child imports this module by its package name, with the repository root on its path
+    paths = [str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
+    proc = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == -signal.SIGKILL, proc.stderr
     assert load_checkpoint(tmp_path / "cut" / "last.pt")["epoch"] == 1
     resumed = run(tmp_path / "cut", resume=True)

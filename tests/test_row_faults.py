@@ -13,11 +13,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from protocol_fixtures import smoke_cli_args
-from test_train import StandInModel, ToyPairs, cfg
 
 from clip2video.cli import main
 from clip2video.engine.train import train
+from tests.support.protocol_fixtures import smoke_cli_args
+from tests.test_train import StandInModel, ToyPairs, cfg
 
 ROW = ["meanp"]
 
@@ -100,13 +100,13 @@ def test_resume_after_training_finished_writes_the_uninterrupted_record(tmp_path
 def test_embedding_cache_misses_when_a_frame_image_is_overwritten(tmp_path):
     """Item 3: a frame folder was keyed by its own size and mtime, which an in-place write keeps."""
     from PIL import Image
-    from test_evaluate import real_model
 
     from clip2video.data.annotations import load_split
     from clip2video.data.protocols import get_protocol
     from clip2video.data.synthetic import generate_synthetic
     from clip2video.engine.cache import EmbeddingCache
     from clip2video.engine.evaluate import evaluate
+    from tests.test_evaluate import real_model
 
     root = generate_synthetic(tmp_path / "syn", seed=5, num_train=0, num_val=0, num_test_pairs=2)
     proto = get_protocol("synthetic")

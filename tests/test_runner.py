@@ -11,7 +11,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from protocol_fixtures import (
+
+import clip2video.experiments.row as row_module
+import clip2video.experiments.runner as runner
+from clip2video.cli import main
+from clip2video.engine.checkpoint import load_checkpoint
+from clip2video.engine.records import read_run_record, read_suite_info
+from tests.support.protocol_fixtures import (
     SMOKE_MODELS,
     assert_same_rows,
     run_smoke,
@@ -20,12 +26,6 @@ from protocol_fixtures import (
     smoke_overrides,
     smoke_reference,  # noqa: F401 (a fixture)
 )
-
-import clip2video.experiments.row as row_module
-import clip2video.experiments.runner as runner
-from clip2video.cli import main
-from clip2video.engine.checkpoint import load_checkpoint
-from clip2video.engine.records import read_run_record, read_suite_info
 
 REAL_TRAIN = row_module.train
 

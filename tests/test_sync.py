@@ -20,11 +20,11 @@ from pathlib import Path
 from urllib.parse import quote
 
 import pytest
-from protocol_fixtures import SMOKE_MODELS, run_smoke
 
 from clip2video.cli import main
 from clip2video.experiments.sync import sync_records
 from clip2video.tracking import EXPERIMENT_KIND, RECORD_ID_TAG
+from tests.support.protocol_fixtures import SMOKE_MODELS, run_smoke
 
 
 @pytest.fixture(scope="module")

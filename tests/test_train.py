@@ -291,7 +291,7 @@ class TinyClipPairs(torch.utils.data.Dataset):
     """Caption-video pairs shaped for the tiny registry CLIP (32-pixel frames, 12-token captions)."""
 
     def __init__(self, n: int = 4, frames: int = 4) -> None:
-        from tiny_clip import tiny_text, tiny_video
+        from tests.support.tiny_clip import tiny_text, tiny_video
 
         self.ids, self.mask = tiny_text(n, seed=1)
         self.frames, self.fmask = tiny_video(
@@ -307,9 +307,8 @@ class TinyClipPairs(torch.utils.data.Dataset):
 
 @pytest.mark.parametrize("name", ["meanp", "seqtransf", "tdb", "tab", "clip2video"])
 def test_every_registry_model_trains_with_exact_accumulation(name, tmp_path):
-    from tiny_clip import tiny_model
-
     from clip2video.models import list_models
+    from tests.support.tiny_clip import tiny_model
 
     assert name in list_models()
     model = tiny_model(name).train()
@@ -340,13 +339,12 @@ def test_every_registry_model_trains_with_exact_accumulation(name, tmp_path):
 @pytest.mark.slow
 def test_end_to_end_on_generated_videos_with_engine_validation(tmp_path):
     """PairDataset over real H.264 files, a tiny clip2video, validation by the evaluation engine."""
-    from tiny_clip import tiny_clip_config, tiny_model
-    from videogen import make_video
-
     from clip2video.data.datasets import PairDataset, VideoDataset
     from clip2video.data.frames import FrameSampler
     from clip2video.data.text import CaptionTokenizer
     from clip2video.engine.evaluate import Embeddings, encode_texts, encode_videos, evaluate_embeddings
+    from tests.support.tiny_clip import tiny_clip_config, tiny_model
+    from tests.support.videogen import make_video
 
     paths = [make_video(tmp_path / f"v{i}.mp4", 20 + 10 * i, 5, (32, 32), lossless=False) for i in range(4)]
     captions = ["a red ball", "a blue cube", "two green lines", "one white square"]

@@ -1,0 +1,10 @@
+"""Shared test helpers (no tests of their own), imported as ``tests.support.<module>``.
+
+- ``protocol_fixtures``: tiny datasets in each real protocol's on-disk layout, and the smoke runs;
+- ``tiny_clip``: a tiny open_clip backbone and official-layout checkpoints for model tests;
+- ``videogen``: small generated videos with known frame contents;
+- ``toys``: the toy extensions (a model, a protocol, a post-processor), each in one file, that
+  ``tests/test_extensions.py`` runs and ``docs/EXTENDING.md`` shows.
+
+Each helper asserts its own preconditions.
+"""
