@@ -368,8 +368,8 @@ def main(argv: list[str] | None = None) -> None:
         )
         from clip2video.experiments.runner import resolve_threads
 
-        threads = resolve_threads(args.threads, 1, "cpu", 1)
-        versions = {"new": (ROOT, args.workers, threads)}
+        new_threads = resolve_threads(args.threads, 1, "cpu", 1)
+        versions = {"new": (ROOT, args.workers, new_threads)}
         if args.baseline != "none":
             tree = baseline_tree(args.baseline, tmp)
             versions["baseline"] = (tree, args.baseline_workers, args.baseline_threads)
@@ -389,7 +389,7 @@ def main(argv: list[str] | None = None) -> None:
                 "split": source,
                 "checkpoint": "clip2video, vision width 64, text width 512, vocab 49,408, 2+2 layers",
                 "bootstrap": args.bootstrap,
-                "threads": {"new": threads, "baseline": args.baseline_threads},
+                "threads": {"new": new_threads, "baseline": args.baseline_threads},
                 "embedding_cache": args.cache,
                 "setup_s": setup_s,
             },

@@ -101,6 +101,12 @@ class RetrievalModel(nn.Module):
     def has_tab(self) -> bool:
         return self.tab is not None
 
+    @property
+    def text_is_causal(self) -> bool:
+        """True when no text token attends to a later one (CLIP's causal mask), so that the
+        padding after EOT never changes a caption's embedding (the engine then skips it)."""
+        return self.clip.attn_mask is not None
+
     # ------------------------------------------------------------ initialisation
     def init_from_clip(self) -> None:
         """Initialise new modules from CLIP's text transformer, as models.md says.
