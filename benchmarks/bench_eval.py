@@ -11,6 +11,10 @@ The setup of a user reproducing MSR-VTT 1k-A from a released checkpoint, at a sm
   (default and ``legacy`` ties), bootstrap intervals, the time-reversal diagnostic; frames at
   ``frames.image_size=64``, an embedding cache.
 
+This tree runs twice: as it runs (a causal text encoder's captions cut to their own length) and
+with ``--pad-text`` (every caption at the full padded length, the baseline's arithmetic), so that
+the speed of bit-for-bit identical results is reported beside the default's.
+
 Each code version runs in its own fresh process (``--child``) on the same files: the working tree
 (``data.num_workers=-1`` and ``[run] threads = 0``, the defaults of ``eval`` and the real suites:
 on a CPU one loader worker per 4 cores and, for one row, a torch thread per core)
@@ -132,6 +136,10 @@ def child(args: argparse.Namespace) -> None:
     from clip2video.models import from_official_checkpoint
 
     spec = json.loads(Path(args.spec).read_text())
+    if args.pad_text:  # this tree with every caption encoded at the full padded length, as before
+        from clip2video.models.retrieval import RetrievalModel
+
+        RetrievalModel.text_is_causal = property(lambda self: False)
     model = from_official_checkpoint(spec["checkpoint"], variant="clip2video")
     sampler = FrameSampler(extraction_fps=5.0, stride=2, max_frames=12, image_size=args.image_size)
     tokenizer = CaptionTokenizer(max_words=32)
@@ -237,7 +245,13 @@ def baseline_tree(commit: str, tmp: Path) -> Path:
 
 
 def run_child(
-    code_root: Path, spec: Path, work: Path, workers: int, threads: int, args: argparse.Namespace
+    code_root: Path,
+    spec: Path,
+    work: Path,
+    workers: int,
+    threads: int,
+    args: argparse.Namespace,
+    pad_text: bool = False,
 ) -> dict:
     """One evaluation in a fresh process importing ``clip2video`` from ``code_root``."""
     work.mkdir(parents=True, exist_ok=True)
@@ -259,6 +273,7 @@ def run_child(
         "--bootstrap",
         str(args.bootstrap),
         *([] if args.cache else ["--no-cache"]),
+        *(["--pad-text"] if pad_text else []),
     ]
     env = {**os.environ, "PYTHONPATH": str(code_root)}
     for key in ("CLIP2VIDEO_DECODER", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
@@ -335,6 +350,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--generated-split", action="store_true", help="never use the real 1k-A list")
     parser.add_argument("--work", type=Path, default=None, help="keep videos and checkpoint here")
     parser.add_argument("--no-cache", dest="cache", action="store_false", help="no embedding cache")
+    parser.add_argument(
+        "--no-padded",
+        dest="padded",
+        action="store_false",
+        help="skip the run of this tree with captions at the full padded length (the baseline's arithmetic)",
+    )
+    parser.add_argument("--pad-text", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "perf_eval.json")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--spec", default=None, help=argparse.SUPPRESS)
@@ -369,14 +391,18 @@ def main(argv: list[str] | None = None) -> None:
         from clip2video.experiments.runner import resolve_threads
 
         new_threads = resolve_threads(args.threads, 1, "cpu", 1)
-        versions = {"new": (ROOT, args.workers, new_threads)}
+        versions = {"new": (ROOT, args.workers, new_threads, False)}
+        if args.padded:
+            versions["padded"] = (ROOT, args.workers, new_threads, True)
         if args.baseline != "none":
             tree = baseline_tree(args.baseline, tmp)
-            versions["baseline"] = (tree, args.baseline_workers, args.baseline_threads)
+            versions["baseline"] = (tree, args.baseline_workers, args.baseline_threads, False)
         runs: dict[str, list[dict]] = {name: [] for name in versions}
         for _ in range(args.repeat):  # interleaved, so that load changes hit both alike
-            for name, (code_root, workers, threads) in versions.items():
-                runs[name].append(run_child(code_root, spec, tmp / f"run-{name}", workers, threads, args))
+            for name, (code_root, workers, threads, pad) in versions.items():
+                runs[name].append(
+                    run_child(code_root, spec, tmp / f"run-{name}", workers, threads, args, pad)
+                )
         summary = {name: summarise(r) for name, r in runs.items()}
         report: dict[str, Any] = {
             "benchmark": "eval",
@@ -400,21 +426,17 @@ def main(argv: list[str] | None = None) -> None:
                 "platform": platform.platform(),
             },
             "new": summary["new"],
+            **({"padded": summary["padded"]} if "padded" in summary else {}),
             "command": "python -m benchmarks.bench_eval " + shlex.join(argv or sys.argv[1:]),
             "target": TARGET,
         }
         if "baseline" in summary:
-            base, new = summary["baseline"], summary["new"]
-            ratio = base["wall_s"] / new["wall_s"]
-            identical = {k: same(base["results"][k], new["results"][k]) for k in base["results"]}
-            report.update(
-                baseline=base,
-                baseline_commit=args.baseline,
-                ratio=ratio,
-                identical=identical,
-                metrics_identical=all(v for k, v in identical.items() if k != "bootstrap"),
-                met=ratio >= TARGET and all(v for k, v in identical.items() if k != "bootstrap"),
-            )
+            report.update(baseline=summary["baseline"], baseline_commit=args.baseline)
+            for name, prefix in (("new", ""), ("padded", "padded_")):
+                if name in summary:
+                    report.update(
+                        {prefix + k: v for k, v in compare(summary["baseline"], summary[name]).items()}
+                    )
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(report, indent=2, default=float) + "\n")
         print(stage_table(report))
@@ -432,21 +454,47 @@ def main(argv: list[str] | None = None) -> None:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
+def compare(base: dict, new: dict) -> dict[str, Any]:
+    """Speed ratio and result identity of one run against the baseline, with every differing value."""
+    ratio = base["wall_s"] / new["wall_s"]
+    identical = {k: same(base["results"][k], new["results"][k]) for k in base["results"]}
+    metrics_identical = all(v for k, v in identical.items() if k != "bootstrap")
+    differences = {
+        f"{group}.{key}": [base["results"][group][key], new["results"][group].get(key)]
+        for group in ("metrics", "legacy", "time_reversal")
+        for key in base["results"][group]
+        if not same(base["results"][group][key], new["results"][group].get(key))
+    }
+    return {
+        "ratio": ratio,
+        "identical": identical,
+        "metrics_identical": metrics_identical,
+        "differences": differences,
+        "met": ratio >= TARGET and metrics_identical,
+    }
+
+
 def stage_table(report: dict) -> str:
     """The per-stage Markdown table (seconds), baseline beside new when there is one."""
-    cols = [c for c in ("baseline", "new") if c in report]
-    head = "| stage | " + " | ".join(
-        f"{c} ({report.get('baseline_commit', '')})" if c == "baseline" else "new (this tree)" for c in cols
+    names = {
+        "baseline": f"baseline ({report.get('baseline_commit', '')})",
+        "padded": "this tree, padded captions",
+        "new": "this tree",
+    }
+    cols = [c for c in names if c in report]
+    with_ratio = "baseline" in cols and len(cols) > 1
+    rated = [c for c in cols if c != "baseline"] if with_ratio else []
+    head = (
+        "| stage | " + " | ".join(names[c] for c in cols) + "".join(f" | ratio ({names[c]})" for c in rated)
     )
-    lines = [
-        head + (" | ratio |" if len(cols) == 2 else " |"),
-        "|---" * (len(cols) + 1 + (len(cols) == 2)) + "|",
-    ]
+    lines = [head + " |", "|---" * (len(cols) + 1 + len(rated)) + "|"]
     for stage in (*STAGES, "end to end"):
-        vals = [report[c]["wall_s"] if stage == "end to end" else report[c]["stages_s"][stage] for c in cols]
-        cells = " | ".join(f"{v:.2f} s" for v in vals)
-        ratio = f" | {vals[0] / vals[1]:.2f}x" if len(vals) == 2 and vals[1] > 0 else ""
-        lines.append(f"| {stage} | {cells}{ratio} |")
+        vals = {
+            c: report[c]["wall_s"] if stage == "end to end" else report[c]["stages_s"][stage] for c in cols
+        }
+        cells = " | ".join(f"{vals[c]:.2f} s" for c in cols)
+        ratios = "".join(f" | {vals['baseline'] / vals[c]:.2f}x" if vals[c] > 0 else " | -" for c in rated)
+        lines.append(f"| {stage} | {cells}{ratios} |")
     return "\n".join(lines)
 
 
