@@ -121,3 +121,36 @@ def test_pair_through_the_cache_stores_and_reads_both_passes(videos, tmp_path):
     assert (e3.meta["video_cache"], r3.meta["video_cache"]) == ("hit", "miss")
     assert torch.equal(r3.video, rev.video)
     assert sum(s.loads.values()) == 3 * NUM_VIDEOS
+
+
+def test_on_a_cpu_loader_workers_take_turns_with_the_model_and_give_the_same_embeddings(videos, monkeypatch):
+    """Phased decoding (workers decode a chunk, then the model encodes it) changes no embedding."""
+    import clip2video.engine.evaluate as ev
+
+    monkeypatch.setattr(ev, "PHASE_VIDEOS", 3)  # 7 videos: chunks of 3, 3 and 1
+    split = toy_split(NUM_VIDEOS)
+    model = ToyModel(order=True)
+    runs = {
+        workers: encode_split_pair(
+            model,
+            split,
+            "toy",
+            videos,
+            sampler=sampler(),
+            time_reversal=True,
+            **encode_kwargs(num_workers=workers),
+        )
+        for workers in (0, 2, -1)
+    }
+    for workers in (2, -1):
+        assert torch.equal(runs[workers][0].video, runs[0][0].video)
+        assert torch.equal(runs[workers][1].video, runs[0][1].video)
+    chunks = list(ev._video_batches(_dataset(videos, split), 3, 2, torch.device("cpu")))
+    assert [b[0].tolist() for b in chunks] == [[0, 1, 2], [3, 4, 5], [6]]
+
+
+def _dataset(videos, split):
+    from clip2video.data.datasets import VideoDataset
+
+    paths = [videos / f"{vid}.mp4" for vid in split.video_ids]
+    return VideoDataset(paths, split.video_ids, sampler())

@@ -40,9 +40,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
     "engine": ("clip2video.engine",),
     "plugins": ("clip2video.plugins",),
     "metrics": ("clip2video.metrics",),
-    # order.py is the synthetic protocol's twin-order metric (read by data/synthetic.py); it belongs
-    # with data until it moves into clip2video/data/.
-    "data": ("clip2video.data", "clip2video.order"),
+    "data": ("clip2video.data",),
     "models": ("clip2video.models",),
     "tracking": ("clip2video.tracking",),
     "shared": ("clip2video.errors", "clip2video.fingerprint"),

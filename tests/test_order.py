@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
+from clip2video.data.order import ORDER_CEILING_NOTE, twin_order_accuracy
 from clip2video.data.synthetic import load_twins
 from clip2video.errors import ProtocolError
-from clip2video.order import ORDER_CEILING_NOTE, twin_order_accuracy
 
 # videos 0 <-> 1 and 2 <-> 3 are twins; video 4 has none
 TWINS = np.array([1, 0, 3, 2, -1])

@@ -30,18 +30,18 @@ def available_cores() -> int:
     return max(os.cpu_count() or 1, 1)
 
 
-def resolve_num_workers(num_workers: int, device: str | torch.device = "cpu") -> int:
+def resolve_num_workers(num_workers: int, device: str | torch.device = "cpu", *, phased: bool = False) -> int:
     """DataLoader workers for a ``data.num_workers`` setting; ``-1`` means automatic.
 
-    Automatic: with CUDA the model runs on the GPU, so decoding gets ``min(cores, 8)`` workers; on
-    a CPU the model needs the cores itself and decoding is the smaller part, so it gets one worker
-    per 4 cores (at least 1, at most 8). Measured on 2 cores (``python -m benchmarks.bench_eval``):
-    1 worker beside a 2-thread model beat 2 workers and 0 workers. Raises ValueError below -1.
+    Automatic: ``min(cores, 8)`` when nothing else needs the cores meanwhile: with CUDA (the model
+    runs on the GPU) or when decoding takes turns with a CPU model (``phased``, evaluation). When a
+    CPU model runs at the same time (training), one worker per 4 cores (at least 1, at most 8).
+    Raises ValueError below -1.
     """
     num_workers = int(num_workers)
     if num_workers == AUTO_WORKERS:
         cores = available_cores()
-        if torch.device(device).type == "cuda":
+        if phased or torch.device(device).type == "cuda":
             return min(cores, MAX_AUTO_WORKERS)
         return min(max(1, cores // CPU_CORES_PER_WORKER), MAX_AUTO_WORKERS)
     if num_workers < AUTO_WORKERS:

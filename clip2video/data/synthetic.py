@@ -3,7 +3,7 @@
 Clips show simple filled shapes that move, grow, appear or change; captions name the shape, the
 colour and the event, including its direction or order. Every test clip's exact time reversal is
 also in the test gallery, with captions that differ only in the order/direction words, so a model
-blind to frame order cannot tell the two apart (see :mod:`clip2video.order`).
+blind to frame order cannot tell the two apart (see :mod:`clip2video.data.order`).
 
 On disk (the same layout as the VATEX-style protocols)::
 
@@ -570,7 +570,7 @@ def prepare_data(settings: dict[str, Any], root: str | Path) -> Path:
 
 def extra_metrics(sim: Any, caption_video: Any, annotations_dir: str | Path, split: Any) -> dict[str, Any]:
     """The twins' order accuracy (``order_*``) and the per-caption outcomes (``arrays.order_wins``)."""
-    from clip2video.order import twin_order_accuracy, twin_order_wins
+    from clip2video.data.order import twin_order_accuracy, twin_order_wins
 
     twins = load_twins(annotations_dir, split.video_ids)
     return {
@@ -581,6 +581,6 @@ def extra_metrics(sim: Any, caption_video: Any, annotations_dir: str | Path, spl
 
 def notes() -> tuple[str, ...]:
     """Footnotes for the suite's tables."""
-    from clip2video.order import ORDER_CEILING_NOTE
+    from clip2video.data.order import ORDER_CEILING_NOTE
 
     return (ORDER_CEILING_NOTE,)

@@ -209,20 +209,37 @@ def encode_texts(
     return ordered
 
 
-def _video_loader(
+PHASE_VIDEOS = 256  # videos decoded per phase on a CPU (~1.9 GB of 12 x 224 px frames)
+
+
+def _video_batches(
     dataset_or_loader: Dataset | DataLoader, batch_size: int, num_workers: int, device: torch.device
-) -> DataLoader | Iterable:
+) -> Iterable:
+    """The batches ``(index, frames, mask)`` to encode, in dataset order.
+
+    With CUDA (or no loader workers, or a DataLoader given) decoding streams beside the model. On a
+    CPU with loader workers, decoding and the model would fight for the same cores, so they take
+    turns instead: the workers (every core, up to 8) decode ``PHASE_VIDEOS`` videos while the model
+    waits, then the model encodes them on every torch thread while the workers wait. The batches are
+    the same either way, so the embeddings are too.
+    """
     if isinstance(dataset_or_loader, DataLoader):
-        return dataset_or_loader
+        yield from dataset_or_loader
+        return
     from clip2video.data.datasets import resolve_num_workers
 
-    return DataLoader(
-        dataset_or_loader,
-        batch_size=batch_size,
-        shuffle=False,
-        num_workers=resolve_num_workers(num_workers, device),
-        drop_last=False,
-    )
+    phased = device.type == "cpu" and num_workers != 0
+    workers = resolve_num_workers(num_workers, device, phased=phased)
+    total = len(dataset_or_loader)
+    step = max(batch_size, PHASE_VIDEOS // batch_size * batch_size) if phased else max(total, 1)
+    for start in range(0, total, step):
+        part = (
+            dataset_or_loader
+            if not phased
+            else Subset(dataset_or_loader, range(start, min(start + step, total)))
+        )
+        loader = DataLoader(part, batch_size=batch_size, shuffle=False, num_workers=workers, drop_last=False)
+        yield from (list(loader) if phased else loader)
 
 
 def encode_video_passes(
@@ -248,12 +265,21 @@ def encode_video_passes(
     if not passes:
         raise ValueError("encode_video_passes: give at least one pass")
     device = torch.device(device) if device is not None else model_device(model)
-    loader = _video_loader(dataset_or_loader, batch_size, num_workers, device)
+    batches = _video_batches(dataset_or_loader, batch_size, num_workers, device)
+    total = (
+        -(-_dataset_len(dataset_or_loader) // batch_size)
+        if not isinstance(dataset_or_loader, DataLoader)
+        else None
+    )
     indices: list[Tensor] = []
     out: list[list[Tensor]] = [[] for _ in passes]
     with torch.inference_mode(), autocast_context(device, amp):
         for index, frames, mask in tqdm(
-            loader, desc=progress_desc(progress, "encode videos"), unit="batch", disable=not progress
+            batches,
+            total=total,
+            desc=progress_desc(progress, "encode videos"),
+            unit="batch",
+            disable=not progress,
         ):
             dev_mask = mask.to(device)
             for k, rev in enumerate(passes):

@@ -281,8 +281,8 @@ def _fixed_data(settings: dict[str, Any], data_root: str | Path) -> _FixedData:
 
 def _evaluate_seeded(data: _FixedData, settings: dict[str, Any], name: str, seed: int) -> ModelEval:
     """Model ``name`` with weights from ``seed``, evaluated by the engine on the fixed data (CPU)."""
+    from clip2video.data.order import twin_order_accuracy
     from clip2video.engine.evaluate import evaluate
-    from clip2video.order import twin_order_accuracy
 
     result = evaluate(
         build_seeded_model(name, settings, seed),
