@@ -30,6 +30,7 @@ def test_automatic_loader_workers_leave_the_cpu_model_its_cores(monkeypatch, cor
     assert resolve_num_workers(-1, "cpu") == cpu
     assert resolve_num_workers(-1, "cuda") == cuda
     assert resolve_num_workers(-1, "cuda:1") == cuda
+    assert resolve_num_workers(-1, "cpu", phased=True) == cuda  # evaluation: decoding takes turns
     assert resolve_num_workers(3, "cpu") == 3 and resolve_num_workers(0, "cuda") == 0
     with pytest.raises(ValueError, match="num_workers must be -1"):
         resolve_num_workers(-2, "cpu")
