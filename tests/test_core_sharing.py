@@ -67,30 +67,19 @@ def test_real_suites_and_eval_use_automatic_threads_and_synthetic_suites_one():
     assert shipped["run"]["threads"] == 0
 
 
+def smoke_meanp(tmp_path, *sets: str) -> int:
+    """``clip2video ablation --suite smoke --models meanp`` with ``--set`` overrides, all output under ``tmp_path``."""
+    argv = ["ablation", "--suite", "smoke", "--models", "meanp"]
+    for item in sets:
+        argv += ["--set", item]
+    argv += ["--data-root", str(tmp_path / "data"), "--runs-dir", str(tmp_path / "runs")]
+    return main([*argv, "--results-dir", str(tmp_path / "results"), "--no-tracking", "--no-progress"])
+
+
 def test_a_one_row_run_with_automatic_threads_records_every_core(tmp_path, monkeypatch):
     """The resolved count is what the row runs with and what its fingerprint holds."""
     with_cores(monkeypatch, 2)
-    code = main(
-        [
-            "ablation",
-            "--suite",
-            "smoke",
-            "--models",
-            "meanp",
-            "--set",
-            "run.threads=0",
-            "--set",
-            "train.epochs=1",
-            "--data-root",
-            str(tmp_path / "data"),
-            "--runs-dir",
-            str(tmp_path / "runs"),
-            "--results-dir",
-            str(tmp_path / "results"),
-            "--no-tracking",
-            "--no-progress",
-        ]
-    )
+    code = smoke_meanp(tmp_path, "run.threads=0", "train.epochs=1")
     assert code == 0
     record = json.loads((tmp_path / "runs" / "smoke" / "meanp" / "config.json").read_text())
     text = json.dumps(record)
@@ -99,25 +88,7 @@ def test_a_one_row_run_with_automatic_threads_records_every_core(tmp_path, monke
 
 def test_frames_of_another_size_than_the_backbone_takes_are_one_error_line(tmp_path, capsys):
     """e.g. the synthetic protocol's 32 px frames with a 224 px backbone: named before decoding."""
-    code = main(
-        [
-            "ablation",
-            "--suite",
-            "smoke",
-            "--models",
-            "meanp",
-            "--set",
-            "frames.image_size=48",
-            "--data-root",
-            str(tmp_path / "data"),
-            "--runs-dir",
-            str(tmp_path / "runs"),
-            "--results-dir",
-            str(tmp_path / "results"),
-            "--no-tracking",
-            "--no-progress",
-        ]
-    )
+    code = smoke_meanp(tmp_path, "frames.image_size=48")
     assert code != 0
     lines = [x for x in capsys.readouterr().err.splitlines() if x.startswith("clip2video: error:")]
     assert len(lines) == 1, lines
