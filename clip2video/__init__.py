@@ -54,7 +54,7 @@ def results(source: str | Path = "runs", suite: str | None = None) -> pd.DataFra
     Traceback (most recent call last):
     clip2video.errors.Clip2VideoError: no recorded suite in ...
     """
-    from clip2video.engine.records import list_suites
+    from clip2video.engine.records import recorded_suites
     from clip2video.errors import Clip2VideoError
 
     path = Path(source)
@@ -63,7 +63,7 @@ def results(source: str | Path = "runs", suite: str | None = None) -> pd.DataFra
     elif path.is_dir():
         runs_dir = path
         if suite is None:
-            found = list_suites(runs_dir)
+            found = recorded_suites(runs_dir)
             if len(found) != 1:
                 listed = ", ".join(found) or "none"
                 raise Clip2VideoError(

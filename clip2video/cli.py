@@ -2,7 +2,8 @@
 
 Every user-facing failure prints one ``clip2video: error: ...`` line and exits non-zero;
 ``--debug`` (anywhere on the command line) shows the traceback instead. Ctrl-C prints
-``interrupted; continue with --resume`` and exits 130. Warnings print once each, without the
+``interrupted; continue with --resume`` and exits 130; SIGTERM and SIGHUP are handled the same way
+(``terminated (SIGTERM); continue with --resume``, exit 128 + the signal's number). Warnings print once each, without the
 echoed source line. Plugins (entry points ``clip2video.models`` / ``clip2video.protocols``) and
 ``--import MODULE`` modules are imported before the parser is built, so their models and
 protocols are known to every verb.
@@ -28,7 +29,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "clip2video.commands.sync",
 )
 EXIT_ERROR = 1
-EXIT_INTERRUPTED = 130
+EXIT_INTERRUPTED = 130  # 128 + SIGINT; SIGTERM gives 143, SIGHUP 129 (the shell's convention)
 EXIT_BROKEN_PIPE = 141
 
 
@@ -127,6 +128,38 @@ def _plain_warnings() -> Iterator[None]:
         yield
 
 
+@contextmanager
+def _termination_as_interrupt() -> Iterator[None]:
+    """SIGTERM and SIGHUP (``timeout``, a scheduler, ``docker stop``, a closed terminal) raise
+    :class:`~clip2video.errors.Terminated`, a ``KeyboardInterrupt``: the command stops its workers
+    and keeps its records resumable exactly as for Ctrl-C. Only in the main thread (signal handlers
+    cannot be set elsewhere); the previous handlers come back afterwards."""
+    import signal
+    import threading
+
+    from clip2video.errors import Terminated
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    received: list[int] = []
+
+    def terminate(signum: int, frame: object) -> None:
+        if received:  # a repeated signal must not interrupt the cleanup the first one started
+            return
+        received.append(signum)
+        raise Terminated(signum)
+
+    wanted = [getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name)]
+    previous = {signum: signal.signal(signum, terminate) for signum in wanted}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
 def error_line(exc: BaseException) -> str:
     """The one line the command prints for ``exc`` (without the ``clip2video: error:`` prefix)."""
     from clip2video.errors import Clip2VideoError, describe_os_error
@@ -150,13 +183,17 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug, modules = _prescan(argv)
     try:
-        with _plain_warnings():
+        with _plain_warnings(), _termination_as_interrupt():
             return _main(argv, modules)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         if debug:
             traceback.print_exc()
-        print("clip2video: interrupted; continue with --resume", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        signum = getattr(exc, "signum", None)
+        if signum is None:
+            print("clip2video: interrupted; continue with --resume", file=sys.stderr)
+            return EXIT_INTERRUPTED
+        print(f"clip2video: terminated ({exc.signame}); continue with --resume", file=sys.stderr)
+        return 128 + signum
     except SystemExit:
         raise
     except BrokenPipeError:  # `clip2video ... | head`: the reader left; say nothing

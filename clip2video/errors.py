@@ -58,6 +58,23 @@ class OutputError(Clip2VideoError):
     """An output folder or file cannot be written."""
 
 
+class UnsafePathError(Clip2VideoError):
+    """A name or id from user input would make a path that leaves its folder (``..``, an absolute
+    path, a symbolic link to elsewhere)."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP, handled like Ctrl-C: workers stop, records stay resumable; the command
+    exits ``128 + signum``."""
+
+    def __init__(self, signum: int) -> None:
+        import signal
+
+        self.signum = int(signum)
+        self.signame = signal.Signals(self.signum).name
+        super().__init__(self.signame)
+
+
 def describe_os_error(exc: OSError) -> str:
     """One line for an ``OSError``: the file(s), the errno's meaning and its symbolic name.
 

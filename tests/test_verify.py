@@ -1,6 +1,7 @@
 """``verify`` and ``clip2video data verify`` against the real split lists with stand-in videos.
 
-One tiny real video is written once and symlinked under every id of a list, and minimal caption
+One tiny real video is written once and hard-linked under every id of a list (a symbolic link
+would leave the videos folder, which ``verify`` refuses unless allowed), and minimal caption
 files are written for the ids; the counts checked are protocols.md's table.
 """
 
@@ -39,7 +40,7 @@ def _ids(path: Path) -> list[str]:
 def _stand_ins(folder: Path, ids: list[str], video: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     for vid in ids:
-        os.symlink(video, folder / f"{vid}.mp4")
+        os.link(video, folder / f"{vid}.mp4")
     return folder
 
 

@@ -125,6 +125,7 @@ def run_checked_suite(suite: str | Path, overrides: dict[str, Any], args: argpar
         resume=args.resume,
         progress=progress_setting(args),
         jobs=getattr(args, "jobs", None),
+        wait_lock=getattr(args, "wait_for_lock", False),
         **options,
     )
     if rank0:
@@ -183,6 +184,11 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--no-progress", action="store_true", help="no progress bars (off anyway when not a terminal)"
+    )
+    p.add_argument(
+        "--wait-for-lock",
+        action="store_true",
+        help="when another run holds RUNS_DIR/<suite>/, wait for it to finish instead of refusing",
     )
     p.add_argument(
         "--no-decode-check",

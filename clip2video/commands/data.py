@@ -39,7 +39,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     verify.add_argument(
         "--allow-pickle",
         action="store_true",
-        help="let --captions name MSVD's raw-captions.pkl (unpickling executes code: trusted files only)",
+        help="let --captions name MSVD's raw-captions.pkl (read by a restricted unpickler: dicts, lists, strings)",
+    )
+    verify.add_argument(
+        "--allow-outside-links",
+        action="store_true",
+        help="accept video files that are symbolic links to a place outside --videos (refused by default)",
     )
     verify.add_argument("--json", type=Path, help="also write the report as JSON here")
     verify.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -50,7 +55,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="turn MSVD's raw-captions.pkl into JSON {video_id: [caption, ...]} (once)",
         description=(
             "Load raw-captions.pkl ({id: [[token, ...], ...]}) and write {id: ['caption text', ...]} "
-            "with tokens joined by single spaces. Unpickling executes code: convert only a file you trust."
+            "with tokens joined by single spaces. The pickle is read by a restricted unpickler that loads "
+            "only dicts, lists and strings: a pickle that would run code is refused."
         ),
     )
     convert.add_argument("--pickle", required=True, type=Path, help="path to raw-captions.pkl")
@@ -103,11 +109,13 @@ def _verify(args: argparse.Namespace) -> int:
         progress=False if args.no_progress else None,  # None: bars only on a terminal
         captions_path=args.captions,
         allow_pickle=args.allow_pickle,
+        allow_outside_links=args.allow_outside_links,
     )
     print(format_report(report))
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report.to_dict(), indent=2), encoding="utf-8")
+        from clip2video.fileio import atomic_write_text
+
+        atomic_write_text(args.json, json.dumps(report.to_dict(), indent=2))
     if not report.ok:
         print(f"clip2video: error: {verify_failure(report)}", file=sys.stderr)
     return 0 if report.ok else 1

@@ -11,6 +11,7 @@ from typing import Any
 
 from clip2video.commands.tables import hidden_alias
 from clip2video.errors import Clip2VideoError
+from clip2video.fileio import safe_name
 
 DEFAULT_BASELINES = Path("baselines") / "locked"
 LAYERS = ("eval", "train", "both")
@@ -140,7 +141,7 @@ def train_layer(args: argparse.Namespace, suite: Any) -> int:
     from clip2video.report import drift as rd
     from clip2video.report.tables import resamples_of
 
-    baseline = args.baseline or Path(args.baselines) / f"{suite.name}.json"
+    baseline = args.baseline or Path(args.baselines) / f"{safe_name(suite.name, 'suite name')}.json"
     if args.rerun:
         _run_suite(args.suite, Path(args.runs), args)
     records = read_suite_records(args.runs, suite.name)

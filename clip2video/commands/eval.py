@@ -46,7 +46,9 @@ def run_eval(args: argparse.Namespace) -> int:
             "eval needs --checkpoint FILE (a harness or official CLIP2Video/CLIP4Clip checkpoint), or "
             "--zero-shot to evaluate the pretrained CLIP with mean pooling"
         )
-    name = args.name or f"eval-{args.protocol}-{args.model}"
+    from clip2video.fileio import atomic_write_text, safe_name
+
+    name = safe_name(args.name or f"eval-{args.protocol}-{args.model}", "eval --name")
     suite = suite_from_settings(
         name, eval_suite_settings(args.protocol, args.model, zero_shot=args.zero_shot), f"eval {name}"
     )
@@ -57,7 +59,6 @@ def run_eval(args: argparse.Namespace) -> int:
     if int(os.environ.get("RANK", "0")) != 0:
         return 0
     out = Path(args.results_dir) / result.suite.name / "result.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
     payload = {
         "suite": result.suite.name,
         "protocol": result.suite.protocol,
@@ -67,7 +68,7 @@ def run_eval(args: argparse.Namespace) -> int:
         "settings": result.suite.settings,
         "records": str(Path(args.runs_dir) / result.suite.name),
     }
-    out.write_text(json.dumps(payload, indent=2, default=str) + "\n", encoding="utf-8")
+    atomic_write_text(out, json.dumps(payload, indent=2, default=str) + "\n")
     print(result.summary())
     print(f"result: {out}")
     return 0

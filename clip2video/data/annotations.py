@@ -6,8 +6,9 @@ video. A train split gives every (caption, video) pair. Caption text is passed t
 (MSVD's token lists are joined by single spaces); a caption that is empty after ``str.strip()``
 is an error naming the video id and the caption's index inside that video.
 
-Loading a pickle executes code: MSVD's ``raw-captions.pkl`` is read only from a path the user
-names with ``allow_pickle=True``; ``clip2video data convert-msvd`` turns it into JSON once.
+MSVD's ``raw-captions.pkl`` is read only from a path the user names with ``allow_pickle=True``, and
+only through :func:`restricted_unpickle` (builtin containers and strings: a pickle that would run
+code is refused); ``clip2video data convert-msvd`` turns it into JSON once.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from clip2video.data.protocols import (
     register_reader,
 )
 from clip2video.errors import ProtocolError
+from clip2video.fileio import atomic_write_text
 
 _SHOW = 20  # ids shown in an error before "... and N more"
 
@@ -177,15 +179,15 @@ def load_msvd_captions(path: str | Path, *, allow_pickle: bool = False) -> dict[
     """MSVD captions from the JSON ``convert-msvd`` writes (``{id: ["caption", ...]}``).
 
     ``raw-captions.pkl`` (``{id: [[token, ...], ...]}``) is accepted only with
-    ``allow_pickle=True``: unpickling executes code, so pass only a file you trust.
+    ``allow_pickle=True``, through the restricted unpickler (dicts, lists, strings only).
     """
     path = Path(path)
     if path.suffix.lower() in (".pkl", ".pickle"):
         if not allow_pickle:
             raise ProtocolError(
-                f"{path} is a pickle: loading it executes code. Convert it once with "
+                f"{path} is a pickle. Convert it once with "
                 f"`clip2video data convert-msvd --pickle {path} --out {path.with_suffix('.json')}`, "
-                f"or pass allow_pickle=True for a file you trust"
+                f"or pass allow_pickle=True (it is read with a restricted unpickler: dicts, lists, strings)"
             )
         return _msvd_from_pickle(path)
     data = _read_json(path)
@@ -199,14 +201,40 @@ def load_msvd_captions(path: str | Path, *, allow_pickle: bool = False) -> dict[
     return out
 
 
+# What a captions pickle may ask the unpickler for: builtin containers and scalars only (protocol
+# 2 pickles of bytes go through _codecs.encode). Anything else (os.system, eval, a class) is refused.
+_PICKLE_GLOBALS = {
+    ("builtins", name)
+    for name in ("dict", "list", "tuple", "set", "frozenset", "str", "bytes", "int", "float", "bool")
+} | {("_codecs", "encode")}
+
+
+def restricted_unpickle(path: Path) -> Any:
+    """Load a pickle that may hold only builtin containers, strings and numbers: a global it asks
+    for (a function that would run, a class) is refused with one :class:`ProtocolError` line."""
+    import pickle
+
+    class Restricted(pickle.Unpickler):
+        def find_class(self, module: str, name: str) -> Any:
+            if (module, name) in _PICKLE_GLOBALS:
+                return super().find_class(module, name)
+            raise ProtocolError(
+                f"{path} asks the unpickler for {module}.{name}, which a captions pickle never needs (only "
+                "dicts, lists and strings are loaded); refused: it is not MSVD's raw-captions.pkl, or it is "
+                "crafted to run code"
+            )
+
+    with open(path, "rb") as handle:
+        return Restricted(handle).load()
+
+
 def _msvd_from_pickle(path: Path) -> dict[str, list[str]]:
     import pickle
 
     if not path.is_file():
         raise ProtocolError(f"MSVD captions pickle {path} does not exist; pass the path of raw-captions.pkl")
     try:
-        with open(path, "rb") as handle:
-            raw = pickle.load(handle)  # noqa: S301 - only from a path the user named, see docstring
+        raw = restricted_unpickle(path)
     except (
         pickle.UnpicklingError,
         EOFError,
@@ -243,8 +271,7 @@ def convert_msvd_pickle(pickle_path: str | Path, out_path: str | Path | None = N
     """
     captions = load_msvd_captions(pickle_path, allow_pickle=True)
     out = Path(out_path) if out_path is not None else msvd_json_path(pickle_path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(captions, ensure_ascii=False, indent=0), encoding="utf-8")
+    atomic_write_text(out, json.dumps(captions, ensure_ascii=False, indent=0))
     return len(captions)
 
 
@@ -372,7 +399,7 @@ def load_split(
     with the reader its ``layout`` names (:func:`clip2video.data.protocols.register_reader`).
 
     ``captions_path`` overrides the protocol's captions file (for MSVD it may name
-    ``raw-captions.pkl``, read only with ``allow_pickle=True``: unpickling executes code).
+    ``raw-captions.pkl``, read only with ``allow_pickle=True``, by the restricted unpickler).
     """
     proto = get_protocol(protocol)
     if proto.split_file(split) is None:
@@ -494,6 +521,13 @@ def _from_table(
         raise ProtocolError(
             f"protocol {proto.name!r}: the {split} split ({proto.split_file(split)}) is empty"
         )
+    unsafe = [vid for vid in video_ids if not is_plain_id(vid)]
+    if unsafe:
+        raise ProtocolError(
+            f"protocol {proto.name!r}, {split} split ({proto.split_file(split)}): video id(s) that are not "
+            f"plain names: {_show([repr(v) for v in unsafe])}; an id names a file inside the videos folder, "
+            "so '/', '\\', '..', absolute paths and control characters are refused: fix the split file"
+        )
     absent = [vid for vid in video_ids if not table.get(vid)]
     if absent:
         raise ProtocolError(
@@ -508,6 +542,17 @@ def _from_table(
             captions.append(caption)
             owner.append(index)
     return SplitData(video_ids, captions, np.asarray(owner, dtype=np.int64), {}, proto.name, split)
+
+
+def is_plain_id(video_id: str) -> bool:
+    """Whether a video id can name a file inside the videos folder: not empty, not ``.`` or ``..``,
+    no ``/`` or ``\\``, no control character."""
+    return (
+        bool(video_id)
+        and video_id not in (".", "..")
+        and not any(c in video_id for c in "/\\")
+        and all(ord(c) >= 32 for c in video_id)
+    )
 
 
 def _from_pairs(proto: Protocol, split: str, pairs: list[tuple[str, str]]) -> SplitData:

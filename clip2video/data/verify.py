@@ -23,7 +23,7 @@ from clip2video.data.annotations import (
     read_split_file,
 )
 from clip2video.data.protocols import SPLITS, Protocol, get_protocol, list_protocols
-from clip2video.data.videos import lookup_videos, probe_video
+from clip2video.data.videos import lookup_videos, outside_links, probe_video
 from clip2video.errors import ProtocolError, VideoReadError
 
 
@@ -236,8 +236,36 @@ def verify(
     progress: bool | None = None,
     captions_path: str | Path | None = None,
     allow_pickle: bool = False,
+    allow_outside_links: bool = False,
 ) -> VerifyReport:
-    """Check ``protocol``'s annotations in ``annotations_dir`` and its test videos in ``videos_dir``."""
+    """Check ``protocol``'s annotations in ``annotations_dir`` and its test videos in ``videos_dir``.
+
+    A video id or a video file's symbolic link that leaves ``videos_dir`` is an error unless
+    ``allow_outside_links`` allows the links."""
+    with outside_links(allow_outside_links):
+        return _verify(
+            protocol,
+            annotations_dir,
+            videos_dir,
+            allow_missing=allow_missing,
+            open_videos=open_videos,
+            progress=progress,
+            captions_path=captions_path,
+            allow_pickle=allow_pickle,
+        )
+
+
+def _verify(
+    protocol: Protocol | str,
+    annotations_dir: str | Path,
+    videos_dir: str | Path,
+    *,
+    allow_missing: bool,
+    open_videos: bool,
+    progress: bool | None,
+    captions_path: str | Path | None,
+    allow_pickle: bool,
+) -> VerifyReport:
     proto = get_protocol(protocol)
     report = VerifyReport(
         protocol=proto.name,
@@ -366,7 +394,10 @@ def require_test_videos(
         return split
     if allow_missing:
         return split.drop_missing(p.video_id for p in bad)
-    listing = "; ".join(f"{p.video_id} ({p.kind}: {p.path})" for p in bad)
+    listing = "; ".join(
+        f"{p.video_id} ({p.kind}: {p.path}" + (f": {p.reason}" if p.kind != "missing" else "") + ")"
+        for p in bad
+    )
     raise ProtocolError(
         f"{len(bad)} {split.protocol} {split.split} video(s) missing or unreadable in {videos_dir}: "
         f"{listing}. Dropping them changes the protocol: to drop them and record it, pass "

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import importlib.util
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,24 +20,56 @@ from typing import Any
 import numpy as np
 
 from clip2video.errors import VideoReadError
+from clip2video.fileio import confined
 
 VIDEO_EXTENSIONS: tuple[str, ...] = (".mp4", ".avi", ".webm", ".mkv", ".mov", ".m4v", ".3gp")
 FRAME_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png")
 
 
+ALLOW_LINKS_HINT = (
+    "to allow them pass --set data.allow_outside_links=true (ablation, eval) or --allow-outside-links "
+    "(data verify)"
+)
+_POLICY = {"allow_outside_links": False}
+
+
+@contextmanager
+def outside_links(allowed: bool) -> Iterator[None]:
+    """Inside this block, video files and frame folders may be symbolic links that leave the videos
+    folder (``data.allow_outside_links``); outside it (the default) such links are refused."""
+    before = _POLICY["allow_outside_links"]
+    _POLICY["allow_outside_links"] = bool(allowed)
+    try:
+        yield
+    finally:
+        _POLICY["allow_outside_links"] = before
+
+
 def find_video(videos_dir: str | Path, video_id: str) -> Path:
     """Return the file ``<id>.<ext>`` or the frame folder ``<id>/`` for ``video_id``.
 
-    Raises VideoReadError naming the id and the folder searched when neither exists.
+    Raises VideoReadError naming the id and the folder searched when neither exists. The id must
+    stay inside ``videos_dir`` (no ``..``, not absolute), and so must the file it names through
+    symbolic links unless :func:`outside_links` allows them: else an ``UnsafePathError``.
     """
     root = Path(videos_dir)
+    allow = _POLICY["allow_outside_links"]
+    confined(root, video_id, "video id", allow_outside_links=True)  # the id itself: always checked
     for ext in VIDEO_EXTENSIONS:
         candidate = root / f"{video_id}{ext}"
         if candidate.is_file():
-            return candidate
+            return confined(
+                root,
+                f"{video_id}{ext}",
+                f"video {video_id!r}",
+                allow_outside_links=allow,
+                allow_hint=ALLOW_LINKS_HINT,
+            )
     folder = root / video_id
     if folder.is_dir():
-        return folder
+        return confined(
+            root, video_id, f"video {video_id!r}", allow_outside_links=allow, allow_hint=ALLOW_LINKS_HINT
+        )
     raise VideoReadError(
         video_id,
         root,
@@ -49,7 +82,8 @@ def lookup_videos(videos_dir: str | Path, video_ids: Iterable[str]) -> dict[str,
     """Each id's file or frame folder (:func:`find_video`), ``None`` where neither exists.
 
     The one place a split's ids are looked up: :func:`find_videos`, ``data verify`` and the
-    preflight checks all go through it.
+    preflight checks all go through it. An id or link that leaves the folder is an error
+    (``UnsafePathError``), never "missing".
     """
     found: dict[str, Path | None] = {}
     for vid in video_ids:

@@ -70,7 +70,8 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unpickling failure means the same thing here
         raise CheckpointError(
-            f"checkpoint {path} cannot be read ({type(exc).__name__}: {exc}); delete it to restart the run"
+            f"checkpoint {path} cannot be read ({type(exc).__name__}: {unreadable_reason(exc)}); "
+            "delete it (or run without --resume) to restart the run"
         ) from exc
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(
@@ -78,6 +79,15 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
             "delete it to restart the run"
         )
     return state
+
+
+def unreadable_reason(exc: BaseException, limit: int = 160) -> str:
+    """torch.load's failure in a few words: its first sentence, never its multi-line advice (for a
+    pickle that holds more than tensors it suggests ``weights_only=False``, which would run code)."""
+    text = " ".join(str(exc).split())
+    if text.startswith("Weights only load failed"):
+        return "not a plain tensor/state-dict file (it holds other Python objects)"
+    return text.split(". ")[0][:limit] or "no message"
 
 
 def load_model_state(model: torch.nn.Module, state_dict: Any, path: str | os.PathLike) -> None:

@@ -8,6 +8,21 @@ Layout (one folder per suite, one per row)::
                                         arrays (``array:<name>``), so the exact ranks can be rebuilt
     runs/<suite>/<row>/sim.npz          the similarity matrix, compressed (optional)
     runs/<suite>/<row>/config.json      the fully resolved config of the row
+    runs/<suite>/<row>/record.sha256    the manifest, written last: the SHA-256 of every file above
+                                        (``sha256sum -c record.sha256`` checks it) and the suite-run
+                                        generation that wrote the record
+
+A record is one unit. The writer removes the manifest first, writes each file atomically (temporary
+file, rename) and writes the manifest last, so a writer that dies half way leaves a record without a
+manifest. A reader accepts only a complete record whose files agree: the manifest is present, every
+file it lists has its hash, and ``metrics.json`` equals ``metrics_from_ranks`` of ``ranks.npz``;
+anything else is a :class:`RecordError` naming the file (``--resume`` recomputes such a row).
+
+``suite.json`` records the suite-run generations: each ``clip2video ablation`` run is a new
+generation (``begin_generation``), ``running`` until it writes its rows (``complete``) or stops
+(``interrupted`` / ``failed``). ``rows`` and ``records`` (each row's manifest digest) are those of the
+latest complete generation; ``read_suite_records`` refuses to mix them with rows a later,
+unfinished generation rewrote.
 
 Known extra keys in ``metrics.json`` (all optional): ``model``, ``seed``, ``order_acc``,
 ``selected_on_test`` (bool), ``postprocess`` (e.g. ``"dsl"`` or ``"qbnorm:train-captions"``),
@@ -18,25 +33,40 @@ Known extra keys in ``metrics.json`` (all optional): ``model``, ``seed``, ``orde
 
 from __future__ import annotations
 
+import datetime as _dt
+import hashlib
 import json
+import math
+import os
 import re
-from collections.abc import Mapping
+import socket
+import sys
+import warnings
+import zipfile
+import zlib
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from clip2video.errors import Clip2VideoError
-from clip2video.metrics import QueryRanks, recall_at
+from clip2video.errors import Clip2VideoError, ConfigError
+from clip2video.fileio import SAFE_NAME, atomic_path, atomic_write_text, fsync_dir, safe_name
+from clip2video.metrics import QueryRanks, metrics_from_ranks, recall_at
 
 SUITE_FILE = "suite.json"
 METRICS_FILE = "metrics.json"
 RANKS_FILE = "ranks.npz"
 SIM_FILE = "sim.npz"
 CONFIG_FILE = "config.json"
+MANIFEST_FILE = "record.sha256"
+RECORD_FILES = (RANKS_FILE, SIM_FILE, CONFIG_FILE, METRICS_FILE)  # in the order they are written
 RECORD_VERSION = 2
-_ROW_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
+_ROW_NAME = SAFE_NAME
+# metrics.json against metrics_from_ranks(ranks.npz): equal up to float summation order
+_METRICS_RTOL = 1e-9
 _RANK_ARRAYS = (
     "t2v",
     "v2t",
@@ -69,6 +99,7 @@ class RunRecord:
     fingerprint: dict[str, Any] = field(default_factory=dict)
     arrays: dict[str, np.ndarray] = field(default_factory=dict)
     path: Path | None = None
+    digests: dict[str, str] = field(default_factory=dict, repr=False)  # the manifest's file -> sha256
 
     def query_ranks(self) -> QueryRanks:
         """The exact ``QueryRanks`` the runner recorded (``metrics_from_ranks`` of it = ``metrics``)."""
@@ -135,8 +166,14 @@ class RunRecord:
         path = self.sim_path
         if path is None:
             raise RecordError(f"run {self.name!r} ({self.path}) has no {SIM_FILE}; rerun the suite with sims")
-        with np.load(path) as data:
-            return data["sim"]
+        want = self.digests.get(SIM_FILE)
+        if want is not None and file_sha256(path) != want:  # checked here: it is the large file
+            raise RecordError(_disagree(path, self.path / MANIFEST_FILE))
+        try:
+            with np.load(path) as data:
+                return data["sim"]
+        except (*_NPZ_ERRORS, KeyError) as exc:
+            raise RecordError(_corrupt(path, exc)) from exc
 
 
 def ranks_from_vectors(t2v: Any, v2t: Any) -> QueryRanks:
@@ -169,13 +206,25 @@ def ranks_from_vectors(t2v: Any, v2t: Any) -> QueryRanks:
 
 @dataclass
 class SuiteInfo:
-    """``suite.json``: the suite's name, protocol, row order and footnotes."""
+    """``suite.json``: the suite's name, protocol, row order and footnotes, and its generations.
+
+    ``rows`` and ``records`` (row -> manifest digest) belong to generation ``complete_generation``
+    (None for a ``suite.json`` written outside a suite run); ``generation`` is the latest one
+    (``{"number", "state", "started", "finished", "pid", "host", "command", "reason"}``).
+    """
 
     suite: str
     protocol: str = ""
     rows: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
+    generation: dict[str, Any] = field(default_factory=dict)
+    complete_generation: int | None = None
+    records: dict[str, str] = field(default_factory=dict)
+
+
+_NPZ_ERRORS = (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error)
+_GENERATION_KEYS = ("generation", "complete_generation", "records")
 
 
 def _json_default(value: Any) -> Any:
@@ -189,18 +238,51 @@ def _json_default(value: Any) -> Any:
 
 
 def _dump(path: Path, data: Any) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=False, default=_json_default) + "\n")
-    tmp.replace(path)
+    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False, default=_json_default) + "\n")
 
 
 def _load(path: Path) -> Any:
     if not path.is_file():
         raise RecordError(f"{path} is missing: rerun the suite (clip2video ablation --suite ...)")
     try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise RecordError(f"{path} is not valid JSON ({exc}); rerun the suite to rewrite it") from exc
+
+
+def file_sha256(path: str | Path) -> str:
+    """SHA-256 of a file's bytes (what ``sha256sum`` prints)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.UTC).astimezone().isoformat(timespec="seconds")
+
+
+# ----------------------------------------------------------------------------- writing a record
+
+_WRITER: dict[str, int | None] = {"generation": None}
+
+
+@contextmanager
+def writing_generation(number: int | None) -> Iterator[None]:
+    """Records written (and ``write_suite_info`` called) in this block belong to generation
+    ``number``; the suite runner sets it in its process and in each row worker."""
+    before = _WRITER["generation"]
+    _WRITER["generation"] = number
+    try:
+        yield
+    finally:
+        _WRITER["generation"] = before
+
+
+def current_generation() -> int | None:
+    """The generation set by :func:`writing_generation`, or None."""
+    return _WRITER["generation"]
 
 
 def write_run_record(
@@ -219,13 +301,17 @@ def write_run_record(
     ranks_t2v: np.ndarray | None = None,
     ranks_v2t: np.ndarray | None = None,
 ) -> Path:
-    """Write one row's record into ``directory`` (created) and return the folder.
+    """Write one row's record into ``directory`` (created) as one unit and return the folder.
 
     ``ranks``: the row's ``QueryRanks`` (every field is stored); ``caption_video``: caption i's
     video (defaults to one caption per video when the ranks are single-caption). ``arrays``: extra
     per-query arrays (e.g. ``{"order_wins": ...}``, one value per caption), read back as
     ``RunRecord.arrays``. ``ranks_t2v`` / ``ranks_v2t`` (plain integer rank vectors, no ties) are
     accepted instead of ``ranks`` for records made by hand.
+
+    The manifest (``record.sha256``) is removed first and written last, and every file goes
+    through a temporary file: a writer that dies leaves either the previous complete record or an
+    incomplete one that every reader refuses, never a mix of two runs' files.
     """
     if not _ROW_NAME.match(name):
         raise RecordError(f"row name {name!r} must be letters, digits and . _ + - (it names a folder)")
@@ -238,12 +324,6 @@ def write_run_record(
     stored["caption_video"] = cv
     for key, value in (arrays or {}).items():
         stored[_ARRAY_PREFIX + str(key)] = np.asarray(value)
-    out = Path(directory)
-    out.mkdir(parents=True, exist_ok=True)
-    np.savez(out / RANKS_FILE, **stored)
-    if sim is not None:
-        np.savez_compressed(out / SIM_FILE, sim=np.asarray(sim, dtype=np.float32))
-    _dump(out / CONFIG_FILE, config or {})
     payload = {
         "version": RECORD_VERSION,
         "name": name,
@@ -255,7 +335,26 @@ def write_run_record(
         "metrics": {k: float(v) for k, v in metrics.items()},
         **(extra or {}),
     }
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / MANIFEST_FILE).unlink(missing_ok=True)  # from here on the folder is an incomplete record
+    fsync_dir(out)
+    with atomic_path(out / RANKS_FILE) as tmp, open(tmp, "wb") as handle:
+        np.savez(handle, **stored)
+    if sim is not None:
+        with atomic_path(out / SIM_FILE) as tmp, open(tmp, "wb") as handle:
+            np.savez_compressed(handle, sim=np.asarray(sim, dtype=np.float32))
+    else:
+        (out / SIM_FILE).unlink(missing_ok=True)  # an earlier run's matrix is not this record's
+    _dump(out / CONFIG_FILE, config or {})
     _dump(out / METRICS_FILE, payload)
+    written = [f for f in RECORD_FILES if (out / f).is_file()]
+    lines = [
+        f"# clip2video run record {name!r} (record version {RECORD_VERSION}): generation "
+        f"{current_generation() or 0}, written {_now()}; check with `sha256sum -c {MANIFEST_FILE}`",
+        *(f"{file_sha256(out / f)}  {f}" for f in written),
+    ]
+    atomic_write_text(out / MANIFEST_FILE, "\n".join(lines) + "\n")
     return out
 
 
@@ -277,6 +376,152 @@ def _caption_video(name: str, ranks: QueryRanks, caption_video: Any) -> np.ndarr
     return cv
 
 
+# ----------------------------------------------------------------------------- reading a record
+
+
+def record_id(directory: str | Path) -> str | None:
+    """The identity of a complete record (the SHA-256 of its manifest), None when it has none."""
+    path = Path(directory) / MANIFEST_FILE
+    return file_sha256(path) if path.is_file() else None
+
+
+def read_manifest(directory: str | Path) -> tuple[dict[str, str], int | None]:
+    """(file name -> SHA-256, the generation that wrote it) from a record's manifest.
+
+    A record without one is incomplete: its writer stopped before finishing it (or a version
+    before manifests wrote it); :class:`RecordError` says so and that ``--resume`` recomputes it.
+    """
+    folder = Path(directory)
+    path = folder / MANIFEST_FILE
+    if not path.is_file():
+        present = [f for f in RECORD_FILES if (folder / f).is_file()]
+        if not present:
+            raise RecordError(f"{folder} holds no run record; rerun the suite")
+        raise RecordError(
+            f"{folder} is an incomplete run record: it has no {MANIFEST_FILE}, the file written last "
+            "(its writer stopped before finishing, or a version without manifests wrote it); "
+            "`clip2video ablation ... --resume` recomputes the row"
+        )
+    digests: dict[str, str] = {}
+    generation = None
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise RecordError(f"{path} cannot be read ({exc}); `--resume` recomputes the row") from exc
+    for line in text.splitlines():
+        if line.startswith("#"):
+            found = re.search(r"generation (\d+)", line)
+            generation = int(found.group(1)) if found and int(found.group(1)) > 0 else generation
+            continue
+        parts = line.split(None, 1)
+        if len(parts) != 2 or not re.fullmatch(r"[0-9a-f]{64}", parts[0]) or parts[1] not in RECORD_FILES:
+            raise RecordError(f"{path} is malformed (line {line[:80]!r}); `--resume` recomputes the row")
+        digests[parts[1]] = parts[0]
+    if METRICS_FILE not in digests or RANKS_FILE not in digests:
+        raise RecordError(f"{path} lists no {METRICS_FILE} / {RANKS_FILE}; `--resume` recomputes the row")
+    return digests, generation
+
+
+def _disagree(path: Path, manifest: Path) -> str:
+    return (
+        f"{path} does not match {manifest} (its SHA-256 differs): the files of this record do not "
+        "belong together (edited by hand, or left by another run); `--resume` recomputes the row"
+    )
+
+
+def _corrupt(path: Path, exc: BaseException) -> str:
+    reason = " ".join(str(exc).split())[:160] or "no message"
+    return f"{path} is corrupt ({type(exc).__name__}: {reason}); `--resume` recomputes the row"
+
+
+def read_run_record(directory: str | Path) -> RunRecord:
+    """Read one row's record folder (record version 2), accepting only a complete record whose
+    files agree: its manifest is present, every file has the manifest's hash (``sim.npz`` when it
+    is loaded), and ``metrics.json`` equals the metrics of ``ranks.npz``. Anything else is a
+    :class:`RecordError` naming the file."""
+    folder = Path(directory)
+    digests, _ = read_manifest(folder)
+    for name in digests:
+        if not (folder / name).is_file():
+            raise RecordError(
+                f"{folder / name} is missing but {folder / MANIFEST_FILE} lists it; `--resume` recomputes the row"
+            )
+    data = dict(_load(folder / METRICS_FILE))
+    version = data.pop("version", None)
+    if version != RECORD_VERSION:
+        raise RecordError(
+            f"{folder / METRICS_FILE} is record version {version}, this code reads version {RECORD_VERSION}; "
+            "rerun the suite to rewrite it"
+        )
+    if not isinstance(data.get("metrics"), dict):
+        raise RecordError(f"{folder / METRICS_FILE} has no 'metrics' key; rerun the suite to rewrite it")
+    ranks_path = folder / RANKS_FILE
+    try:
+        with np.load(ranks_path) as stored:
+            missing = [k for k in (*_RANK_ARRAYS, "caption_video") if k not in stored.files]
+            if missing:
+                raise RecordError(f"{ranks_path} lacks {', '.join(missing)}; rerun the suite to rewrite it")
+            fields = {k: stored[k] for k in _RANK_ARRAYS}
+            caption_video = stored["caption_video"]
+            arrays = {k[len(_ARRAY_PREFIX) :]: stored[k] for k in stored.files if k.startswith(_ARRAY_PREFIX)}
+        ranks = QueryRanks(
+            **fields,
+            tie_policy=str(data.pop("tie_policy")),
+            v2t_convention=str(data.pop("v2t_convention")),
+            single_caption=bool(data.pop("single_caption")),
+        )
+    except RecordError:
+        raise
+    except KeyError as exc:
+        raise RecordError(f"{folder / METRICS_FILE} lacks {exc}; rerun the suite to rewrite it") from exc
+    except (*_NPZ_ERRORS, TypeError) as exc:
+        raise RecordError(_corrupt(ranks_path, exc)) from exc
+    metrics = {k: float(v) for k, v in data.pop("metrics").items()}
+    _check_metrics(folder, metrics, ranks)
+    for name, want in digests.items():
+        if name != SIM_FILE and file_sha256(folder / name) != want:
+            raise RecordError(_disagree(folder / name, folder / MANIFEST_FILE))
+    config_path = folder / CONFIG_FILE
+    return RunRecord(
+        name=str(data.pop("name", folder.name)),
+        metrics=metrics,
+        ranks=ranks,
+        caption_video=caption_video,
+        protocol=str(data.pop("protocol", "")),
+        fingerprint=dict(data.pop("fingerprint", None) or {}),
+        config=_load(config_path) if config_path.is_file() else {},
+        extra=data,
+        arrays=arrays,
+        path=folder,
+        digests=digests,
+    )
+
+
+def _check_metrics(folder: Path, metrics: dict[str, float], ranks: QueryRanks) -> None:
+    """``metrics.json`` must state what its ranks give (a hand edit, or the metrics of another run,
+    is named with both values)."""
+    try:
+        truth = metrics_from_ranks(ranks)
+    except Exception as exc:  # noqa: BLE001 - inconsistent arrays: the ranks file is not a record's
+        raise RecordError(_corrupt(folder / RANKS_FILE, exc)) from exc
+    for key, value in metrics.items():
+        if key not in truth:
+            continue
+        want = float(truth[key])
+        same = (math.isnan(value) and math.isnan(want)) or math.isclose(
+            value, want, rel_tol=_METRICS_RTOL, abs_tol=_METRICS_RTOL
+        )
+        if not same:
+            raise RecordError(
+                f"{folder / METRICS_FILE} says {key} = {value:g}, but the ranks it was written with "
+                f"({RANKS_FILE}) give {want:g}: the record's files disagree; `clip2video ablation ... "
+                "--resume` recomputes the row"
+            )
+
+
+# ----------------------------------------------------------------------------- suite.json, generations
+
+
 def write_suite_info(
     runs_dir: str | Path,
     suite: str,
@@ -286,21 +531,78 @@ def write_suite_info(
     notes: list[str] | None = None,
     extra: dict[str, Any] | None = None,
 ) -> Path:
-    """Write ``runs/<suite>/suite.json`` (row order and footnotes); returns its path."""
+    """Write ``runs/<suite>/suite.json`` (row order and footnotes, each row's record id); returns
+    its path. Inside a generation (:func:`writing_generation`, the suite runner) this completes it:
+    the rows are that generation's."""
+    safe_name(suite, "suite name")
     folder = Path(runs_dir) / suite
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / SUITE_FILE
-    _dump(
-        path,
-        {
-            "suite": suite,
-            "protocol": protocol,
-            "rows": list(rows),
-            "notes": list(notes or []),
-            **(extra or {}),
-        },
-    )
+    previous = _raw_suite_json(path)
+    number = current_generation()
+    generation = dict(previous.get("generation") or {})
+    payload: dict[str, Any] = {
+        "suite": suite,
+        "protocol": protocol,
+        "rows": list(rows),
+        "notes": list(notes or []),
+        **(extra or {}),
+        "records": {row: record_id(folder / row) for row in rows},
+    }
+    if number is not None:
+        generation.update(number=number, state="complete", finished=_now())
+        generation.pop("reason", None)
+        payload["complete_generation"] = number
+    if generation:
+        payload["generation"] = generation
+    _dump(path, payload)
     return path
+
+
+def _raw_suite_json(path: Path) -> dict[str, Any]:
+    """``suite.json`` as a dict ({} when absent or unreadable: a new generation rewrites it)."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def begin_generation(runs_dir: str | Path, suite: str, *, command: str | None = None) -> int:
+    """Start a new generation of ``suite``'s runs folder: ``suite.json`` keeps the rows of the last
+    complete generation and records the new one as ``running``; returns its number."""
+    safe_name(suite, "suite name")
+    folder = Path(runs_dir) / suite
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / SUITE_FILE
+    data = _raw_suite_json(path)
+    last = data.get("generation") or {}
+    number = max(int(last.get("number") or 0), int(data.get("complete_generation") or 0)) + 1
+    data.setdefault("suite", suite)
+    data["generation"] = {
+        "number": number,
+        "state": "running",
+        "started": _now(),
+        "finished": None,
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "command": command if command is not None else " ".join(["clip2video", *sys.argv[1:]]),
+    }
+    _dump(path, data)
+    return number
+
+
+def end_generation(runs_dir: str | Path, suite: str, number: int, state: str, reason: str = "") -> None:
+    """Mark generation ``number`` ``interrupted`` or ``failed`` (saying why); the rows stay those of
+    the last complete generation. A generation already complete is left as it is."""
+    path = Path(runs_dir) / suite / SUITE_FILE
+    data = _raw_suite_json(path)
+    generation = dict(data.get("generation") or {})
+    if generation.get("number") != number or generation.get("state") == "complete":
+        return
+    generation.update(state=state, finished=_now(), reason=reason)
+    data["generation"] = generation
+    _dump(path, data)
 
 
 def read_suite_info(runs_dir: str | Path, suite: str) -> SuiteInfo:
@@ -308,76 +610,68 @@ def read_suite_info(runs_dir: str | Path, suite: str) -> SuiteInfo:
     path = Path(runs_dir) / suite / SUITE_FILE
     if not path.is_file():
         return SuiteInfo(suite=suite)
-    data = dict(_load(path))
+    data = _load(path)
+    if not isinstance(data, dict):
+        raise RecordError(f"{path} is not a suite record (a JSON object); rerun the suite to rewrite it")
+    data = dict(data)
+    complete = data.pop("complete_generation", None)
     return SuiteInfo(
         suite=str(data.pop("suite", suite)),
         protocol=str(data.pop("protocol", "")),
         rows=list(data.pop("rows", [])),
         notes=list(data.pop("notes", [])),
+        generation=dict(data.pop("generation", None) or {}),
+        complete_generation=int(complete) if complete is not None else None,
+        records={str(k): v for k, v in (data.pop("records", None) or {}).items()},
         extra=data,
     )
 
 
-def read_run_record(directory: str | Path) -> RunRecord:
-    """Read one row's record folder (record version 2)."""
-    folder = Path(directory)
-    data = dict(_load(folder / METRICS_FILE))
-    version = data.pop("version", None)
-    if version != RECORD_VERSION:
-        raise RecordError(
-            f"{folder / METRICS_FILE} is record version {version}, this code reads version {RECORD_VERSION}; "
-            "rerun the suite to rewrite it"
-        )
-    if "metrics" not in data:
-        raise RecordError(f"{folder / METRICS_FILE} has no 'metrics' key; rerun the suite to rewrite it")
-    ranks_path = folder / RANKS_FILE
-    if not ranks_path.is_file():
-        raise RecordError(f"{ranks_path} is missing: rerun the suite to record per-query ranks")
-    with np.load(ranks_path) as stored:
-        missing = [k for k in (*_RANK_ARRAYS, "caption_video") if k not in stored.files]
-        if missing:
-            raise RecordError(f"{ranks_path} lacks {', '.join(missing)}; rerun the suite to rewrite it")
-        fields = {k: stored[k] for k in _RANK_ARRAYS}
-        caption_video = stored["caption_video"]
-        arrays = {k[len(_ARRAY_PREFIX) :]: stored[k] for k in stored.files if k.startswith(_ARRAY_PREFIX)}
-    ranks = QueryRanks(
-        **fields,
-        tie_policy=str(data.pop("tie_policy")),
-        v2t_convention=str(data.pop("v2t_convention")),
-        single_caption=bool(data.pop("single_caption")),
-    )
-    config_path = folder / CONFIG_FILE
-    return RunRecord(
-        name=str(data.pop("name", folder.name)),
-        metrics={k: float(v) for k, v in data.pop("metrics").items()},
-        ranks=ranks,
-        caption_video=caption_video,
-        protocol=str(data.pop("protocol", "")),
-        fingerprint=dict(data.pop("fingerprint", None) or {}),
-        config=_load(config_path) if config_path.is_file() else {},
-        extra=data,
-        arrays=arrays,
-        path=folder,
-    )
+def describe_generation(generation: Mapping[str, Any], runs_dir: str | Path, suite: str) -> str:
+    """``generation 3 (interrupted: SIGTERM; started ..., PID 12 on host h)`` for messages; a
+    ``running`` generation whose process no longer holds the runs folder's lock is reported as
+    stopped."""
+    from clip2video.engine.runs_lock import lock_holder
+
+    number, state = generation.get("number", "?"), str(generation.get("state", "unknown"))
+    who = f"PID {generation.get('pid', '?')} on host {generation.get('host', '?')}"
+    started = generation.get("started") or "?"
+    if state == "running":
+        if lock_holder(Path(runs_dir) / suite) is not None:
+            return f"generation {number} (running now: {who}, started {started})"
+        return f"generation {number} (stopped while running: {who}, started {started}, was killed or crashed)"
+    reason = f": {generation['reason']}" if generation.get("reason") else ""
+    return f"generation {number} ({state}{reason}; {who}, started {started})"
 
 
-def list_suites(runs_dir: str | Path) -> list[str]:
-    """Suites with at least one recorded row under ``runs_dir``."""
+def recorded_suites(runs_dir: str | Path) -> list[str]:
+    """Suites with at least one recorded row under ``runs_dir`` (``experiments.suite.list_suites``
+    lists the shipped suite files instead)."""
     root = Path(runs_dir)
     if not root.is_dir():
         return []
-    return sorted(p.name for p in root.iterdir() if p.is_dir() and any(p.glob(f"*/{METRICS_FILE}")))
+    return sorted(
+        p.name
+        for p in root.iterdir()
+        if p.is_dir() and SAFE_NAME.match(p.name) and any(p.glob(f"*/{METRICS_FILE}"))
+    )
 
 
 def _row_folders(runs_dir: str | Path, suite: str) -> dict[str, Path]:
+    try:
+        safe_name(suite, "suite name")
+    except ConfigError as exc:
+        raise RecordError(str(exc)) from None
     folder = Path(runs_dir) / suite
     if not folder.is_dir():
-        known = ", ".join(list_suites(runs_dir)) or "none"
+        known = ", ".join(recorded_suites(runs_dir)) or "none"
         raise RecordError(
             f"no recorded runs for suite {suite!r} in {folder}; run `clip2video ablation --suite {suite}` "
             f"first (recorded suites: {known})"
         )
-    return {p.name: p for p in folder.iterdir() if (p / METRICS_FILE).is_file()}
+    return {
+        p.name: p for p in folder.iterdir() if (p / METRICS_FILE).is_file() or (p / MANIFEST_FILE).is_file()
+    }
 
 
 def unlisted_rows(runs_dir: str | Path, suite: str) -> list[str]:
@@ -390,20 +684,56 @@ def unlisted_rows(runs_dir: str | Path, suite: str) -> list[str]:
 
 
 def read_suite_records(runs_dir: str | Path, suite: str) -> list[RunRecord]:
-    """The rows ``suite.json`` lists, in its order. Folders it does not list (stale rows of an
-    earlier run) are ignored (``unlisted_rows`` names them); without a ``suite.json`` every row
-    folder is read, by name."""
+    """The rows of the latest complete generation, in ``suite.json``'s order, each a complete record.
+
+    Folders ``suite.json`` does not list (stale rows of an earlier run) are ignored
+    (``unlisted_rows`` names them); without a ``suite.json`` every row folder is read, by name.
+    When a later generation stopped after rewriting some of the rows, the rows would come from two
+    runs: that is a :class:`RecordError` naming those rows, both generations and how to finish;
+    when it rewrote none, the rows are read with a warning that the later generation did not finish.
+    """
     folder = Path(runs_dir) / suite
     found = _row_folders(runs_dir, suite)
-    if (folder / SUITE_FILE).is_file():
-        order = list(read_suite_info(runs_dir, suite).rows)
-        missing = [row for row in order if row not in found]
-        if missing:
-            raise RecordError(
-                f"{folder / SUITE_FILE} lists rows with no record: {', '.join(missing)}; rerun the suite"
-            )
-    else:
+    if not (folder / SUITE_FILE).is_file():
         order = sorted(found)
-    if not order:
-        raise RecordError(f"{folder} holds no row records ({METRICS_FILE}); rerun the suite")
+        if not order:
+            raise RecordError(f"{folder} holds no row records ({METRICS_FILE}); rerun the suite")
+        return [read_run_record(found[row]) for row in order]
+    info = read_suite_info(runs_dir, suite)
+    latest = info.generation
+    unfinished = bool(latest) and latest.get("state") != "complete"
+    if not info.rows and unfinished:
+        raise RecordError(
+            f"suite {suite!r} in {folder} has no complete run: its only {describe_generation(latest, runs_dir, suite)} "
+            f"did not finish; finish it with `clip2video ablation --suite {suite} --resume` (with the settings it "
+            "ran with), or wait for it"
+        )
+    order = list(info.rows)
+    rewritten = [
+        row
+        for row in order
+        if row in info.records and (row not in found or record_id(found[row]) != info.records[row])
+    ]
+    missing = [row for row in order if row not in found and row not in rewritten]
+    if missing:
+        raise RecordError(
+            f"{folder / SUITE_FILE} lists rows with no record: {', '.join(missing)}; rerun the suite"
+        )
+    if rewritten:
+        mixed = [row for row in order if row not in rewritten]
+        later = describe_generation(latest, runs_dir, suite) if unfinished else "a later run"
+        raise RecordError(
+            f"suite {suite!r}: {', '.join(rewritten)} {'was' if len(rewritten) == 1 else 'were'} rewritten by "
+            f"{later}, which did not finish, while "
+            + (f"{', '.join(mixed)} {'is' if len(mixed) == 1 else 'are'} still" if mixed else "the rows are")
+            + f" from generation {info.complete_generation or '?'} (the last complete run): a table would mix "
+            f"two runs. Finish it with `clip2video ablation --suite {suite} --resume` (with the settings it ran "
+            "with), or rerun the suite"
+        )
+    if unfinished:
+        warnings.warn(
+            f"suite {suite!r}: {describe_generation(latest, runs_dir, suite)} did not finish and rewrote no "
+            f"row; reading generation {info.complete_generation or '?'}, the last complete run",
+            stacklevel=2,
+        )
     return [read_run_record(found[row]) for row in order]

@@ -47,7 +47,7 @@ from clip2video.metrics import retrieval_metrics
 # Settings that decide how a suite is scheduled, not what a row computes.
 SCHEDULING_KEYS = ("name", "description", "models", "seeds", "zero_shot")
 # Settings that change speed only, never a number (left out of the row settings and their digest).
-SPEED_ONLY = {"run": ("jobs",), "data": ("num_workers", "frame_cache_mb")}
+SPEED_ONLY = {"run": ("jobs",), "data": ("num_workers", "frame_cache_mb", "allow_outside_links")}
 
 
 @dataclass

@@ -10,8 +10,6 @@ fingerprint, checkpoints); the parent logs MLflow from those records
 
 from __future__ import annotations
 
-import concurrent.futures as cf
-import multiprocessing
 import os
 import sys
 import time
@@ -27,15 +25,15 @@ from clip2video.data.protocols import Protocol, data_folders, get_protocol
 from clip2video.data.videos import find_videos
 from clip2video.engine import distributed as ddp
 from clip2video.errors import Clip2VideoError, ProtocolError
+from clip2video.experiments.generation import suite_generation
 from clip2video.experiments.row import (
     DataPaths,
     RowSpec,
     load_splits,
     resolved_row_settings,
-    run_row_in_worker,
-    run_row_spec,
 )
 from clip2video.experiments.suite import Suite, load_suite, validate_settings
+from clip2video.experiments.workers import RowFailed, run_rows, run_rows_in_process
 from clip2video.plugins import imported_modules
 
 ZERO_SHOT_ROW = "meanp-zeroshot"
@@ -49,10 +47,6 @@ SUMMARY_COLUMNS = {
     "v2t_R5": "v2t R@5",
     "order_acc": "order acc",
 }
-
-
-class RowFailed(Clip2VideoError):
-    """A row's worker process failed; the message names the row."""
 
 
 @dataclass
@@ -348,75 +342,6 @@ def resolve_threads(threads: int, jobs: int, device: str, rows: int) -> int:
     return max(1, available_cores() // max(1, at_once))
 
 
-def _gpu_for(spec: RowSpec, index: int, jobs: int) -> RowSpec:
-    """Spread rows over GPUs when the device is plain ``cuda`` and several rows run at once."""
-    import dataclasses
-
-    if spec.device != "cuda" or jobs <= 1:
-        return spec
-    return dataclasses.replace(spec, device=f"cuda:{index % jobs}")
-
-
-def _mp_context() -> multiprocessing.context.BaseContext:
-    """forkserver (fast: torch is imported once in the server) where available, else spawn."""
-    if "forkserver" in multiprocessing.get_all_start_methods():
-        ctx = multiprocessing.get_context("forkserver")
-        ctx.set_forkserver_preload(["clip2video.experiments.row"])
-        return ctx
-    return multiprocessing.get_context("spawn")
-
-
-def run_rows(specs: list[RowSpec], jobs: int, on_done: Any) -> None:
-    """Run each spec in a fresh worker process, ``jobs`` at a time; ``on_done(spec, error)`` per row.
-
-    A failed row lets the running rows finish (their records are valid), cancels the rest and
-    raises ``RowFailed``. Ctrl-C stops every worker; finished rows and checkpoints stay resumable.
-    """
-    if not specs:
-        return
-    pool = cf.ProcessPoolExecutor(max_workers=jobs, mp_context=_mp_context(), max_tasks_per_child=1)
-    failure: tuple[RowSpec, BaseException] | None = None
-    try:
-        futures = {pool.submit(run_row_in_worker, _gpu_for(s, i, jobs)): s for i, s in enumerate(specs)}
-        for future in cf.as_completed(futures):
-            spec = futures[future]
-            if future.cancelled():
-                continue
-            error = future.exception()
-            on_done(spec, error)
-            if error is not None and failure is None:
-                failure = (spec, error)
-                for other in futures:
-                    other.cancel()
-    except BaseException:
-        _stop_workers(pool)
-        raise
-    pool.shutdown(wait=True)
-    if failure is not None:
-        spec, error = failure
-        if isinstance(error, Clip2VideoError):
-            raise error
-        raise RowFailed(f"row {spec.row!r} failed: {type(error).__name__}: {error}") from error
-
-
-def _stop_workers(pool: cf.ProcessPoolExecutor) -> None:
-    """Terminate the workers now (Ctrl-C): their last finished epoch's checkpoint stays on disk."""
-    processes = list(getattr(pool, "_processes", {}).values())
-    pool.shutdown(wait=False, cancel_futures=True)
-    for process in processes:
-        if process.is_alive():
-            process.terminate()
-    for process in processes:
-        process.join(timeout=10)
-
-
-def run_rows_in_process(specs: list[RowSpec], on_done: Any) -> None:
-    """Under torchrun: the rows one after another in this process (every rank runs each row)."""
-    for spec in specs:
-        run_row_spec(spec)
-        on_done(spec, None)
-
-
 # ----------------------------------------------------------------------------- the suite
 
 
@@ -436,6 +361,7 @@ def run_suite(
     progress: bool | None = None,
     resume: bool = False,
     jobs: int | None = None,
+    wait_lock: bool = False,
 ) -> SuiteResult:
     """Run every row of a suite (tables are the ``ablation`` verb's job); see ``clip2video ablation --help``.
 
@@ -444,7 +370,8 @@ def run_suite(
     encoding its shard, rank 0 writing records and MLflow runs. ``progress=None`` shows progress
     bars only when stdout is a terminal. ``resume`` keeps rows whose record matches the current
     settings, data and code, and continues an interrupted row whose checkpoint has exactly these
-    settings.
+    settings. The run holds ``runs_dir/<suite>`` (a second run refuses, or with ``wait_lock``
+    waits) and is a new generation of it (``experiments.generation``).
     """
     from clip2video.experiments.sync import RowLogger
 
@@ -453,45 +380,53 @@ def run_suite(
     rank, world = ddp.init_distributed_from_env()
     show = sys.stdout.isatty() if progress is None else bool(progress)
     runs = Path(runs_dir)
-    # The data every row shares, checked and fingerprinted once.
-    paths = resolve_data(suite, data_root, rank=rank)
-    splits = load_splits(paths, allow_missing=suite["data"]["allow_missing"])
-    split_notes = _split_file_notes(paths) if rank == 0 else []
-    # The plan: one spec per row, then the rows --resume keeps and how many run at once.
-    n_jobs = suite["run"]["jobs"] if jobs is None else int(jobs)
-    threads = resolve_threads(
-        suite["run"]["threads"], n_jobs, device, planned_rows(suite, eval_only, checkpoints)
-    )
-    specs = build_specs(
-        suite,
-        paths,
-        data_fingerprint(paths, splits),
-        eval_only=eval_only,
-        checkpoints=dict(checkpoints or {}),
-        clip_weights=clip_weights,
-        device=device,
-        threads=threads,
-        runs_dir=runs,
-        progress=show and rank == 0,
-    )
-    to_run, kept = resume_plan(specs) if resume else (specs, {})
-    distributed = _under_torchrun(world)
-    n_jobs = auto_jobs(device, threads, len(to_run)) if n_jobs <= 0 else n_jobs
-    result = SuiteResult(suite=suite, runs_dir=runs, jobs=1 if distributed else n_jobs)
-    # Execution: records on disk, MLflow from them; then the suite's row list and notes.
-    logger = RowLogger(suite, runs, tracking_uri=tracking_uri, enabled=tracking and rank == 0)
-    with logger:
-        logger.ensure_logged(kept.keys())
-        done = _reporting(logger.row_done, len(to_run), start) if rank == 0 else logger.row_done
-        if rank == 0:
-            print(_plan_line(suite, len(to_run), len(kept), distributed, n_jobs, threads), flush=True)
-        if distributed:
-            run_rows_in_process(to_run, done)
-        else:
-            run_rows(to_run, n_jobs, done)
-        if rank == 0:
-            notes = _suite_notes(suite, paths.protocol, splits) + split_notes
-            result.rows = _write_suite_summary(suite, runs, specs, paths.protocol, notes)
+    # One writer per runs folder, and this run is a new generation of it (rank 0 holds it).
+    with suite_generation(
+        runs,
+        suite.name,
+        enabled=rank == 0,
+        wait=wait_lock,
+        allow_outside_links=suite["data"]["allow_outside_links"],
+    ):
+        # The data every row shares, checked and fingerprinted once.
+        paths = resolve_data(suite, data_root, rank=rank)
+        splits = load_splits(paths, allow_missing=suite["data"]["allow_missing"])
+        split_notes = _split_file_notes(paths) if rank == 0 else []
+        # The plan: one spec per row, then the rows --resume keeps and how many run at once.
+        n_jobs = suite["run"]["jobs"] if jobs is None else int(jobs)
+        threads = resolve_threads(
+            suite["run"]["threads"], n_jobs, device, planned_rows(suite, eval_only, checkpoints)
+        )
+        specs = build_specs(
+            suite,
+            paths,
+            data_fingerprint(paths, splits),
+            eval_only=eval_only,
+            checkpoints=dict(checkpoints or {}),
+            clip_weights=clip_weights,
+            device=device,
+            threads=threads,
+            runs_dir=runs,
+            progress=show and rank == 0,
+        )
+        to_run, kept = resume_plan(specs) if resume else (specs, {})
+        distributed = _under_torchrun(world)
+        n_jobs = auto_jobs(device, threads, len(to_run)) if n_jobs <= 0 else n_jobs
+        result = SuiteResult(suite=suite, runs_dir=runs, jobs=1 if distributed else n_jobs)
+        # Execution: records on disk, MLflow from them; then the suite's row list and notes.
+        logger = RowLogger(suite, runs, tracking_uri=tracking_uri, enabled=tracking and rank == 0)
+        with logger:
+            logger.ensure_logged(kept.keys())
+            done = _reporting(logger.row_done, len(to_run), start) if rank == 0 else logger.row_done
+            if rank == 0:
+                print(_plan_line(suite, len(to_run), len(kept), distributed, n_jobs, threads), flush=True)
+            if distributed:
+                run_rows_in_process(to_run, done)
+            else:
+                run_rows(to_run, n_jobs, done)
+            if rank == 0:
+                notes = _suite_notes(suite, paths.protocol, splits) + split_notes
+                result.rows = _write_suite_summary(suite, runs, specs, paths.protocol, notes)
     result.elapsed_s = time.perf_counter() - start
     return result
 

@@ -144,27 +144,32 @@ def read_clip_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
                 state = torch.jit.load(str(path), map_location="cpu").state_dict()
         except Exception:  # noqa: BLE001 - not TorchScript: try a plain torch.save file next
             try:
-                state = torch.load(path, map_location="cpu", weights_only=True)
+                with warnings.catch_warnings():  # torch warns about pickle protocols over many lines
+                    warnings.simplefilter("ignore")
+                    state = torch.load(path, map_location="cpu", weights_only=True)
             except Exception as exc:  # noqa: BLE001 - torch raises many types for a non-checkpoint
                 raise WeightsError(
-                    f"CLIP weights {path} are not a readable checkpoint ({unreadable_reason(path)}); {what}"
+                    f"CLIP weights {path} are not a readable checkpoint ({unreadable_reason(path, exc)}); {what}"
                 ) from exc
     return clean_state_dict(state, source=f"CLIP weights {path}")
 
 
-def unreadable_reason(path: str | Path) -> str:
+def unreadable_reason(path: str | Path, exc: BaseException | None = None) -> str:
     """Why ``torch.load`` refused ``path``, in a few words (torch's own advice runs over many lines)."""
     try:
         with open(path, "rb") as handle:
             head = handle.read(4)
-    except OSError as exc:
-        return f"it cannot be read: {exc.strerror or exc}"
+    except OSError as error:
+        return f"it cannot be read: {error.strerror or error}"
     if not head:
         return "the file is empty"
+    said = " ".join(str(exc or "").split())
+    if said.startswith("Weights only load failed"):  # a torch.save file holding more than tensors
+        return "a torch.save file holding Python objects other than tensors, not a state dict"
     if head.startswith(b"PK"):
         return "a zip archive that torch cannot load (truncated, or not written by torch.save)"
-    if head[:1] == b"\x80":
-        return "a pickle that is not a plain tensor state dict"
+    if head[:1] == b"\x80" or head[:1] in (b"(", b"]", b"}"):  # pickle protocol >= 2, or 0/1
+        return "a plain Python pickle (pickle.dump), not a file written by torch.save"
     return "its bytes are not a torch.save file"
 
 

@@ -70,7 +70,7 @@ def read_checkpoint(path_or_state_dict: str | Path | dict[str, Any]) -> tuple[di
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - torch raises many types for a file that is not a checkpoint
         raise WeightsError(
-            f"checkpoint {path} is not a readable torch checkpoint ({unreadable_reason(path)}); pass a file "
+            f"checkpoint {path} is not a readable torch checkpoint ({unreadable_reason(path, exc)}); pass a file "
             "written by torch.save (pytorch_model.bin.N, last.pt, best.pt)"
         ) from exc
     return unwrap_checkpoint(state, f"checkpoint {path}"), f"checkpoint {path}"

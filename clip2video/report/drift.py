@@ -31,7 +31,8 @@ from pathlib import Path
 from typing import Any
 
 from clip2video.engine.records import RunRecord
-from clip2video.errors import Clip2VideoError
+from clip2video.errors import Clip2VideoError, OutputError, describe_os_error
+from clip2video.fileio import atomic_write_text, safe_name
 from clip2video.metrics.bootstrap import bootstrap_ci
 
 EXACT_TOLERANCE = 1e-9
@@ -267,9 +268,13 @@ def write_locked(
         "tolerance_rule": tolerance_rule,
         "models": models,
     }
+    if suite:
+        safe_name(suite, "suite name")
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(data, indent=2) + "\n")
-    except OSError as exc:
-        raise DriftError(f"cannot write the baseline {path}: {exc.strerror or exc}") from exc
+        atomic_write_text(path, json.dumps(data, indent=2) + "\n")  # the old lock survives a failed write
+    except OutputError as exc:
+        why = describe_os_error(exc.__cause__) if isinstance(exc.__cause__, OSError) else str(exc)
+        raise DriftError(
+            f"cannot write the baseline {path}: {why}; the previous baseline is unchanged"
+        ) from exc
     return path

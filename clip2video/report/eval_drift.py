@@ -40,7 +40,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from clip2video.errors import Clip2VideoError
+from clip2video.errors import Clip2VideoError, OutputError, describe_os_error
+from clip2video.fileio import atomic_write_text, safe_name
 from clip2video.fingerprint import differences, digest, platform_fingerprint
 from clip2video.report.drift import missing_lock_where
 
@@ -392,8 +393,8 @@ def compare_eval(locked: dict[str, Any], run: EvalRun) -> list[EvalDrift]:
 
 
 def eval_lock_path(baselines: str | Path, suite: str) -> Path:
-    """``<baselines>/eval-<suite>.json``."""
-    return Path(baselines) / f"eval-{suite}.json"
+    """``<baselines>/eval-<suite>.json`` (the suite name must be a safe name: it names the file)."""
+    return Path(baselines) / f"eval-{safe_name(suite, 'suite name')}.json"
 
 
 def load_eval_lock(path: str | Path) -> dict[str, Any]:
@@ -446,8 +447,8 @@ def write_eval_lock(
     )
     text += "\n"
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text, encoding="utf-8")
-    except OSError as exc:
-        raise EvalDriftError(f"cannot write the lock {path}: {exc.strerror or exc}") from exc
+        atomic_write_text(path, text)  # the old lock survives a failed write
+    except OutputError as exc:
+        why = describe_os_error(exc.__cause__) if isinstance(exc.__cause__, OSError) else str(exc)
+        raise EvalDriftError(f"cannot write the lock {path}: {why}; the previous lock is unchanged") from exc
     return path

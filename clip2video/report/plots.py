@@ -21,6 +21,7 @@ import numpy as np  # noqa: E402
 from matplotlib.ticker import FuncFormatter  # noqa: E402
 
 from clip2video.engine.records import RunRecord  # noqa: E402
+from clip2video.fileio import atomic_files  # noqa: E402
 from clip2video.report.groups import ORDER_KEY, ModelGroup, group_records, summarise  # noqa: E402
 
 DIRECTIONS = ("t2v", "v2t")
@@ -148,14 +149,14 @@ def _legend(group: ModelGroup) -> str:
 def _save(fig: plt.Figure, path: str | Path) -> list[Path]:
     """Save ``path`` as PNG and PDF (same stem); returns both paths."""
     out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
-    paths = []
-    for ext in FORMATS:
-        target = out.with_suffix(f".{ext}")
-        fig.savefig(target, dpi=110)
-        paths.append(target)
-    plt.close(fig)
+    paths = [out.with_suffix(f".{ext}") for ext in FORMATS]
+    try:
+        with atomic_files() as batch:  # PNG and PDF replaced together, or (a failure) neither
+            for target, ext in zip(paths, FORMATS, strict=True):
+                fig.savefig(batch.path(target), dpi=110, format=ext)
+    finally:
+        plt.close(fig)
     return paths
 
 

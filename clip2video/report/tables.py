@@ -26,12 +26,13 @@ import pandas as pd
 from clip2video.engine.records import (
     RunRecord,
     SuiteInfo,
-    list_suites,
     read_suite_info,
     read_suite_records,
+    recorded_suites,
     unlisted_rows,
 )
 from clip2video.errors import Clip2VideoError
+from clip2video.fileio import atomic_files, safe_name
 from clip2video.metrics import METRIC_KEYS as CORE_KEYS
 from clip2video.metrics.bootstrap import PairedDiff, holm, minimum_detectable_difference, paired_difference
 from clip2video.report.groups import ORDER_KEY, ORDER_WINS, ModelGroup, group_records, summarise
@@ -635,7 +636,6 @@ def write_suite_tables(table: SuiteTable, out_dir: str | Path) -> list[Path]:
     """``table.md``, ``table.tex``, ``table.csv`` (display cells) and ``values.csv`` (tidy numbers,
     one line per seed and a summary line per metric) in ``out_dir``."""
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     title = f"Suite `{table.suite}` (protocol `{table.protocol}`)"
     md = [f"# {title}", "", table.main.to_markdown(), ""]
     for heading, frame in (
@@ -662,13 +662,14 @@ def write_suite_tables(table: SuiteTable, out_dir: str | Path) -> list[Path]:
         "",
     ]
     paths = [out / "table.md", out / "table.tex", out / "table.csv", out / "values.csv"]
-    paths[0].write_text("\n".join(md))
-    paths[1].write_text("\n".join(tex))
     frames = [table.main.assign(block="plain")]
     if not table.postprocessed.empty:
         frames.append(table.postprocessed.assign(block="post-processed"))
-    pd.concat(frames).to_csv(paths[2])
-    table.values.to_csv(paths[3], index=False)
+    with atomic_files() as batch:  # all four replaced, or (a full disk) none: the old ones stay
+        batch.path(paths[0]).write_text("\n".join(md), encoding="utf-8")
+        batch.path(paths[1]).write_text("\n".join(tex), encoding="utf-8")
+        pd.concat(frames).to_csv(batch.path(paths[2]))
+        table.values.to_csv(batch.path(paths[3]), index=False)
     return paths
 
 
@@ -717,7 +718,7 @@ def regenerate(
     tracker: Any = None,
 ) -> dict[str, list[Path]]:
     """Rewrite ``results/<suite>/`` (tables and, with ``plots``, PNG + PDF figures) from ``runs_dir``."""
-    names = suites or list_suites(runs_dir)
+    names = [safe_name(name, "suite name") for name in suites or recorded_suites(runs_dir)]
     if not names:
         raise TableError(f"no recorded suites under {runs_dir}; run `clip2video ablation` first")
     published = load_published(paper_dir)

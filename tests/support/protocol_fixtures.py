@@ -22,6 +22,7 @@ from __future__ import annotations
 import csv
 import json
 import pickle
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -169,8 +170,8 @@ def _write_jsfusion(path: Path, pairs: list[tuple[str, str]]) -> Path:
 
 def _link_video(videos: Path, vid: str, clip: Path, suffix: str, frame_folder: bool) -> None:
     videos.mkdir(parents=True, exist_ok=True)
-    if not frame_folder:
-        (videos / f"{vid}{suffix}").symlink_to(clip.resolve())
+    if not frame_folder:  # a copy: a symbolic link would leave the videos folder (refused by default)
+        shutil.copyfile(clip, videos / f"{vid}{suffix}")
         return
     import decord
     from PIL import Image
