@@ -43,7 +43,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     For writers that want a file name (``savefig``, ``np.savez``): write to the yielded path.
     The temporary file keeps ``path``'s suffix, so format detection by suffix still works.
     """
-    with atomic_files() as batch:
+    with atomic_files(_single=True) as batch:
         yield batch.path(path)
 
 
@@ -120,7 +120,7 @@ class AtomicFiles:
 
 
 @contextmanager
-def atomic_files() -> Iterator[AtomicFiles]:
+def atomic_files(*, _single: bool = False) -> Iterator[AtomicFiles]:
     """Write several files all or nothing: ``batch.path(target)`` per file, renamed on exit.
 
     A failure while writing any of them leaves every previous file unchanged and raises
@@ -132,10 +132,14 @@ def atomic_files() -> Iterator[AtomicFiles]:
         batch.commit()
     except OSError as exc:
         target = batch.target_of(exc)
-        others = [t for t in batch.targets if t != target]
         batch.discard()
-        kept = "the previous file is unchanged" if not others else "the previous files are unchanged"
-        raise OutputError(f"cannot write {target}: {describe_os_error(exc)}; {kept}") from exc
+        why = (
+            describe_os_error(OSError(exc.errno, exc.strerror, str(target)))
+            if target
+            else describe_os_error(exc)
+        )
+        kept = "the previous file is unchanged" if _single else "none of the files was replaced"
+        raise OutputError(f"cannot write {why}; {kept}") from exc
     except BaseException:
         batch.discard()
         raise

@@ -276,10 +276,21 @@ def open_video(path: str | Path, video_id: str | None = None, *, decoder: str | 
         else:
             reader = PyAVReader(path)
     except Exception as exc:  # decord: RuntimeError or DECORDError; PyAV: av.error.* or ValueError
-        raise VideoReadError(vid, path, f"{decoder} cannot open it ({type(exc).__name__}: {exc})") from exc
+        raise VideoReadError(vid, path, f"{decoder} cannot open it: {open_failure(exc)}") from exc
     if len(reader) == 0:
         raise VideoReadError(vid, path, "the video has no frames")
     return reader
+
+
+def open_failure(exc: BaseException) -> str:
+    """Why a decoder could not open a file, in a few words (decord's own message is an internal
+    assertion: ``[12:00:00] .../video_reader.cc:151: Check failed: ... cannot find video stream``)."""
+    text = " ".join(str(exc).split())
+    if "cannot find video stream" in text or "no video stream" in text:
+        return "it has no video stream (an audio-only file, or not a video)"
+    if "Check failed" in text and "ERROR" in text:
+        text = text.split("ERROR", 1)[1].strip()
+    return f"{type(exc).__name__}: {text[:200] or 'no message'}"
 
 
 def probe_video(path: str | Path, video_id: str | None = None) -> VideoInfo:

@@ -170,7 +170,7 @@ class RunRecord:
         if want is not None and file_sha256(path) != want:  # checked here: it is the large file
             raise RecordError(_disagree(path, self.path / MANIFEST_FILE))
         try:
-            with np.load(path) as data:
+            with open(path, "rb") as handle, np.load(handle) as data:
                 return data["sim"]
         except (*_NPZ_ERRORS, KeyError) as exc:
             raise RecordError(_corrupt(path, exc)) from exc
@@ -457,7 +457,7 @@ def read_run_record(directory: str | Path) -> RunRecord:
         raise RecordError(f"{folder / METRICS_FILE} has no 'metrics' key; rerun the suite to rewrite it")
     ranks_path = folder / RANKS_FILE
     try:
-        with np.load(ranks_path) as stored:
+        with open(ranks_path, "rb") as handle, np.load(handle) as stored:
             missing = [k for k in (*_RANK_ARRAYS, "caption_video") if k not in stored.files]
             if missing:
                 raise RecordError(f"{ranks_path} lacks {', '.join(missing)}; rerun the suite to rewrite it")
@@ -640,7 +640,8 @@ def describe_generation(generation: Mapping[str, Any], runs_dir: str | Path, sui
         if lock_holder(Path(runs_dir) / suite) is not None:
             return f"generation {number} (running now: {who}, started {started})"
         return f"generation {number} (stopped while running: {who}, started {started}, was killed or crashed)"
-    reason = f": {generation['reason']}" if generation.get("reason") else ""
+    said = " ".join(str(generation.get("reason") or "").split())
+    reason = f": {said[:117]}..." if len(said) > 120 else (f": {said}" if said else "")
     return f"generation {number} ({state}{reason}; {who}, started {started})"
 
 
@@ -720,15 +721,20 @@ def read_suite_records(runs_dir: str | Path, suite: str) -> list[RunRecord]:
             f"{folder / SUITE_FILE} lists rows with no record: {', '.join(missing)}; rerun the suite"
         )
     if rewritten:
-        mixed = [row for row in order if row not in rewritten]
         later = describe_generation(latest, runs_dir, suite) if unfinished else "a later run"
+        which = f"{', '.join(rewritten)} {'was' if len(rewritten) == 1 else 'were'} rewritten by {later}"
+        complete = f"generation {info.complete_generation or '?'}"
+        mixed = [row for row in order if row not in rewritten]
+        if mixed:
+            what = (
+                f"a table would mix two runs: {which}, which did not finish, while {', '.join(mixed)} "
+                f"{'is' if len(mixed) == 1 else 'are'} still from {complete}, the last complete run"
+            )
+        else:
+            what = f"the last complete run, {complete}, is no longer whole: {which}, which did not finish"
         raise RecordError(
-            f"suite {suite!r}: {', '.join(rewritten)} {'was' if len(rewritten) == 1 else 'were'} rewritten by "
-            f"{later}, which did not finish, while "
-            + (f"{', '.join(mixed)} {'is' if len(mixed) == 1 else 'are'} still" if mixed else "the rows are")
-            + f" from generation {info.complete_generation or '?'} (the last complete run): a table would mix "
-            f"two runs. Finish it with `clip2video ablation --suite {suite} --resume` (with the settings it ran "
-            "with), or rerun the suite"
+            f"suite {suite!r} in {folder}: {what}. Finish the unfinished run with `clip2video ablation "
+            f"--suite {suite} --resume` (and the settings it ran with), or rerun the suite"
         )
     if unfinished:
         warnings.warn(

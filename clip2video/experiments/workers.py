@@ -67,6 +67,7 @@ def _exit_when_orphaned(alive: Connection) -> None:
 def _worker_main(spec: RowSpec, result: Connection, alive: Connection, generation: int | None) -> None:
     """A worker process: run one row, send ``("ok", path)`` or ``("error", exception)``."""
     threading.Thread(target=_exit_when_orphaned, args=(alive,), daemon=True).start()
+    _no_shared_locks()
     from clip2video.data.videos import outside_links
 
     try:
@@ -80,6 +81,14 @@ def _worker_main(spec: RowSpec, result: Connection, alive: Connection, generatio
         pass
     finally:
         result.close()
+
+
+def _no_shared_locks() -> None:
+    """tqdm's default lock is a multiprocessing RLock: a semaphore that the resource tracker reports
+    as "leaked" when a worker is killed. A row's progress bars need only a thread lock."""
+    from tqdm import tqdm
+
+    tqdm.set_lock(threading.RLock())
 
 
 def _allows_outside_links(spec: RowSpec) -> bool:

@@ -164,7 +164,7 @@ def unreadable_reason(path: str | Path, exc: BaseException | None = None) -> str
     if not head:
         return "the file is empty"
     said = " ".join(str(exc or "").split())
-    if said.startswith("Weights only load failed"):  # a torch.save file holding more than tensors
+    if "Unsupported global" in said:  # torch.save'd, but holding classes or functions
         return "a torch.save file holding Python objects other than tensors, not a state dict"
     if head.startswith(b"PK"):
         return "a zip archive that torch cannot load (truncated, or not written by torch.save)"

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from clip2video.engine.records import RunRecord
-from clip2video.errors import Clip2VideoError, OutputError, describe_os_error
+from clip2video.errors import Clip2VideoError, OutputError
 from clip2video.fileio import atomic_write_text, safe_name
 from clip2video.metrics.bootstrap import bootstrap_ci
 
@@ -273,8 +273,5 @@ def write_locked(
     try:
         atomic_write_text(path, json.dumps(data, indent=2) + "\n")  # the old lock survives a failed write
     except OutputError as exc:
-        why = describe_os_error(exc.__cause__) if isinstance(exc.__cause__, OSError) else str(exc)
-        raise DriftError(
-            f"cannot write the baseline {path}: {why}; the previous baseline is unchanged"
-        ) from exc
+        raise DriftError(f"cannot write the baseline {str(exc).removeprefix('cannot write ')}") from exc
     return path

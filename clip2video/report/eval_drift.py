@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from clip2video.errors import Clip2VideoError, OutputError, describe_os_error
+from clip2video.errors import Clip2VideoError, OutputError
 from clip2video.fileio import atomic_write_text, safe_name
 from clip2video.fingerprint import differences, digest, platform_fingerprint
 from clip2video.report.drift import missing_lock_where
@@ -449,6 +449,5 @@ def write_eval_lock(
     try:
         atomic_write_text(path, text)  # the old lock survives a failed write
     except OutputError as exc:
-        why = describe_os_error(exc.__cause__) if isinstance(exc.__cause__, OSError) else str(exc)
-        raise EvalDriftError(f"cannot write the lock {path}: {why}; the previous lock is unchanged") from exc
+        raise EvalDriftError(f"cannot write the lock {str(exc).removeprefix('cannot write ')}") from exc
     return path
