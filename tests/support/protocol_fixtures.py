@@ -6,7 +6,7 @@ annotation files are written in each protocol's public format, under renamed ids
 the real ones (``video7010``, ``-Clip03_13_18``, ``Vx003-ab_000013_000023``)::
 
     <data_root>/<protocol>/annotations/...   the protocol's split lists and captions file
-    <data_root>/<protocol>/videos/<id>.mp4   a symlink to a generated clip (MSVD: ``.avi``;
+    <data_root>/<protocol>/videos/<id>.mp4   a copy of a generated clip (MSVD: ``.avi``;
                                              ``frame_folders=True``: ``<id>/00000001.jpg ...``)
 
 The tiny split lists cannot match the public files' counts and checksums; ``verify`` reports
