@@ -621,6 +621,21 @@ def test_a_link_that_leaves_the_videos_folder_is_refused_unless_allowed(vatex, t
     one_error(code, err, str(video), "data.allow_outside_links=true")
 
 
+@pytest.mark.slow
+def test_links_out_of_the_videos_folder_run_when_the_suite_allows_them(vatex, tmp_path, capsys):
+    """Item 5: ``data.allow_outside_links = true`` lets the checks before work and the row worker
+    read a video that is a link out of the videos folder."""
+    elsewhere = tmp_path / "elsewhere" / "clip.mp4"
+    elsewhere.parent.mkdir()
+    video = vatex.videos / f"{vatex.test_ids[3]}.mp4"
+    shutil.move(video, elsewhere)
+    video.symlink_to(elsewhere)
+    argv = tiny_vatex(vatex, tmp_path / "out", "--set", "data.allow_outside_links=true")
+    code, _, err = in_process(capsys, *argv)
+    assert code == 0, err
+    assert read_run_record(tmp_path / "out" / "runs" / "vatex-1k5" / "meanp-zeroshot").metrics
+
+
 def test_names_that_would_leave_their_folder_are_refused(smoke_data, tmp_path, capsys):
     """Item 5 (names): a suite named ``../../ESCAPED`` wrote records and tables outside --runs-dir
     and --results-dir; ``eval --name`` and ``drift --update`` built paths from the same name."""

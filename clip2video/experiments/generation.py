@@ -13,10 +13,9 @@ rows of an unfinished generation with those of the last complete one.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
 from pathlib import Path
 
-from clip2video.data.videos import outside_links
 from clip2video.engine.records import begin_generation, end_generation, writing_generation
 from clip2video.engine.runs_lock import RunsLock
 from clip2video.errors import Clip2VideoError, Terminated
@@ -30,21 +29,17 @@ def suite_generation(
     *,
     enabled: bool = True,
     wait: bool = False,
-    allow_outside_links: bool = False,
 ) -> Iterator[int | None]:
     """Hold ``runs_dir/<suite>`` and run one generation of it; yields its number (None when not
     ``enabled``: the other ranks under torchrun, where rank 0 holds the folder).
 
-    ``wait``: wait for another run holding the folder instead of refusing. ``allow_outside_links``
-    (``data.allow_outside_links``): video files may be symbolic links that leave the videos folder.
+    ``wait``: wait for another run holding the folder instead of refusing.
     """
     name = safe_name(suite, "suite name")
-    with ExitStack() as stack:
-        stack.enter_context(outside_links(allow_outside_links))
-        if not enabled:
-            yield None
-            return
-        stack.enter_context(RunsLock(Path(runs_dir) / name, wait=wait))
+    if not enabled:
+        yield None
+        return
+    with RunsLock(Path(runs_dir) / name, wait=wait):
         number = begin_generation(runs_dir, name)
         try:
             with writing_generation(number):

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from clip2video.data.videos import outside_links
 from clip2video.errors import (
     Clip2VideoError,
     OutputError,
@@ -55,7 +56,10 @@ def check_before_work(
         check_writable_dir(results_dir, "results folder", "--results-dir")
     check_checkpoints(resolved, checkpoints or {}, eval_only=eval_only, clip_weights=clip_weights)
     check_clip_weights(resolved, clip_weights)
-    check_data(resolved, data_root, training=not eval_only, decode_videos=decode_videos, progress=progress)
+    with outside_links(resolved["data"]["allow_outside_links"]):  # links out of the videos folder
+        check_data(
+            resolved, data_root, training=not eval_only, decode_videos=decode_videos, progress=progress
+        )
     return resolved
 
 

@@ -22,7 +22,7 @@ from clip2video import fingerprint as fp
 from clip2video.data.annotations import SplitData
 from clip2video.data.datasets import available_cores
 from clip2video.data.protocols import Protocol, data_folders, get_protocol
-from clip2video.data.videos import find_videos
+from clip2video.data.videos import find_videos, outside_links
 from clip2video.engine import distributed as ddp
 from clip2video.errors import Clip2VideoError, ProtocolError
 from clip2video.experiments.generation import suite_generation
@@ -380,14 +380,8 @@ def run_suite(
     rank, world = ddp.init_distributed_from_env()
     show = sys.stdout.isatty() if progress is None else bool(progress)
     runs = Path(runs_dir)
-    # One writer per runs folder, and this run is a new generation of it (rank 0 holds it).
-    with suite_generation(
-        runs,
-        suite.name,
-        enabled=rank == 0,
-        wait=wait_lock,
-        allow_outside_links=suite["data"]["allow_outside_links"],
-    ):
+    # Video files may be links out of the videos folder only where the suite allows it.
+    with outside_links(suite["data"]["allow_outside_links"]):
         # The data every row shares, checked and fingerprinted once.
         paths = resolve_data(suite, data_root, rank=rank)
         splits = load_splits(paths, allow_missing=suite["data"]["allow_missing"])
@@ -409,24 +403,26 @@ def run_suite(
             runs_dir=runs,
             progress=show and rank == 0,
         )
-        to_run, kept = resume_plan(specs) if resume else (specs, {})
-        distributed = _under_torchrun(world)
-        n_jobs = auto_jobs(device, threads, len(to_run)) if n_jobs <= 0 else n_jobs
-        result = SuiteResult(suite=suite, runs_dir=runs, jobs=1 if distributed else n_jobs)
-        # Execution: records on disk, MLflow from them; then the suite's row list and notes.
-        logger = RowLogger(suite, runs, tracking_uri=tracking_uri, enabled=tracking and rank == 0)
-        with logger:
-            logger.ensure_logged(kept.keys())
-            done = _reporting(logger.row_done, len(to_run), start) if rank == 0 else logger.row_done
-            if rank == 0:
-                print(_plan_line(suite, len(to_run), len(kept), distributed, n_jobs, threads), flush=True)
-            if distributed:
-                run_rows_in_process(to_run, done)
-            else:
-                run_rows(to_run, n_jobs, done)
-            if rank == 0:
-                notes = _suite_notes(suite, paths.protocol, splits) + split_notes
-                result.rows = _write_suite_summary(suite, runs, specs, paths.protocol, notes)
+        # One writer per runs folder, and this run is a new generation of it (rank 0 holds it).
+        with suite_generation(runs, suite.name, enabled=rank == 0, wait=wait_lock):
+            to_run, kept = resume_plan(specs) if resume else (specs, {})
+            distributed = _under_torchrun(world)
+            n_jobs = auto_jobs(device, threads, len(to_run)) if n_jobs <= 0 else n_jobs
+            result = SuiteResult(suite=suite, runs_dir=runs, jobs=1 if distributed else n_jobs)
+            # Execution: records on disk, MLflow from them; then the suite's row list and notes.
+            logger = RowLogger(suite, runs, tracking_uri=tracking_uri, enabled=tracking and rank == 0)
+            with logger:
+                logger.ensure_logged(kept.keys())
+                done = _reporting(logger.row_done, len(to_run), start) if rank == 0 else logger.row_done
+                if rank == 0:
+                    print(_plan_line(suite, len(to_run), len(kept), distributed, n_jobs, threads), flush=True)
+                if distributed:
+                    run_rows_in_process(to_run, done)
+                else:
+                    run_rows(to_run, n_jobs, done)
+                if rank == 0:
+                    notes = _suite_notes(suite, paths.protocol, splits) + split_notes
+                    result.rows = _write_suite_summary(suite, runs, specs, paths.protocol, notes)
     result.elapsed_s = time.perf_counter() - start
     return result
 
