@@ -351,6 +351,7 @@ def make_val_fn(ctx: RowContext) -> Any:
             split_name=split_name,
             tie_policy=e["tie_policy"],
             v2t=e["v2t"],
+            recall_ks=e["recall_ks"],
             keep_sim=False,
             protocol=ctx.paths.protocol,
             **encode_kwargs(ctx, split_name),
@@ -419,18 +420,23 @@ def score_test_split(ctx: RowContext, model: torch.nn.Module, extra: dict[str, A
         time_reversal=bool(e["time_reversal"]),
         **encode_kwargs(ctx, "test"),
     )
-    plain = evaluate_embeddings(model, emb, tie_policy=e["tie_policy"], v2t=e["v2t"], keep_sim=True)
+    plain = evaluate_embeddings(
+        model, emb, tie_policy=e["tie_policy"], v2t=e["v2t"], keep_sim=True, recall_ks=e["recall_ks"]
+    )
     sim = plain.sim.float().cpu().numpy()
     metrics = dict(plain.metrics)
     if e["legacy"]:
-        extra["legacy"] = retrieval_metrics(sim, emb.caption_video, tie_policy="legacy", v2t=e["v2t"])
+        extra["legacy"] = retrieval_metrics(
+            sim, emb.caption_video, tie_policy="legacy", v2t=e["v2t"], recall_ks=e["recall_ks"]
+        )
     protocol_extra = protocol_extra_metrics(ctx, sim, emb.caption_video)
     arrays = protocol_extra.pop("arrays", {})
     extra.update(protocol_extra)
     if e["time_reversal"]:
         diag = time_reversal_diagnostic(
-            model, test, ctx.paths.videos, emb=emb, rev_emb=rev_emb, tie_policy=e["tie_policy"], v2t=e["v2t"]
-        )
+            model, test, ctx.paths.videos, emb=emb, rev_emb=rev_emb, tie_policy=e["tie_policy"], v2t=e["v2t"],
+            recall_ks=e["recall_ks"],
+        )  # fmt: skip
         extra["time_reversal"] = {k: v for k, v in diag.items() if k.startswith("rev_") or "change" in k}
         extra["order_changed_share"] = diag["order_changed_share"]
     extra["dropped"] = test.dropped
@@ -466,8 +472,9 @@ def write_row_records(ctx: RowContext, model: torch.nn.Module, scored: Scored, e
     )
     for post in build_postprocessors(e["postprocess"], ctx=ctx, model=model):
         row = evaluate_embeddings(
-            model, scored.emb, tie_policy=e["tie_policy"], v2t=e["v2t"], post=post, keep_sim=False
-        )
+            model, scored.emb, tie_policy=e["tie_policy"], v2t=e["v2t"], post=post, keep_sim=False,
+            recall_ks=e["recall_ks"],
+        )  # fmt: skip
         post_name = f"{spec.row}+{_slug(post.row_name.lstrip('+'))}"
         post_extra = {**extra, "postprocess": post.row_name, "base_row": spec.row}
         write_run_record(

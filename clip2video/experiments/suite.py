@@ -329,6 +329,12 @@ def _check_enums(settings: dict[str, Any], source: str) -> None:
         raise SuiteError(f"{source}: eval.tie_policy = 'legacy' needs eval.v2t = 'official'")
     if e["legacy"] and e["v2t"] != "official":
         raise SuiteError(f"{source}: eval.legacy = true needs eval.v2t = 'official' (the official code's)")
+    from clip2video.metrics import check_recall_ks
+
+    try:
+        check_recall_ks(e["recall_ks"])
+    except ValueError as exc:
+        raise SuiteError(f"{source}: {exc}") from None
 
 
 def known_postprocessors() -> list[str]:

@@ -33,15 +33,16 @@ from clip2video.engine.records import (
 )
 from clip2video.errors import Clip2VideoError
 from clip2video.metrics import METRIC_KEYS as CORE_KEYS
+from clip2video.metrics import is_metric_key, metric_label
 from clip2video.metrics.bootstrap import PairedDiff, holm, minimum_detectable_difference, paired_difference
 from clip2video.report.groups import ORDER_KEY, ORDER_WINS, ModelGroup, group_records, summarise
 
 # Package data (clip2video/paper/*.csv), so a non-editable install has the published rows too.
 PAPER_DIR = Path(str(resources.files("clip2video").joinpath("paper")))
 REFERENCE_MODEL = "meanp"
-METRIC_KEYS = tuple(k for k in CORE_KEYS if not k.endswith("_ties"))
-_DISPLAY = {"R1": "R@1", "R5": "R@5", "R10": "R@10", "MdR": "MdR", "MnR": "MnR"}
-COLUMN_LABELS = {key: f"{key[:3]} {_DISPLAY[key[4:]]}" for key in METRIC_KEYS}
+# The default metric columns; a table shows the metric keys its rows' summaries hold (``table_keys``):
+# other recall cut-offs (``[eval] recall_ks``) and registered metrics, labelled by their definitions.
+METRIC_KEYS = tuple(k for k in CORE_KEYS if is_metric_key(k, table=True))
 NO_PUBLISHED = "no published number"
 SIG_MARK = "*"
 POST_MARK = "‡"
@@ -79,17 +80,21 @@ def load_published(paper_dir: str | Path = PAPER_DIR) -> pd.DataFrame:
             raise TableError(
                 f"{path}: missing column(s) {', '.join(sorted(missing))}; see clip2video/paper/clip2video.csv in the package"
             )
-        unknown = set(frame.columns) - {"protocol", "model", "source", "note", *METRIC_KEYS}
+        unknown = {
+            c
+            for c in frame.columns
+            if c not in ("protocol", "model", "source", "note") and not is_metric_key(c)
+        }
         if unknown:
             raise TableError(
-                f"{path}: unknown column(s) {', '.join(sorted(unknown))}; metric keys are {', '.join(METRIC_KEYS)}"
+                f"{path}: unknown column(s) {', '.join(sorted(unknown))}; metric keys are {', '.join(METRIC_KEYS)}, ..."
             )
         frame["file"] = path.name
         frames.append(frame)
     if not frames:
         return pd.DataFrame(columns=["protocol", "model", *METRIC_KEYS, "source", "note", "file"])
     out = pd.concat(frames, ignore_index=True)
-    for key in METRIC_KEYS:
+    for key in dict.fromkeys([*METRIC_KEYS, *(c for c in out.columns if is_metric_key(c))]):
         out[key] = pd.to_numeric(out[key], errors="coerce") if key in out else np.nan
     for col in ("source", "note"):
         out[col] = out[col].fillna("") if col in out else ""
@@ -169,6 +174,16 @@ def _ties(group: ModelGroup) -> str:
     return f"{fmt_int(means[0])}/{fmt_int(means[1])}"
 
 
+def table_keys(groups: list[ModelGroup]) -> tuple[str, ...]:
+    """The metric columns of a table: every table metric its rows' summaries hold (the run's recall
+    cut-offs and the registered metrics), in key order."""
+    keys: dict[str, None] = {}
+    for group in groups:
+        if group.summary is not None:
+            keys.update(dict.fromkeys(k for k in group.summary.keys if is_metric_key(k, table=True)))
+    return tuple(keys) or METRIC_KEYS
+
+
 @dataclass
 class _Tests:
     """Paired comparisons against the reference with Holm-adjusted p-values."""
@@ -198,7 +213,9 @@ def _tests(groups: list[ModelGroup], reference: str) -> _Tests:
                 skipped.append(group.label)
                 continue
             tested = paired_difference(group.summary, ref.summary)
-            diffs[group.label] = {k: v for k, v in tested.items() if k in (*METRIC_KEYS, ORDER_KEY)}
+            diffs[group.label] = {
+                k: v for k, v in tested.items() if is_metric_key(k, table=True) or k == ORDER_KEY
+            }
     family = [(label, key) for label, d in diffs.items() for key in d]
     adjusted_p = holm([diffs[label][key].p for label, key in family])
     adjusted: dict[str, dict[str, float]] = {}
@@ -213,6 +230,8 @@ def _cell(group: ModelGroup, key: str, mark: str = "") -> str:
     scalar of a single seed)."""
     s = group.summary
     assert s is not None
+    if key not in s.keys:
+        return "n/a"
     interval = s.interval(key) if s.resampled(key) else None
     return fmt_cell(s.point(key), interval, mark, std=s.std(key))
 
@@ -236,6 +255,7 @@ def build_suite_table(
     n_boot = n_boot or resamples_of(records)
     protocol = info.protocol or records[0].protocol
     groups = summarise(group_records(records), n_boot=n_boot, seed=seed)
+    keys = table_keys(groups)
     tests = _tests(groups, reference)
     has_order = any(g.has(ORDER_KEY) for g in groups)
     has_reversal = any(g.has("order_changed_share") for g in groups)
@@ -246,9 +266,9 @@ def build_suite_table(
 
     for group in groups:
         row: dict[str, Any] = {"row": _label(group)}
-        for key in METRIC_KEYS:
+        for key in keys:
             mark = SIG_MARK if tests.significant(group.label, key) else ""
-            row[COLUMN_LABELS[key]] = _cell(group, key, mark)
+            row[metric_label(key)] = _cell(group, key, mark)
         row["ties t2v/v2t"] = _ties(group)
         if has_order:
             mark = SIG_MARK if tests.significant(group.label, ORDER_KEY) else ""
@@ -272,26 +292,30 @@ def build_suite_table(
             continue
         any_published = True
         main_rows.append({**row, "note": "published row below"})
-        main_rows.extend(_published_rows(group, match.iloc[0], footnotes))
+        main_rows.extend(_published_rows(group, match.iloc[0], footnotes, keys))
 
-    footnotes.extend(_footnotes(groups, tests, info, protocol, reference, n_boot, any_published, unlisted))
+    footnotes.extend(
+        _footnotes(groups, tests, info, protocol, reference, n_boot, any_published, unlisted, keys)
+    )
     return SuiteTable(
         suite=info.suite,
         protocol=protocol,
         main=_frame(main_rows),
         postprocessed=_frame(post_rows),
         significance=_frame(_significance_rows(tests)),
-        per_query=_frame(_per_query_rows(groups, has_order)),
+        per_query=_frame(_per_query_rows(groups, has_order, keys)),
         values=_values(groups, tests, reference),
         footnotes=footnotes,
         groups=groups,
     )
 
 
-def _published_rows(group: ModelGroup, pub: pd.Series, footnotes: list[str]) -> list[dict[str, Any]]:
+def _published_rows(
+    group: ModelGroup, pub: pd.Series, footnotes: list[str], keys: tuple[str, ...]
+) -> list[dict[str, Any]]:
     """The legacy-ties row (where recorded), the published row and the difference row."""
     assert group.summary is not None
-    means = {k: group.summary.point(k) for k in METRIC_KEYS}
+    means = {k: group.summary.point(k) for k in keys if k in group.summary.keys}
     legacy = group.legacy_mean()
     rows: list[dict[str, Any]] = []
     compared = means
@@ -301,9 +325,9 @@ def _published_rows(group: ModelGroup, pub: pd.Series, footnotes: list[str]) -> 
             "row": f"{group.label} (legacy ties)",
             "note": "official tie handling, compare with published",
         }
-        legacy_row.update({COLUMN_LABELS[k]: fmt(legacy.get(k, np.nan)) for k in METRIC_KEYS})
+        legacy_row.update({metric_label(k): fmt(legacy.get(k, np.nan)) for k in keys})
         rows.append(legacy_row)
-        differ = [k for k in METRIC_KEYS if k in legacy and not np.isclose(legacy[k], means[k])]
+        differ = [k for k in keys if k in legacy and k in means and not np.isclose(legacy[k], means[k])]
         if differ:
             parts = ", ".join(f"{k} {fmt(means[k])} (legacy {fmt(legacy[k])})" for k in differ)
             footnotes.append(
@@ -312,10 +336,10 @@ def _published_rows(group: ModelGroup, pub: pd.Series, footnotes: list[str]) -> 
             )
     note = "; ".join(x for x in (str(pub.source), str(pub.note)) if x)
     pub_row = {"row": f"{group.label} (published)", "note": note}
-    pub_row.update({COLUMN_LABELS[k]: fmt(pub[k]) for k in METRIC_KEYS})
+    pub_row.update({metric_label(k): fmt(pub.get(k, np.nan)) for k in keys})
     diff_label = "legacy - published" if legacy else "ours - published"
     diff_row = {"row": f"{group.label} ({diff_label})", "note": ""}
-    diff_row.update({COLUMN_LABELS[k]: fmt_delta(compared.get(k, np.nan) - pub[k]) for k in METRIC_KEYS})
+    diff_row.update({metric_label(k): fmt_delta(compared.get(k, np.nan) - pub.get(k, np.nan)) for k in keys})
     return [*rows, pub_row, diff_row]
 
 
@@ -341,6 +365,7 @@ def _footnotes(
     n_boot: int,
     any_published: bool,
     unlisted: list[str] | None,
+    keys: tuple[str, ...] = METRIC_KEYS,
 ) -> list[str]:
     """The table's footnotes: row marks, the method and its power, what was left out, the suite's notes."""
     notes = _row_mark_notes(groups)
@@ -350,7 +375,7 @@ def _footnotes(
             "(TDB/TAB variants, K, w) could not be obtained in a citable form, so nothing is filled from memory; "
             "pass a folder of CSVs with columns protocol, model and metric keys to `clip2video tables --paper-dir` to add reference rows."
         )
-    notes += _method_notes(groups, tests, reference, n_boot)
+    notes += _method_notes(groups, tests, reference, n_boot, keys)
     notes += _coverage_notes(groups, unlisted)
     notes.append(
         "Single-seed per-query bootstrap (its own section, as papers report it): the first seed of each model, "
@@ -385,7 +410,9 @@ def _row_mark_notes(groups: list[ModelGroup]) -> list[str]:
     return notes
 
 
-def _method_notes(groups: list[ModelGroup], tests: _Tests, reference: str, n_boot: int) -> list[str]:
+def _method_notes(
+    groups: list[ModelGroup], tests: _Tests, reference: str, n_boot: int, keys: tuple[str, ...] = METRIC_KEYS
+) -> list[str]:
     """How cells, intervals and significance marks are computed, and the minimum detectable R@1 difference."""
     base = groups[0].summary
     assert base is not None
@@ -406,10 +433,11 @@ def _method_notes(groups: list[ModelGroup], tests: _Tests, reference: str, n_boo
             f"seed draws, same video clusters), two-sided p-value adjusted by Holm's method across this table's "
             f"{tests.family} comparisons; marked only when the adjusted p < {ALPHA:g}."
         )
-    mdes = [(direction, *_mde(tests, groups, f"{direction}_R1")) for direction in ("t2v", "v2t")]
+    firsts = [next((k for k in keys if k.startswith(f"{d}_R")), f"{d}_R1") for d in ("t2v", "v2t")]
+    mdes = [(metric_label(key), *_mde(tests, groups, key)) for key in firsts]
     notes.append(
         f"Minimum detectable difference at {POWER:.0%} power (two-sided alpha {ALPHA:g}, before Holm): "
-        + "; ".join(f"{d} R@1 {fmt(v)} points ({how})" for d, v, how in mdes)
+        + "; ".join(f"{label} {fmt(v)} points ({how})" for label, v, how in mdes)
         + f", for these {base.resampling.num_captions} queries, {base.resampling.num_videos} clusters and "
         f"the measured spread over {seeds_text} seed(s)."
     )
@@ -443,7 +471,7 @@ def _significance_rows(tests: _Tests) -> list[dict[str, Any]]:
         for key, d in diffs.items():
             p_holm = tests.adjusted[label][key]
             mark = SIG_MARK if tests.significant(label, key) else ""
-            column = COLUMN_LABELS.get(key, "order acc")
+            column = metric_label(key) if is_metric_key(key) else "order acc"
             row[column] = (
                 f"{fmt_delta(d.delta)} [{fmt_delta(d.lo)}, {fmt_delta(d.hi)}] {fmt_p(d.p)} "
                 f"(Holm {fmt_p(p_holm)}){mark}"
@@ -452,14 +480,14 @@ def _significance_rows(tests: _Tests) -> list[dict[str, Any]]:
     return rows
 
 
-def _per_query_rows(groups: list[ModelGroup], has_order: bool) -> list[dict[str, Any]]:
+def _per_query_rows(groups: list[ModelGroup], has_order: bool, keys: tuple[str, ...]) -> list[dict[str, Any]]:
     rows = []
     for group in groups:
         s = group.per_query
         assert s is not None
         row: dict[str, Any] = {"row": f"{_label(group)} (seed {group.first.seed})"}
-        for key in METRIC_KEYS:
-            row[COLUMN_LABELS[key]] = fmt_cell(s.point(key), s.interval(key))
+        for key in keys:
+            row[metric_label(key)] = fmt_cell(s.point(key), s.interval(key)) if key in s.keys else "n/a"
         if has_order:
             if ORDER_KEY not in s.keys:
                 row["order acc"] = "n/a"
@@ -485,7 +513,7 @@ def _values(groups: list[ModelGroup], tests: _Tests, reference: str) -> pd.DataF
             "block": "post-processed" if group.postprocess else "plain",
         }
         for key in s.keys:
-            if key not in (*METRIC_KEYS, *[k for k in s.keys if k.startswith("order_")]):
+            if not (is_metric_key(key, table=True) or key.startswith("order_")):
                 continue
             for i, rec in enumerate(group.records):
                 lines.append(
@@ -702,7 +730,7 @@ def results_frame(runs_dir: str | Path, suite: str) -> pd.DataFrame:
     meta = summary.drop_duplicates("row").set_index("row")[["model", "postprocess", "n_seeds"]]
     meta = meta.astype({"n_seeds": int})
     order = [g.label for g in table.groups]
-    keys = [k for k in (*METRIC_KEYS, ORDER_KEY, "order_changed_share") if k in out.columns]
+    keys = [k for k in (*table_keys(table.groups), ORDER_KEY, "order_changed_share") if k in out.columns]
     columns = keys + [f"{k}_{s}" for k in keys for s in ("std", "lo", "hi")]
     return meta.join(out[columns]).loc[order].rename_axis("row")
 
