@@ -51,7 +51,8 @@ def test_toy_model_is_one_registered_file() -> None:
     assert "toy_mean_colour" in list_models()
     model = create_model("toy_mean_colour", dim=8, seed=1)
     assert isinstance(model, toy_model.MeanColourModel)
-    rebuilt = create_model("toy_mean_colour", **model.config)
+    assert model.config["name"] == "toy_mean_colour", "create_model stamps the registry name"
+    rebuilt = create_model(**model.config)
     assert torch.equal(rebuilt.words, model.words), "create_model(**model.config) rebuilds the same model"
 
 
@@ -82,11 +83,11 @@ def test_toy_model_takes_only_its_options() -> None:
     """A suite's ``[model]`` table may hold other models' options; the toy model gets only its own."""
     from clip2video.models import registry
 
-    assert registry.model_options("toy_mean_colour") == {"dim", "vocab_size", "seed"}
+    assert registry.declared_options("toy_mean_colour") == {"dim", "vocab_size", "seed"}
     model = registry.create_model_from_options(
         "toy_mean_colour", {"dim": 8, "temporal_layers": 1, "center_k": 5, "clip": "tiny"}
     )
-    assert model.config == {"dim": 8, "vocab_size": 49408, "seed": 0}
+    assert model.config == {"dim": 8, "vocab_size": 49408, "seed": 0, "name": "toy_mean_colour"}
 
 
 # ----------------------------------------------------------------------------- a post-processor
