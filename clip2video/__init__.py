@@ -72,18 +72,6 @@ def results(source: str | Path = "runs", suite: str | None = None) -> pd.DataFra
             suite = found[0]
     else:
         runs_dir, suite = Path("runs"), suite or str(source)
-    try:
-        from clip2video.report.tables import results_frame
-    except ImportError:
-        return _records_frame(runs_dir, suite)
+    from clip2video.report.tables import results_frame
+
     return results_frame(runs_dir, suite)
-
-
-def _records_frame(runs_dir: Path, suite: str) -> pd.DataFrame:
-    """Minimal frame from the records (point metrics only), when the tables module has no results_frame."""
-    import pandas as pd
-
-    from clip2video.engine.records import read_suite_records
-
-    records = read_suite_records(runs_dir, suite)
-    return pd.DataFrame([{"row": r.name, **r.metrics} for r in records]).set_index("row")

@@ -14,7 +14,6 @@ from clip2video.experiments.suite import list_suites, load_suite
 from tests.support.protocol_fixtures import (
     TINY_BACKBONE,
     build_protocol_data,
-    synthetic_source,  # noqa: F401 (a fixture)
 )
 from tests.support.tiny_clip import tiny_official_checkpoint
 
@@ -94,7 +93,7 @@ def tiny_sets() -> list[str]:
     return [arg for key, value in sets.items() for arg in ("--set", f"{key}={value}")]
 
 
-def test_eval_verb_one_row_from_a_shared_dataset_folder(tmp_path, capsys, synthetic_source):  # noqa: F811
+def test_eval_verb_one_row_from_a_shared_dataset_folder(tmp_path, capsys, synthetic_source):
     """``clip2video eval`` evaluates one checkpoint without a suite file, reading DATA/vatex/ (the
     folder vatex-1k5 and vatex-hgr share), and writes one JSON result plus the table."""
     data = build_protocol_data("vatex-1k5", tmp_path / "datasets", synthetic_source)

@@ -145,7 +145,7 @@ def test_on_a_cpu_loader_workers_take_turns_with_the_model_and_give_the_same_emb
     for workers in (2, -1):
         assert torch.equal(runs[workers][0].video, runs[0][0].video)
         assert torch.equal(runs[workers][1].video, runs[0][1].video)
-    chunks = list(ev._video_batches(_dataset(videos, split), 3, 2, torch.device("cpu")))
+    chunks = list(enc._video_batches(_dataset(videos, split), 3, 2, torch.device("cpu")))
     assert [b[0].tolist() for b in chunks] == [[0, 1, 2], [3, 4, 5], [6]]
 
 

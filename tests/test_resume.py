@@ -21,7 +21,7 @@ from clip2video.engine.checkpoint import (
     save_checkpoint,
 )
 from clip2video.engine.train import train
-from tests.test_train import StandInModel, ToyPairs, cfg, recall_at_1
+from tests.support.train_standins import StandInModel, ToyPairs, cfg, recall_at_1
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pytest
 
 from clip2video.data.synthetic import generate_synthetic
 
@@ -94,12 +93,6 @@ def source_clips(source: Path) -> list[tuple[Path, list[str]]]:
     ids = (source / "annotations" / "train_list.txt").read_text().split()
     data = json.loads((source / "annotations" / "synthetic_data.json").read_text())
     return [(source / "videos" / f"{vid}.mp4", list(data[vid]["enCap"])) for vid in ids]
-
-
-@pytest.fixture(scope="session")
-def synthetic_source(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The generated clips, once per test session."""
-    return make_source(tmp_path_factory.mktemp("protocol-source") / "clips")
 
 
 # ----------------------------------------------------------------------------- id schemes
@@ -371,13 +364,6 @@ def run_smoke(root: Path, models: list[str] | None = None, **kwargs: Any) -> Smo
         **kwargs,
     )
     return SmokeRun(root / "data", root / "runs", root / "results", dict(result.rows))
-
-
-@pytest.fixture(scope="session")
-def smoke_reference(tmp_path_factory: pytest.TempPathFactory) -> SmokeRun:
-    """One uninterrupted single-process run of the reduced smoke suite, shared by the tests that
-    compare against it (determinism, --resume, --nproc 2)."""
-    return run_smoke(tmp_path_factory.mktemp("smoke-reference"))
 
 
 def assert_same_rows(runs_a: Path, runs_b: Path, suite: str, rows: list[str]) -> None:
