@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -332,37 +333,16 @@ def test_import_flag_imports_a_user_module(capsys: pytest.CaptureFixture[str]) -
     assert err[-1].startswith("clip2video: error: --import no_such_module_c2v"), err
 
 
-TOY_SUITE = """\
-name = "toys"
-protocol = "synthetic"
-models = ["toy_mean_colour"]
-seeds = [0]
+def extending_block(marker: str) -> str:
+    """The fenced block of docs/EXTENDING.md whose first line is ``marker`` (e.g. ``# toys.toml``)."""
+    text = (REPO / "docs" / "EXTENDING.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"^```[a-z]*\n(.*?)^```", text, re.MULTILINE | re.DOTALL)
+    (block,) = [b for b in blocks if b.startswith(marker + "\n")]
+    return block
 
-[synthetic]
-seed = 1
-num_train = 8
-num_val = 2
-num_test_pairs = 3
 
-[backbone]
-clip = "tiny"
-clip_weights = "none"
-
-[backbone.config]
-embed_dim = 64
-
-[frames]
-image_size = 32
-max_frames = 4
-
-[train]
-epochs = 1
-batch_size = 4
-
-[eval]
-bootstrap = 20
-postprocess = ["centre"]
-"""
+# The suite docs/EXTENDING.md shows, as written (it must run offline).
+TOY_SUITE = extending_block("# toys.toml")
 
 
 def test_toy_model_and_postprocessor_run_in_a_suite_from_the_command_line(tmp_path: Path) -> None:
