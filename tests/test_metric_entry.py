@@ -210,3 +210,15 @@ def test_the_evaluation_drift_layer_flags_a_metric_its_lock_lacks() -> None:
     run = EvalRun(settings={}, models={"meanp": ModelEval({"t2v_R1": 100.0, "t2v_nDCG10": 100.0}, sim)})
     (moved,) = compare_eval(locked, run)
     assert (moved.model, moved.what, moved.locked) == ("meanp", "t2v_nDCG10", "absent")
+
+
+def test_a_suite_names_its_cut_offs_and_a_bad_list_fails_before_any_work(tmp_path) -> None:
+    from clip2video.experiments.suite import SuiteError, load_suite
+
+    suite = tmp_path / "mine.toml"
+    base = 'name = "mine"\nprotocol = "synthetic"\nmodels = ["meanp"]\n[eval]\n'
+    suite.write_text(base + "recall_ks = [1, 5, 10, 50]\n")
+    assert load_suite(str(suite)).settings["eval"]["recall_ks"] == [1, 5, 10, 50]
+    suite.write_text(base + "recall_ks = [5, 0]\n")
+    with pytest.raises(SuiteError, match=r"mine.toml: eval.recall_ks must be a non-empty list of positive"):
+        load_suite(str(suite))
