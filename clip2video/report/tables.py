@@ -41,6 +41,7 @@ from clip2video.fileio import atomic_path, atomic_write_text
 from clip2video.metrics import METRIC_KEYS as CORE_KEYS
 from clip2video.metrics.bootstrap import PairedDiff, holm, minimum_detectable_difference, paired_difference
 from clip2video.report.groups import ORDER_KEY, ORDER_WINS, ModelGroup, group_records, summarise
+from clip2video.report.result_file import runs_label, write_result_file
 
 # Package data (clip2video/paper/*.csv), so a non-editable install has the published rows too.
 PAPER_DIR = Path(str(resources.files("clip2video").joinpath("paper")))
@@ -221,20 +222,6 @@ def _cell(group: ModelGroup, key: str, mark: str = "") -> str:
     assert s is not None
     interval = s.interval(key) if s.resampled(key) else None
     return fmt_cell(s.point(key), interval, mark, std=s.std(key) if len(group.records) > 1 else None)
-
-
-def runs_label(group: ModelGroup) -> str:
-    """The ``seeds`` column: the seeds (``0,1,2``), or for a row run once ``1 checkpoint`` (an
-    evaluated checkpoint), ``zero-shot`` (pretrained weights, no training) or ``seed N``."""
-    if len(group.records) > 1:
-        return ",".join("?" if s is None else str(s) for s in group.seeds)
-    rec = group.first
-    row = rec.config.get("row") if isinstance(rec.config.get("row"), dict) else {}
-    if row.get("checkpoint") or rec.extra.get("checkpoint"):
-        return "1 checkpoint"
-    if rec.extra.get("trained") is False:
-        return "zero-shot"
-    return "?" if rec.seed is None else f"seed {rec.seed}"
 
 
 def build_suite_table(
@@ -638,7 +625,7 @@ def _latex_cell(text: str) -> str:
     return r"\begin{tabular}[t]{@{}r@{}}" + r"\\{}".join(lines) + r"\end{tabular}"
 
 
-def _latex_float(item: LatexTable, suite: str, *, notes_at: str | None) -> str:
+def latex_float(item: LatexTable, suite: str, *, notes_at: str | None) -> str:
     """A booktabs float: caption and ``\\label`` above; the tabular, scaled down to ``\\linewidth``
     only when wider (a column in a two-column paper, the page in ``table*``); then its notes as
     table notes under the tabular (a table without notes points to ``notes_at``)."""
@@ -800,7 +787,7 @@ def latex_source(table: SuiteTable) -> str:
         "\\providecommand{\\ClipVideoTableEnv}{table}",
         "",
     ]
-    return "\n".join(head + [_latex_float(i, table.suite, notes_at=notes_at) for i in items])
+    return "\n".join(head + [latex_float(i, table.suite, notes_at=notes_at) for i in items])
 
 
 def write_suite_tables(table: SuiteTable, out_dir: str | Path) -> list[Path]:
@@ -872,6 +859,22 @@ def results_frame(runs_dir: str | Path, suite: str) -> pd.DataFrame:
     return meta.join(out[columns]).loc[order].rename_axis("row")
 
 
+def suite_metrics(table: SuiteTable) -> dict[str, float]:
+    """Each row's summary as flat metrics for the suite's MLflow run: ``<row>/<metric>`` (the mean
+    over seeds), ``<row>/<metric>_lo`` / ``_hi`` (the 95% two-level interval) and ``_std``."""
+    out: dict[str, float] = {}
+    values = table.values
+    if values.empty:
+        return out
+    for _, line in values[values.seed == "mean"].iterrows():
+        row = re.sub(r"[^A-Za-z0-9_\-. /]", "_", str(line.row))
+        for suffix, column in (("", "value"), ("_lo", "lo"), ("_hi", "hi"), ("_std", "std")):
+            value = line.get(column)
+            if value is not None and np.isfinite(float(value)):
+                out[f"{row}/{line.metric}{suffix}"] = float(value)
+    return out
+
+
 def regenerate(
     runs_dir: str | Path = "runs",
     out_dir: str | Path = "results",
@@ -881,7 +884,9 @@ def regenerate(
     plots: bool = True,
     tracker: Any = None,
 ) -> dict[str, list[Path]]:
-    """Rewrite ``results/<suite>/`` (tables and, with ``plots``, PNG + PDF figures) from ``runs_dir``."""
+    """Rewrite ``results/<suite>/`` from ``runs_dir``: tables, ``result.json`` and, with ``plots``,
+    PNG + PDF figures. With ``tracker`` (``clip2video.tracking``), the suite's MLflow run gets each
+    row's mean and interval as metrics and every written file as an artifact (``results/``)."""
     names = suites or list_suites(runs_dir)
     if not names:
         raise TableError(f"no recorded suites under {runs_dir}; run `clip2video ablation` first")
@@ -889,13 +894,14 @@ def regenerate(
     written: dict[str, list[Path]] = {}
     for suite in names:
         table = suite_table(runs_dir, suite, published=published)
-        files = write_suite_tables(table, Path(out_dir) / suite)
+        folder = Path(out_dir) / suite
+        files = write_suite_tables(table, folder)
         if plots:
             from clip2video.report.plots import write_plots
 
-            files += write_plots(table.groups, Path(out_dir) / suite)
+            files += write_plots(table.groups, folder, suite=suite, protocol=table.protocol)
+        files.append(write_result_file(table, folder, records_dir=runs_dir))
         if tracker is not None:
-            for path in files:
-                tracker.log_artifact(path, artifact_path=f"results/{suite}")
+            tracker.log_suite_results(suite, suite_metrics(table), [(path, "results") for path in files])
         written[suite] = files
     return written
