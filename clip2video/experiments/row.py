@@ -226,6 +226,7 @@ def row_context(spec: RowSpec) -> RowContext:
         max_frames=frames["max_frames"],
         image_size=frames["image_size"],
         train=False,
+        decode=frames.get("decode", "direct"),
     )
     cache_mb = settings["data"]["frame_cache_mb"]
     sampler.attach_cache(FrameCache(cache_mb * 2**20) if cache_mb > 0 else None)
