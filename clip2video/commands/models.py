@@ -17,11 +17,13 @@ def model_rows() -> list[dict[str, Any]]:
     (``None`` options list: the model takes any option) and the first line of its docstring."""
     from clip2video.models import registry
 
-    factories: dict[str, Any] = getattr(registry, "_REGISTRY", {})
+    # the registry API before and after the shared Registry type (MODELS, declared_options)
+    factories: Any = getattr(registry, "MODELS", None) or getattr(registry, "_REGISTRY", {})
+    options_of = getattr(registry, "declared_options", None) or registry.model_options
     rows = []
     for name in registry.list_models():
-        factory = factories.get(name)
-        declared = registry.model_options(name)
+        factory = factories.get(name) if name in factories else None
+        declared = options_of(name)
         defaults: dict[str, Any] = {}
         if factory is not None:
             for param in inspect.signature(factory).parameters.values():
