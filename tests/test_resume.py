@@ -20,7 +20,7 @@ from clip2video.engine.checkpoint import (
     restore_rng_state,
     save_checkpoint,
 )
-from clip2video.engine.train import train, without_wall_clock
+from clip2video.engine.train import train
 from tests.test_train import StandInModel, ToyPairs, cfg, recall_at_1
 
 REPO = Path(__file__).resolve().parents[1]
@@ -53,6 +53,8 @@ def run(out_dir: Path, *, resume: bool = False, stop_after: int | None = None, i
 
 
 def assert_same_run(a, b):
+    from clip2video.engine.train import without_wall_clock
+
     (model_a, res_a), (model_b, res_b) = a, b
     for k, v in model_a.state_dict().items():
         assert torch.equal(v, model_b.state_dict()[k]), k
