@@ -15,25 +15,26 @@ from typing import Any
 
 import pandas as pd
 
+from clip2video import metrics as metric_definitions
 from clip2video.errors import Clip2VideoError
 from clip2video.fileio import atomic_path, atomic_write_text
-from clip2video.metrics import METRIC_KEYS as CORE_KEYS
+from clip2video.report import tables
 from clip2video.report.result_file import read_result_file
-from clip2video.report.tables import (
-    COLUMN_LABELS,
-    LATEX_ENV_MACRO,
-    LatexTable,
-    fmt,
-    latex_float,
-    latex_label,
-)
+from clip2video.report.tables import LATEX_ENV_MACRO, METRIC_KEYS, LatexTable, fmt, latex_float, latex_label
 
-DEFAULT_METRICS = tuple(k for k in CORE_KEYS if not k.endswith("_ties"))
+DEFAULT_METRICS = tuple(METRIC_KEYS)
 BUILD_FILES = ("results.md", "results.csv", "results.tex")
 
 
 class BuildError(Clip2VideoError):
     """The result files cannot be merged."""
+
+
+def label_of(key: str) -> str:
+    """A metric key's column label (``t2v_R1`` -> ``t2v R@1``), from the metric definitions."""
+    if hasattr(metric_definitions, "metric_label"):
+        return str(metric_definitions.metric_label(key))
+    return getattr(tables, "COLUMN_LABELS", {}).get(key, key.replace("_", " "))
 
 
 @dataclass
@@ -60,17 +61,18 @@ def merge_results(paths: list[str | Path], metrics: tuple[str, ...] = DEFAULT_ME
     """Read every result file and merge their rows (in the order given)."""
     if not paths:
         raise BuildError("no result files given; pass results/<suite>/result.json (one or more)")
-    unknown = [m for m in metrics if m not in COLUMN_LABELS and not m.startswith("order_")]
+    files = [(path, read_result_file(path)) for path in paths]
+    present = {key for _, data in files for row in data["rows"] for key in (row.get("metrics") or {})}
+    unknown = [m for m in metrics if m not in present]
     if unknown:
         raise BuildError(
-            f"--metrics {', '.join(unknown)}: unknown; metric keys are {', '.join(COLUMN_LABELS)}, order_acc"
+            f"--metrics {', '.join(unknown)}: in none of the result files; they hold {', '.join(sorted(present))}"
         )
     display: list[dict[str, Any]] = []
     tidy: list[dict[str, Any]] = []
     sources: list[str] = []
     seen: dict[str, int] = {}
-    for n, path in enumerate(paths, start=1):
-        data = read_result_file(path)
+    for n, (path, data) in enumerate(files, start=1):
         suite, protocol = str(data.get("suite", "?")), str(data.get("protocol", "?"))
         package = data.get("package") or {}
         code = (data.get("fingerprint") or {}).get("code") or {}
@@ -89,7 +91,7 @@ def merge_results(paths: list[str | Path], metrics: tuple[str, ...] = DEFAULT_ME
             line: dict[str, Any] = {"row": label, "protocol": protocol, "runs": row.get("runs", "")}
             for key in metrics:
                 stats = (row.get("metrics") or {}).get(key)
-                line[COLUMN_LABELS.get(key, key.replace("_", " "))] = _cell(stats, single)
+                line[label_of(key)] = _cell(stats, single)
                 stats = stats or {}
                 tidy.append(
                     {
