@@ -9,7 +9,6 @@ writes ``RESULTS_DIR/<suite>/result.json`` beside the usual table.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -56,18 +55,7 @@ def run_eval(args: argparse.Namespace) -> int:
     result = run_checked_suite(suite, merge_overrides(args.set or []), args)
     if int(os.environ.get("RANK", "0")) != 0:
         return 0
-    out = Path(args.results_dir) / result.suite.name / "result.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    payload = {
-        "suite": result.suite.name,
-        "protocol": result.suite.protocol,
-        "model": args.model,
-        "checkpoint": args.checkpoint[0].split("=", 1)[1] if args.checkpoint else None,
-        "rows": result.rows,
-        "settings": result.suite.settings,
-        "records": str(Path(args.runs_dir) / result.suite.name),
-    }
-    out.write_text(json.dumps(payload, indent=2, default=str) + "\n", encoding="utf-8")
+    out = Path(args.results_dir) / result.suite.name / "result.json"  # written with the tables (report layer)
     print(result.summary())
     print(f"result: {out}")
     return 0

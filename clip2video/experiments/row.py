@@ -15,6 +15,7 @@ import glob
 import random
 import re
 import shutil
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,7 +41,7 @@ from clip2video.engine.evaluate import (
     time_reversal_diagnostic,
 )
 from clip2video.engine.postprocess import build_postprocessors
-from clip2video.engine.train import TrainConfig, TrainResult, train
+from clip2video.engine.train import WALL_CLOCK, TrainConfig, TrainResult, train
 from clip2video.errors import Clip2VideoError
 from clip2video.metrics import retrieval_metrics
 
@@ -140,6 +141,7 @@ def _copy(value: Any) -> Any:
 
 def run_row_spec(spec: RowSpec) -> str:
     """Worker entry point: run one row and write its record; returns the record folder."""
+    started = time.time()
     seed_everything(spec.seed)
     set_threads(spec)
     ctx = row_context(spec)
@@ -156,6 +158,7 @@ def run_row_spec(spec: RowSpec) -> str:
         result = train_row(ctx, model)
         extra.update(training_extra(result))
     scored = score_test_split(ctx, model, extra)
+    extra[WALL_CLOCK] = {"start": started, "end": time.time()}  # the row's real start and end (Unix s)
     if ddp.rank_and_world()[0] == 0:  # under torchrun every rank encodes, rank 0 writes
         write_row_records(ctx, model, scored, extra)
     return str(spec.row_dir)
@@ -223,6 +226,7 @@ def row_context(spec: RowSpec) -> RowContext:
         max_frames=frames["max_frames"],
         image_size=frames["image_size"],
         train=False,
+        decode=frames.get("decode", "direct"),
     )
     cache_mb = settings["data"]["frame_cache_mb"]
     sampler.attach_cache(FrameCache(cache_mb * 2**20) if cache_mb > 0 else None)

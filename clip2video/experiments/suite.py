@@ -240,6 +240,7 @@ POSITIVE: set[tuple[str, str]] = {("train", "lr"), ("train", "coef_lr"), ("frame
 
 
 def _enums() -> dict[tuple[str, ...], tuple[str, ...]]:
+    from clip2video.data.frames import DECODE_MODES
     from clip2video.metrics import TIE_POLICIES, V2T_CONVENTIONS
 
     return {
@@ -247,6 +248,7 @@ def _enums() -> dict[tuple[str, ...], tuple[str, ...]]:
         ("eval", "tie_policy"): TIE_POLICIES,
         ("eval", "v2t"): V2T_CONVENTIONS,
         ("model", "tdb_proj"): TDB_PROJECTIONS,
+        ("frames", "decode"): DECODE_MODES,
     }
 
 

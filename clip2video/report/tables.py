@@ -1,7 +1,8 @@
-"""Results tables in the paper's layout: one row per model, columns t2v/v2t R@1 R@5 R@10 MdR MnR.
+r"""Results tables in the paper's layout: one row per model, columns t2v/v2t R@1 R@5 R@10 MdR MnR.
 
 Every reproduced number is ``mean ± std [lo, hi]``: the mean and sample standard deviation over
-the model's seeds (``n/a`` with one seed) and the 95% two-level bootstrap interval (seeds resampled
+the model's seeds (no ``±`` part for a row run once: its ``seeds`` column says ``1 checkpoint`` or
+``seed N``) and the 95% two-level bootstrap interval (seeds resampled
 with replacement, videos resampled as clusters with all their captions; ``clip2video.metrics.
 bootstrap``). ``*`` marks a difference from ``meanp`` whose paired bootstrap p-value (same
 resamples for both models) stays below 0.05 after Holm's adjustment across the table's
@@ -9,7 +10,11 @@ comparisons. A footnote gives the minimum detectable R@1 difference at 80% power
 per-query bootstrap that papers use is a separate, labelled section. Published reference rows from
 ``clip2video/paper/*.csv`` (package data; ``tables --paper-dir`` adds others) sit beside the matching reproduced row with the difference; post-processed
 rows (DSL, QB-Norm) form a separate, marked block. pandas builds the frames; tabulate
-(``DataFrame.to_markdown``) formats Markdown, ``_latex_table`` LaTeX (booktabs).
+(``DataFrame.to_markdown``) formats Markdown; ``latex_tables`` writes LaTeX for a paper:
+booktabs floats scaled to ``\linewidth`` (a column in a two-column paper), one caption in words
+and one ``\label`` each, and the notes as table notes under the tabular. The floats are column-wide
+``table`` environments; ``\newcommand{\ClipVideoTableEnv}{table*}`` before ``\input{table.tex}``
+makes them page-wide ``table*`` floats (same labels).
 """
 
 from __future__ import annotations
@@ -32,10 +37,12 @@ from clip2video.engine.records import (
     unlisted_rows,
 )
 from clip2video.errors import Clip2VideoError
+from clip2video.fileio import atomic_path, atomic_write_text
 from clip2video.metrics import METRIC_KEYS as CORE_KEYS
 from clip2video.metrics import is_metric_key, metric_label
 from clip2video.metrics.bootstrap import PairedDiff, holm, minimum_detectable_difference, paired_difference
 from clip2video.report.groups import ORDER_KEY, ORDER_WINS, ModelGroup, group_records, summarise
+from clip2video.report.result_file import runs_label, write_result_file
 
 # Package data (clip2video/paper/*.csv), so a non-editable install has the published rows too.
 PAPER_DIR = Path(str(resources.files("clip2video").joinpath("paper")))
@@ -117,7 +124,7 @@ def fmt(value: float | None) -> str:
 def fmt_cell(
     value: float, interval: tuple[float, float] | None = None, mark: str = "", std: float | None = None
 ) -> str:
-    """``45.6 ± 1.2 [44.1, 47.0]`` (``± n/a`` for one seed; without ``std``, no ``±`` part)."""
+    """``45.6 ± 1.2 [44.1, 47.0]`` (without ``std``, no ``±`` part: a row run once)."""
     text = fmt(value)
     if std is not None:
         text += f" ± {fmt(std)}"
@@ -233,7 +240,7 @@ def _cell(group: ModelGroup, key: str, mark: str = "") -> str:
     if key not in s.keys:
         return "n/a"
     interval = s.interval(key) if s.resampled(key) else None
-    return fmt_cell(s.point(key), interval, mark, std=s.std(key))
+    return fmt_cell(s.point(key), interval, mark, std=s.std(key) if len(group.records) > 1 else None)
 
 
 def build_suite_table(
@@ -280,7 +287,7 @@ def build_suite_table(
             row["reversal changes %"] = (
                 _cell(group, "order_changed_share") if group.has("order_changed_share") else "n/a"
             )
-        row["seeds"] = ",".join("?" if s is None else str(s) for s in group.seeds)
+        row["seeds"] = runs_label(group)
         if group.postprocess:
             row["note"] = f"post-processed: {group.postprocess}"
             post_rows.append(row)
@@ -419,7 +426,8 @@ def _method_notes(
     n_seeds = sorted({g.summary.n_seeds for g in groups if g.summary is not None})
     seeds_text = "/".join(str(n) for n in n_seeds)
     notes = [
-        f"Cells: mean ± sample std over {seeds_text} seed(s) (n/a with one seed) [95% two-level bootstrap "
+        f"Cells: mean ± sample std over {seeds_text} seed(s) (no ± part for a row run once: one checkpoint or "
+        f"one seed) [95% two-level bootstrap "
         f"interval: seeds resampled with replacement and test videos resampled as clusters with all their "
         f"captions, {n_boot} resamples; statistic = mean over the drawn seeds]. Queries: "
         f"{base.resampling.num_captions} text-to-video (captions) in {base.resampling.num_videos} clusters "
@@ -601,45 +609,148 @@ def latex_escape(text: str) -> str:
     return "".join(out)
 
 
-def _latex_table(frame: pd.DataFrame, caption: str) -> str:
-    """A booktabs tabular of ``frame`` (index = first column), small type, scaled down to
-    ``\textwidth`` only when wider."""
+_LATEX_HEADER = (
+    r"% Requires \usepackage{booktabs} and \usepackage{graphicx} in the preamble (pdflatex); nothing else."
+)
+LATEX_ENV_MACRO = r"\ClipVideoTableEnv"  # the float environment: table (default) or table*
+_DIRECTION_WORDS = {"t2v": "Text-to-video", "v2t": "Video-to-text"}
+_CELL = re.compile(r"^(?P<head>.*?) (?P<interval>\[[^\]]*\])(?P<tail>.*)$")
+
+
+@dataclass
+class LatexTable:
+    """One float: its label suffix, its caption in words, its frame and the notes under it."""
+
+    key: str
+    caption: str
+    frame: pd.DataFrame
+    notes: list[str] = field(default_factory=list)
+
+
+def latex_label(suite: str, key: str) -> str:
+    """``tab:<suite>-<key>`` with only characters every LaTeX label accepts."""
+    return "tab:" + re.sub(r"[^A-Za-z0-9.:-]+", "-", f"{suite}-{key}")
+
+
+def _latex_cell(text: str) -> str:
+    """A cell as LaTeX: ``mean ± std`` over ``[lo, hi]`` (a paired difference: ``delta``, ``[lo, hi]``,
+    ``p`` and Holm's ``p``, one per line), so that a column stays narrow; anything else on one line."""
+    match = _CELL.match(text)
+    if not match:
+        return latex_escape(text)
+    head, interval, tail = match["head"], match["interval"], match["tail"].strip()
+    mark = ""
+    while tail and tail[-1] in (SIG_MARK, POST_MARK, TEST_SELECTED_MARK):
+        mark, tail = tail[-1] + mark, tail[:-1].rstrip()
+    lead = tail[: len(tail) - len(tail.lstrip("*‡§"))]
+    tail = tail[len(lead) :].strip()
+    lines = [latex_escape(f"{head}{lead}{mark}"), latex_escape(interval)]
+    p_values = re.match(r"^(p[=<]\S+) \((Holm p[=<][^)]+)\)$", tail)
+    if p_values:  # "p=0.012 (Holm p=0.048)": one p-value per line
+        lines += [latex_escape(p_values[1]), latex_escape(p_values[2])]
+    elif tail:
+        lines.append(latex_escape(tail))
+    return r"\begin{tabular}[t]{@{}r@{}}" + r"\\{}".join(lines) + r"\end{tabular}"
+
+
+def latex_float(item: LatexTable, suite: str, *, notes_at: str | None) -> str:
+    """A booktabs float: caption and ``\\label`` above; the tabular, scaled down to ``\\linewidth``
+    only when wider (a column in a two-column paper, the page in ``table*``); then its notes as
+    table notes under the tabular (a table without notes points to ``notes_at``)."""
+    env = LATEX_ENV_MACRO
+    frame = item.frame
+    caption = latex_escape(item.caption)
+    if not item.notes and notes_at:
+        caption += rf" Notes: see Table~\ref{{{notes_at}}}."
     columns = [str(frame.index.name or "row"), *map(str, frame.columns)]
     lines = [
-        rf"% {latex_escape(caption)}",
-        r"\begin{table}[htbp]",
-        r"\centering\small\setlength{\tabcolsep}{4pt}",
-        rf"\caption{{{latex_escape(caption)}}}",
-        r"\resizebox{\ifdim\width>\textwidth\textwidth\else\width\fi}{!}{%",
+        rf"% {latex_escape(item.caption)}",
+        rf"\begin{{{env}}}[tbp]",
+        r"\centering\footnotesize\setlength{\tabcolsep}{3pt}",
+        rf"\caption{{{caption}}}\label{{{latex_label(suite, item.key)}}}",
+        r"\resizebox{\ifdim\width>\linewidth\linewidth\else\width\fi}{!}{%",
         r"\begin{tabular}{l" + "r" * len(frame.columns) + "}",
         r"\toprule",
         " & ".join(latex_escape(c) for c in columns) + r" \\",
         r"\midrule",
     ]
     for label, row in frame.iterrows():
-        lines.append(" & ".join(latex_escape(str(x)) for x in [label, *row.tolist()]) + r" \\")
-    lines += [r"\bottomrule", r"\end{tabular}}", r"\end{table}", ""]
+        cells = [latex_escape(str(label)), *(_latex_cell(str(x)) for x in row.tolist())]
+        lines.append(" & ".join(cells) + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}}"]
+    if item.notes:
+        lines.append(r"\par\smallskip{\scriptsize\raggedright")
+        lines += [rf"\noindent{{}}{latex_escape(note)}\par" for note in item.notes]
+        lines.append("}")
+    lines += [rf"\end{{{env}}}", ""]
     return "\n".join(lines)
 
 
-def _latex_sections(table: SuiteTable) -> list[str]:
-    """The LaTeX tables: t2v and v2t columns apart (so each fits the text width), then extras."""
-    title = f"suite {table.suite} (protocol {table.protocol})"
-    blocks = []
-    for heading, frame in (
-        ("", table.main),
-        (f"post-processed rows {POST_MARK}", table.postprocessed),
-        ("single-seed per-query bootstrap", table.per_query),
-    ):
-        if frame.empty:
-            continue
-        prefix = f"{title}, {heading}" if heading else title
+def _where(table: SuiteTable) -> str:
+    """``on the `synthetic` protocol (suite `ablation`)`` for the captions."""
+    return f"on the `{table.protocol}` protocol (suite `{table.suite}`)"
+
+
+def _spread(table: SuiteTable) -> str:
+    """How the cells summarise runs: over N seeds, or a single run per row."""
+    seeds = sorted({g.summary.n_seeds for g in table.groups if g.summary is not None}) or [1]
+    if seeds == [1]:
+        return "one run per row [95% two-level bootstrap interval]"
+    return f"mean ± std over {'/'.join(map(str, seeds))} seeds [95% two-level bootstrap interval]"
+
+
+_OTHER_WORDS = {
+    "order acc": "order accuracy",
+    "reversal changes %": "reversal sensitivity",
+    "ties t2v/v2t": "ties",
+}
+
+
+def _route_notes(notes: list[str], keys: list[str]) -> dict[str, list[str]]:
+    """Each note under the table it explains: the order-accuracy notes under the table with that
+    column, the per-query note under the per-query table, everything else under the first table."""
+    out: dict[str, list[str]] = {k: [] for k in keys}
+    for note in notes:
+        if note.startswith("Single-seed per-query") and "per-query-t2v" in out:
+            out["per-query-t2v"].append(note)
+        elif note.startswith(("order_acc", "order acc")) and "other" in out:
+            out["other"].append(note)
+        else:
+            out[keys[0]].append(note)
+    return out
+
+
+def latex_tables(table: SuiteTable) -> list[LatexTable]:
+    """The suite's LaTeX tables: each direction's metrics apart (so that each fits a column), the
+    other columns, post-processed rows, the paired tests and the per-query section."""
+    where, spread = _where(table), _spread(table)
+    sig = f"{SIG_MARK} differs from `{REFERENCE_MODEL}` after Holm's adjustment"
+    items: list[LatexTable] = []
+
+    def split(frame: pd.DataFrame, prefix: str, what: str, extra: str) -> None:
         for direction in ("t2v", "v2t"):
             cols = [c for c in frame.columns if str(c).startswith(direction)]
-            blocks.append(_latex_table(frame[cols].rename_axis("model"), f"{prefix}: {direction}"))
+            if cols:
+                part = frame[cols].rename(columns=lambda c: str(c)[4:]).rename_axis("model")
+                caption = f"{_DIRECTION_WORDS[direction]} retrieval{what} {where}: {spread}{extra}."
+                items.append(LatexTable(f"{prefix}{direction}", caption, part))
         other = [c for c in frame.columns if not str(c).startswith(("t2v", "v2t"))]
         if other:
-            blocks.append(_latex_table(frame[other].rename_axis("model"), f"{prefix}: other columns"))
+            named = [_OTHER_WORDS[c] for c in other if c in _OTHER_WORDS]
+            subject = (
+                ", ".join(named[:-1]) + (" and " if len(named) > 1 else "") + (named[-1] if named else "")
+            )
+            caption = f"{(subject or 'runs and notes').capitalize()}{what} {where}: {spread}{extra}."
+            items.append(LatexTable(f"{prefix}other", caption, frame[other].rename_axis("model")))
+
+    split(table.main, "", "", f"; {sig}")
+    if not table.postprocessed.empty:
+        split(
+            table.postprocessed,
+            "post-",
+            f" of the post-processed rows {POST_MARK}",
+            "; not comparable with the plain rows",
+        )
     if not table.significance.empty:
         for direction in ("t2v", "v2t", "other"):
             cols = [
@@ -650,20 +761,68 @@ def _latex_sections(table: SuiteTable) -> list[str]:
             ]
             if not cols:
                 continue
-            blocks.append(
-                _latex_table(
-                    table.significance[cols].rename_axis("model"),
-                    f"{title}: paired bootstrap vs {REFERENCE_MODEL} ({direction}, row minus {REFERENCE_MODEL})",
-                )
+            part = table.significance[cols].rename_axis("model")
+            if direction != "other":
+                part = part.rename(columns=lambda c: str(c)[4:])
+            what = f"{_DIRECTION_WORDS[direction]} retrieval" if direction != "other" else "Order accuracy"
+            caption = (
+                f"{what} {where}: paired two-level bootstrap difference from `{REFERENCE_MODEL}` (row minus "
+                f"{REFERENCE_MODEL}) [95% interval], p-value (Holm-adjusted p-value); {sig}."
             )
-    return blocks
+            items.append(LatexTable(f"paired-{direction}", caption, part))
+    if not table.per_query.empty:
+        for direction in ("t2v", "v2t", "other"):
+            cols = [
+                c
+                for c in table.per_query.columns
+                if str(c).startswith(direction)
+                or (direction == "other" and not str(c).startswith(("t2v", "v2t")))
+            ]
+            if not cols:
+                continue
+            part = table.per_query[cols].rename_axis("model")
+            if direction == "other":
+                what = "order accuracy"
+            else:
+                what = f"{_DIRECTION_WORDS[direction].lower()} retrieval"
+                part = part.rename(columns=lambda c: str(c)[4:])
+            caption = (
+                f"Single-seed per-query bootstrap of {what} {where}: the first seed of each row, queries "
+                "resampled independently (as papers report it) [95% interval]."
+            )
+            items.append(LatexTable(f"per-query-{direction}", caption, part))
+    keys = [i.key for i in items]
+    routed = _route_notes(
+        table.footnotes, [k for k in ("t2v", "other", "per-query-t2v") if k in keys] or keys[:1]
+    )
+    for item in items:
+        item.notes = routed.get(item.key, [])
+    return items
+
+
+def latex_source(table: SuiteTable) -> str:
+    """``table.tex``: the suite's floats (``table``, or ``table*`` where the document defines
+    ``\\ClipVideoTableEnv`` as ``table*`` before the ``\\input``), captions, labels and notes."""
+    items = latex_tables(table)
+    notes_at = latex_label(table.suite, items[0].key) if items else None
+    labels = ", ".join(latex_label(table.suite, i.key) for i in items)
+    head = [
+        f"% Suite `{table.suite}` (protocol `{table.protocol}`): generated by `clip2video tables`; do not edit.",
+        _LATEX_HEADER,
+        f"% Labels: {labels}.",
+        "% Column-wide table floats; for page-wide table* floats put \\newcommand{\\ClipVideoTableEnv}{table*}",
+        "% before \\input{table.tex} (\\renewcommand between suites to mix both).",
+        "\\providecommand{\\ClipVideoTableEnv}{table}",
+        "",
+    ]
+    return "\n".join(head + [latex_float(i, table.suite, notes_at=notes_at) for i in items])
 
 
 def write_suite_tables(table: SuiteTable, out_dir: str | Path) -> list[Path]:
-    """``table.md``, ``table.tex``, ``table.csv`` (display cells) and ``values.csv`` (tidy numbers,
-    one line per seed and a summary line per metric) in ``out_dir``."""
+    """``table.md``, ``table.tex`` (LaTeX floats, see :func:`latex_source`), ``table.csv`` (display
+    cells) and ``values.csv`` (tidy numbers, one line per seed and a summary line per metric) in
+    ``out_dir``, each written atomically."""
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     title = f"Suite `{table.suite}` (protocol `{table.protocol}`)"
     md = [f"# {title}", "", table.main.to_markdown(), ""]
     for heading, frame in (
@@ -680,23 +839,16 @@ def write_suite_tables(table: SuiteTable, out_dir: str | Path) -> list[Path]:
         if not frame.empty:
             md += [f"## {heading}", "", frame.to_markdown(), ""]
     md += ["Notes:", ""] + [f"- {note}" for note in table.footnotes] + [""]
-    tex = [
-        f"% {title}: generated by `clip2video tables`; do not edit.",
-        r"% Requires \usepackage{booktabs} and \usepackage{graphicx} in the preamble (pdflatex).",
-        *_latex_sections(table),
-        r"\begin{itemize}\small",
-        *[rf"\item {latex_escape(note)}" for note in table.footnotes],
-        r"\end{itemize}",
-        "",
-    ]
-    paths = [out / "table.md", out / "table.tex", out / "table.csv", out / "values.csv"]
-    paths[0].write_text("\n".join(md))
-    paths[1].write_text("\n".join(tex))
+    paths = [out / n for n in ("table.md", "table.tex", "table.csv", "values.csv")]
+    atomic_write_text(paths[0], "\n".join(md))
+    atomic_write_text(paths[1], latex_source(table))
     frames = [table.main.assign(block="plain")]
     if not table.postprocessed.empty:
         frames.append(table.postprocessed.assign(block="post-processed"))
-    pd.concat(frames).to_csv(paths[2])
-    table.values.to_csv(paths[3], index=False)
+    with atomic_path(paths[2]) as tmp:
+        pd.concat(frames).to_csv(tmp)
+    with atomic_path(paths[3]) as tmp:
+        table.values.to_csv(tmp, index=False)
     return paths
 
 
@@ -735,6 +887,22 @@ def results_frame(runs_dir: str | Path, suite: str) -> pd.DataFrame:
     return meta.join(out[columns]).loc[order].rename_axis("row")
 
 
+def suite_metrics(table: SuiteTable) -> dict[str, float]:
+    """Each row's summary as flat metrics for the suite's MLflow run: ``<row>/<metric>`` (the mean
+    over seeds), ``<row>/<metric>_lo`` / ``_hi`` (the 95% two-level interval) and ``_std``."""
+    out: dict[str, float] = {}
+    values = table.values
+    if values.empty:
+        return out
+    for _, line in values[values.seed == "mean"].iterrows():
+        row = re.sub(r"[^A-Za-z0-9_\-. /]", "_", str(line.row))
+        for suffix, column in (("", "value"), ("_lo", "lo"), ("_hi", "hi"), ("_std", "std")):
+            value = line.get(column)
+            if value is not None and np.isfinite(float(value)):
+                out[f"{row}/{line.metric}{suffix}"] = float(value)
+    return out
+
+
 def regenerate(
     runs_dir: str | Path = "runs",
     out_dir: str | Path = "results",
@@ -744,7 +912,9 @@ def regenerate(
     plots: bool = True,
     tracker: Any = None,
 ) -> dict[str, list[Path]]:
-    """Rewrite ``results/<suite>/`` (tables and, with ``plots``, PNG + PDF figures) from ``runs_dir``."""
+    """Rewrite ``results/<suite>/`` from ``runs_dir``: tables, ``result.json`` and, with ``plots``,
+    PNG + PDF figures. With ``tracker`` (``clip2video.tracking``), the suite's MLflow run gets each
+    row's mean and interval as metrics and every written file as an artifact (``results/``)."""
     names = suites or list_suites(runs_dir)
     if not names:
         raise TableError(f"no recorded suites under {runs_dir}; run `clip2video ablation` first")
@@ -752,13 +922,14 @@ def regenerate(
     written: dict[str, list[Path]] = {}
     for suite in names:
         table = suite_table(runs_dir, suite, published=published)
-        files = write_suite_tables(table, Path(out_dir) / suite)
+        folder = Path(out_dir) / suite
+        files = write_suite_tables(table, folder)
         if plots:
             from clip2video.report.plots import write_plots
 
-            files += write_plots(table.groups, Path(out_dir) / suite)
+            files += write_plots(table.groups, folder, suite=suite, protocol=table.protocol)
+        files.append(write_result_file(table, folder, records_dir=runs_dir))
         if tracker is not None:
-            for path in files:
-                tracker.log_artifact(path, artifact_path=f"results/{suite}")
+            tracker.log_suite_results(suite, suite_metrics(table), [(path, "results") for path in files])
         written[suite] = files
     return written
