@@ -6,7 +6,8 @@ Layout (one folder per suite, one per row)::
     runs/<suite>/<row>/metrics.json     metrics, tie policy, v2t convention, protocol, fingerprint, extras
     runs/<suite>/<row>/ranks.npz        every ``QueryRanks`` field, ``caption_video`` and extra per-query
                                         arrays (``array:<name>``), so the exact ranks can be rebuilt
-    runs/<suite>/<row>/sim.npz          the similarity matrix, compressed (optional)
+    runs/<suite>/<row>/sim.npz          the similarity matrix, compressed (optional); for a model with two
+                                        similarity parts (TAB) also ``sim_global`` and ``sim_aligned``
     runs/<suite>/<row>/config.json      the fully resolved config of the row
 
 Known extra keys in ``metrics.json`` (all optional): ``model``, ``seed``, ``order_acc``,
@@ -49,6 +50,7 @@ _RANK_ARRAYS = (
     "v2t_equal",
 )
 _ARRAY_PREFIX = "array:"
+SIM_PART_PREFIX = "sim_"  # sim.npz: ``sim_<part>`` beside ``sim`` (sim_global, sim_aligned)
 
 
 class RecordError(Clip2VideoError):
@@ -138,6 +140,15 @@ class RunRecord:
         with np.load(path) as data:
             return data["sim"]
 
+    def load_sim_parts(self) -> dict[str, np.ndarray]:
+        """The recorded similarity parts (``{"global": ..., "aligned": ...}`` for TAB models: the
+        float32 matrices the combined ``sim`` was made from); empty where none were recorded."""
+        path = self.sim_path
+        if path is None:
+            return {}
+        with np.load(path) as data:
+            return {k[len(SIM_PART_PREFIX) :]: data[k] for k in data.files if k.startswith(SIM_PART_PREFIX)}
+
 
 def ranks_from_vectors(t2v: Any, v2t: Any) -> QueryRanks:
     """``QueryRanks`` of plain integer rank vectors without ties (pessimistic, one caption per video
@@ -218,6 +229,7 @@ def write_run_record(
     arrays: Mapping[str, Any] | None = None,
     ranks_t2v: np.ndarray | None = None,
     ranks_v2t: np.ndarray | None = None,
+    sim_parts: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write one row's record into ``directory`` (created) and return the folder.
 
@@ -225,10 +237,14 @@ def write_run_record(
     video (defaults to one caption per video when the ranks are single-caption). ``arrays``: extra
     per-query arrays (e.g. ``{"order_wins": ...}``, one value per caption), read back as
     ``RunRecord.arrays``. ``ranks_t2v`` / ``ranks_v2t`` (plain integer rank vectors, no ties) are
-    accepted instead of ``ranks`` for records made by hand.
+    accepted instead of ``ranks`` for records made by hand. ``sim_parts``: the similarity's parts
+    (``{"global": ..., "aligned": ...}`` for TAB), stored as float32 ``sim_<part>`` in ``sim.npz``
+    beside ``sim`` (so a table can re-weight them without the model).
     """
     if not _ROW_NAME.match(name):
         raise RecordError(f"row name {name!r} must be letters, digits and . _ + - (it names a folder)")
+    if sim_parts and sim is None:
+        raise RecordError(f"run record {name!r}: sim_parts need the combined sim= as well")
     if ranks is None:
         if ranks_t2v is None or ranks_v2t is None:
             raise RecordError(f"run record {name!r}: pass ranks= (QueryRanks) or ranks_t2v= and ranks_v2t=")
@@ -242,7 +258,10 @@ def write_run_record(
     out.mkdir(parents=True, exist_ok=True)
     np.savez(out / RANKS_FILE, **stored)
     if sim is not None:
-        np.savez_compressed(out / SIM_FILE, sim=np.asarray(sim, dtype=np.float32))
+        parts = {
+            SIM_PART_PREFIX + str(k): np.asarray(v, dtype=np.float32) for k, v in (sim_parts or {}).items()
+        }
+        np.savez_compressed(out / SIM_FILE, sim=np.asarray(sim, dtype=np.float32), **parts)
     _dump(out / CONFIG_FILE, config or {})
     payload = {
         "version": RECORD_VERSION,
