@@ -20,6 +20,7 @@ makes them page-wide ``table*`` floats (same labels).
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -42,6 +43,7 @@ from clip2video.metrics import METRIC_KEYS as CORE_KEYS
 from clip2video.metrics import is_metric_key, metric_label
 from clip2video.metrics.bootstrap import PairedDiff, holm, minimum_detectable_difference, paired_difference
 from clip2video.report.groups import ORDER_KEY, ORDER_WINS, ModelGroup, group_records, summarise
+from clip2video.report.platforms import platform_note
 from clip2video.report.result_file import runs_label, write_result_file
 
 # Package data (clip2video/paper/*.csv), so a non-editable install has the published rows too.
@@ -193,13 +195,15 @@ def table_keys(groups: list[ModelGroup]) -> tuple[str, ...]:
 
 @dataclass
 class _Tests:
-    """Paired comparisons against the reference with Holm-adjusted p-values."""
+    """Paired comparisons against the reference (keyed by the row's label) and any extra pairs
+    (keyed ``"a - b"``), with p-values Holm-adjusted across all of them (one family)."""
 
     reference: ModelGroup | None
     diffs: dict[str, dict[str, PairedDiff]]
     adjusted: dict[str, dict[str, float]]
     skipped: list[str]
     family: int
+    pairs: dict[str, tuple[ModelGroup, ModelGroup]] = field(default_factory=dict)  # key -> (row, minus row)
 
     def significant(self, label: str, key: str) -> bool:
         p = self.adjusted.get(label, {}).get(key, np.nan)
@@ -207,29 +211,36 @@ class _Tests:
         return bool(d is not None and d.delta != 0.0 and np.isfinite(p) and p < ALPHA)
 
 
-def _tests(groups: list[ModelGroup], reference: str) -> _Tests:
+def _tests(groups: list[ModelGroup], reference: str, extra_pairs: Sequence[tuple[str, str]] = ()) -> _Tests:
+    """Every plain row minus ``reference``, plus ``extra_pairs`` (row names ``(a, b)``: a minus b),
+    paired over the same resamples; one Holm family."""
     plain = [g for g in groups if not g.postprocess]
     ref = next((g for g in plain if g.model == reference), None)
     diffs: dict[str, dict[str, PairedDiff]] = {}
+    pairs: dict[str, tuple[ModelGroup, ModelGroup]] = {}
     skipped: list[str] = []
+    wanted: list[tuple[str, ModelGroup, ModelGroup]] = []
     if ref is not None and ref.summary is not None:
-        for group in plain:
-            if group is ref or group.summary is None:
-                continue
-            if group.summary.resampling != ref.summary.resampling:
-                skipped.append(group.label)
-                continue
-            tested = paired_difference(group.summary, ref.summary)
-            diffs[group.label] = {
-                k: v for k, v in tested.items() if is_metric_key(k, table=True) or k == ORDER_KEY
-            }
+        wanted += [(g.label, g, ref) for g in plain if g is not ref and g.summary is not None]
+    for a, b in extra_pairs:
+        ga, gb = (next((g for g in plain if g.model == name), None) for name in (a, b))
+        if ga is not None and gb is not None and ga.summary is not None and gb.summary is not None:
+            wanted.append((f"{ga.label} - {gb.label}", ga, gb))
+    for key, group, against in wanted:
+        assert group.summary is not None and against.summary is not None
+        if group.summary.resampling != against.summary.resampling:
+            skipped.append(key)
+            continue
+        tested = paired_difference(group.summary, against.summary)
+        diffs[key] = {k: v for k, v in tested.items() if is_metric_key(k, table=True) or k == ORDER_KEY}
+        pairs[key] = (group, against)
     family = [(label, key) for label, d in diffs.items() for key in d]
     adjusted_p = holm([diffs[label][key].p for label, key in family])
     adjusted: dict[str, dict[str, float]] = {}
     for (label, key), p in zip(family, adjusted_p, strict=True):
         adjusted.setdefault(label, {})[key] = float(p)
     n_family = int(np.count_nonzero(np.isfinite(adjusted_p))) if len(family) else 0
-    return _Tests(ref, diffs, adjusted, skipped, n_family)
+    return _Tests(ref, diffs, adjusted, skipped, n_family, pairs)
 
 
 def _cell(group: ModelGroup, key: str, mark: str = "") -> str:
@@ -389,6 +400,7 @@ def _footnotes(
         "text and video queries resampled independently; it ignores caption clusters and seed spread, so "
         "its intervals are narrower than the two-level ones."
     )
+    notes.append(platform_note(groups))
     notes.extend(info.notes)
     return notes
 
