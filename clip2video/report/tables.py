@@ -20,7 +20,7 @@ makes them page-wide ``table*`` floats (same labels).
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -923,10 +923,12 @@ def regenerate(
     paper_dir: str | Path = PAPER_DIR,
     plots: bool = True,
     tracker: Any = None,
+    extra: Callable[[SuiteTable, Path], list[Path]] | None = None,
 ) -> dict[str, list[Path]]:
     """Rewrite ``results/<suite>/`` from ``runs_dir``: tables, ``result.json`` and, with ``plots``,
     PNG + PDF figures. With ``tracker`` (``clip2video.tracking``), the suite's MLflow run gets each
-    row's mean and interval as metrics and every written file as an artifact (``results/``)."""
+    row's mean and interval as metrics and every written file as an artifact (``results/``).
+    ``extra(table, folder)`` writes more files per suite (``report.results``: one table per question)."""
     names = suites or list_suites(runs_dir)
     if not names:
         raise TableError(f"no recorded suites under {runs_dir}; run `clip2video ablation` first")
@@ -936,6 +938,8 @@ def regenerate(
         table = suite_table(runs_dir, suite, published=published)
         folder = Path(out_dir) / suite
         files = write_suite_tables(table, folder)
+        if extra is not None:
+            files += extra(table, folder)
         if plots:
             from clip2video.report.plots import write_plots
 
