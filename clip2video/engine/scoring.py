@@ -23,7 +23,14 @@ from clip2video.engine.postprocess import PostProcess
 if TYPE_CHECKING:
     from clip2video.metrics import QueryRanks
 
-__all__ = ["DEFAULT_CHUNK", "EvalResult", "evaluate_embeddings", "own_scores", "similarity_function"]
+__all__ = [
+    "DEFAULT_CHUNK",
+    "EvalResult",
+    "evaluate_embeddings",
+    "own_scores",
+    "similarity_function",
+    "similarity_part_matrices",
+]
 
 DEFAULT_CHUNK = 1024
 
@@ -126,6 +133,29 @@ def evaluate_embeddings(
     return EvalResult(
         metrics=metrics, ranks=ranks, sim=sim if keep_sim else None, row_name=row_name, meta=meta
     )
+
+
+def similarity_part_matrices(
+    model: nn.Module, emb: Embeddings, *, chunk_size: int = DEFAULT_CHUNK
+) -> dict[str, Tensor]:
+    """The full matrices of a two-part model's ``similarity_parts`` (``{"global": ..., "aligned":
+    ...}``), float32, computed row chunk by row chunk exactly as :func:`evaluate_embeddings` builds
+    the combined similarity; empty for a model with one part (or none). For a float32 model,
+    ``global * w + aligned * (1 - w)`` of these equals its similarity at weight ``w`` bit for bit,
+    so a record that keeps them can be re-weighted without the model (the w table)."""
+    parts_fn = getattr(model, "similarity_parts", None)
+    if parts_fn is None:
+        return {}
+    n = emb.text.shape[0]
+    chunks: dict[str, list[Tensor]] = {"global": [], "aligned": []}
+    with torch.inference_mode():
+        for start in range(0, n, chunk_size):
+            parts = parts_fn(emb.text[start : start + chunk_size], emb.video)
+            if len(parts) != 2:
+                return {}
+            for name, (_, part) in zip(("global", "aligned"), parts, strict=True):
+                chunks[name].append(part.float())
+    return {name: torch.cat(values) for name, values in chunks.items()} if n else {}
 
 
 def _bank(emb: Embeddings, text: Tensor) -> Embeddings:

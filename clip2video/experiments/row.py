@@ -41,6 +41,7 @@ from clip2video.engine.evaluate import (
     time_reversal_diagnostic,
 )
 from clip2video.engine.postprocess import build_postprocessors
+from clip2video.engine.scoring import similarity_part_matrices
 from clip2video.engine.train import WALL_CLOCK, TrainConfig, TrainResult, train
 from clip2video.errors import Clip2VideoError
 from clip2video.metrics import retrieval_metrics
@@ -407,6 +408,7 @@ class Scored:
     sim: np.ndarray
     metrics: dict[str, float]
     arrays: dict[str, np.ndarray]
+    parts: dict[str, np.ndarray] = field(default_factory=dict)  # TAB: sim_global, sim_aligned
 
 
 def score_test_split(ctx: RowContext, model: torch.nn.Module, extra: dict[str, Any]) -> Scored:
@@ -444,7 +446,8 @@ def score_test_split(ctx: RowContext, model: torch.nn.Module, extra: dict[str, A
         extra["time_reversal"] = {k: v for k, v in diag.items() if k.startswith("rev_") or "change" in k}
         extra["order_changed_share"] = diag["order_changed_share"]
     extra["dropped"] = test.dropped
-    return Scored(emb, plain, sim, metrics, arrays)
+    parts = {k: v.cpu().numpy() for k, v in similarity_part_matrices(model, emb).items()}
+    return Scored(emb, plain, sim, metrics, arrays, parts)
 
 
 def protocol_extra_metrics(ctx: RowContext, sim: np.ndarray, caption_video: Any) -> dict[str, Any]:
@@ -471,6 +474,7 @@ def write_row_records(ctx: RowContext, model: torch.nn.Module, scored: Scored, e
         ranks=scored.plain.ranks,
         extra=extra,
         sim=scored.sim,
+        sim_parts=scored.parts or None,
         **common,
         **record_kwargs(spec.fingerprint, scored.arrays, scored.emb.caption_video, extra),
     )
