@@ -14,6 +14,7 @@ from typing import Any
 from clip2video.engine.records import RunRecord
 from clip2video.report.groups import ModelGroup
 
+PLATFORM_FILE = "platform.json"  # results/<suite>/platform.json: platforms_json of the suite's rows
 # The fields that decide a table's floats, in the order a footnote names them.
 PLATFORM_FIELDS = ("cpu_model", "cpu_capability", "threads", "torch", "device", "cuda_device")
 
@@ -85,6 +86,7 @@ def platforms_json(groups: Sequence[ModelGroup]) -> list[dict[str, Any]]:
 
 __all__ = [
     "PLATFORM_FIELDS",
+    "PLATFORM_FILE",
     "describe_platform",
     "platform_note",
     "platform_rows",

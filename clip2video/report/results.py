@@ -19,13 +19,11 @@ from typing import Any
 from clip2video.engine.records import RunRecord, SuiteInfo, read_suite_info
 from clip2video.fileio import atomic_write_text
 from clip2video.report.groups import ModelGroup
-from clip2video.report.platforms import platforms_json
+from clip2video.report.platforms import PLATFORM_FILE, platforms_json
 from clip2video.report.questions import QuestionTable, build_question_table, table_specs, write_question_table
 from clip2video.report.tables import PAPER_DIR, SuiteTable, resamples_of
 from clip2video.report.tables import regenerate as regenerate_tables
 from clip2video.report.weights import OrderHook, build_weights_table, order_hook_from_data
-
-PLATFORM_FILE = "platform.json"
 
 
 def build_question_tables(
