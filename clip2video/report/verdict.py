@@ -261,7 +261,7 @@ def _same_platform(run: list[str], reference: list[str]) -> str:
     if not run or not reference:
         return "Platforms: cannot compare (one is not recorded)."
     if sorted(run) == sorted(reference):
-        return "Same platform as the reference: the numbers should match exactly."
+        return "Same platform as the reference: with the same code and settings, its numbers are reproduced exactly."
     return "Different platform from the reference: floats differ, so means move within (or beyond) the intervals."
 
 
@@ -388,8 +388,6 @@ def _read_tables(folder: Path) -> dict[str, _Table]:
     if values.is_file():
         frame = _read_csv(values)
         mean = frame[frame["seed"].astype(str) == "mean"]
-        if "postprocess" in mean:
-            mean = mean[mean["postprocess"].fillna("") == ""]
         delta_cols = [c for c in mean.columns if c.startswith("delta_vs_")]
         comparisons = pd.DataFrame(
             columns=["row", "against", "metric", "value", "p_holm", "significant", "mde"]
