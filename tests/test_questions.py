@@ -294,3 +294,27 @@ def test_w_table_without_annotations_says_why_order_is_missing(tmp_path):
     assert mean["w=0.5"] == records[0].metrics["t2v_R1"]
     platforms = json.loads((tmp_path / "out" / "w" / "platform.json").read_text())
     assert platforms[0]["rows"] == ["clip2video-s0"] and platforms[0]["platform"]["cpu_model"] == "Test CPU"
+
+
+@pytest.mark.slow
+def test_a_real_run_records_the_parts_and_its_w_table_finds_the_twins(tmp_path, smoke_reference):
+    """The runner's clip2video record keeps sim_global/sim_aligned; the w table made from them (order
+    accuracy through the synthetic protocol's hook, on the annotations found by their hashes) has the
+    trained row at w = 0.5."""
+    rec = next(r for r in read_suite_records(smoke_reference.runs, "smoke") if r.model == "clip2video")
+    assert sorted(rec.load_sim_parts()) == ["aligned", "global"]
+    meanp = next(r for r in read_suite_records(smoke_reference.runs, "smoke") if r.model == "meanp")
+    assert meanp.load_sim_parts() == {}  # one similarity part: nothing extra stored
+    regenerate(
+        smoke_reference.runs,
+        tmp_path,
+        ["smoke"],
+        plots=False,
+        tables=[WEIGHTS],
+        data_root=smoke_reference.data_root,
+    )
+    values = pd.read_csv(tmp_path / "smoke" / "weights.csv")
+    mean = values[values.line == "mean"].set_index(["row", "metric"])["value"]
+    assert mean["w=0.5", "t2v_R1"] == rec.metrics["t2v_R1"]
+    assert mean["w=0.5", "order_acc"] == rec.extra["order_acc"]
+    assert "order wins equal the recorded ones (checked)" in (tmp_path / "smoke" / "weights.md").read_text()
