@@ -111,8 +111,17 @@ def test_declared_tables_are_read_from_suite_json_and_checked(tmp_path):
         TableSpec.parse({"name": "table", "rows": ["meanp"]})
     with pytest.raises(TableError, match="used twice"):
         table_specs(info, [COMPONENTS, COMPONENTS])
-    with pytest.raises(TableError, match=r"no records of row\(s\) tab .*recorded rows: meanp, tdb"):
-        suite_tables(tmp_path, tables=[{"name": "c", "rows": ["meanp", "tab"]}])
+    # a partial run (e.g. --models): the recorded rows, and a note naming the others
+    _, (partial,) = suite_tables(
+        tmp_path, tables=[{"name": "c", "rows": ["meanp", "tab", "tdb"], "compare": [["tab", "tdb"]]}]
+    )
+    assert list(partial.main.index) == ["meanp", "tdb"] and [c.key for c in partial.comparisons] == ["tdb"]
+    assert any(
+        n.startswith("Rows of this table the run did not record") and "tab;" in n for n in partial.footnotes
+    )
+    assert (
+        suite_tables(tmp_path, tables=[{"name": "c", "rows": ["tab"]}])[1] == []
+    )  # nothing recorded: no table
 
 
 def test_files_per_table_and_unchanged_all_rows_table(tmp_path):

@@ -217,18 +217,23 @@ def build_question_table(
     protocol: str,
     n_boot: int,
     notes: Sequence[str] = (),
-) -> QuestionTable:
-    """A ``kind = "rows"`` table from the suite's summarised groups (``SuiteTable.groups``)."""
+) -> QuestionTable | None:
+    """A ``kind = "rows"`` table from the suite's summarised groups (``SuiteTable.groups``): the rows
+    it names that were recorded (a partial run, e.g. ``--models``, leaves the others out, and the
+    footnotes name them); None when none of them was recorded."""
     by_name = _rows_by_name(groups)
     missing = [r for r in spec.rows if r not in by_name]
+    chosen = [by_name[r] for r in spec.rows if r in by_name]
+    if not chosen:
+        return None
+    own = []
     if missing:
-        raise TableError(
-            f"table {spec.name!r} of suite {suite!r}: no records of row(s) {', '.join(missing)} "
-            f"(recorded rows: {', '.join(by_name) or 'none'}); rerun the suite or fix its [[tables]]"
+        own.append(
+            f"Rows of this table the run did not record (left out, with their comparisons): {', '.join(missing)}; "
+            f"rerun the suite with them for the whole table."
         )
-    chosen = [by_name[r] for r in spec.rows]
     return assemble(spec, chosen, str(spec.reference), spec.compare, suite=suite, protocol=protocol,
-                    n_boot=n_boot, notes=notes)  # fmt: skip
+                    n_boot=n_boot, notes=[*own, *notes])  # fmt: skip
 
 
 def assemble(

@@ -37,7 +37,8 @@ def build_question_tables(
 ) -> list[QuestionTable]:
     """Every declared table of a suite (``tables``, else ``suite.json``'s), from the all-rows
     table's summarised groups (the same bootstrap summaries); a weights table from its row's
-    similarity parts (``order_hook``: order accuracy)."""
+    similarity parts (``order_hook``: order accuracy). A table none of whose rows was recorded
+    (a partial run) is left out."""
     specs = table_specs(info, tables)
     if not specs:
         return []
@@ -48,9 +49,11 @@ def build_question_tables(
     out = []
     for spec in specs:
         if spec.kind == "weights":
-            out.append(build_weights_table(spec, records, seed=seed, order_hook=order_hook, **common))
+            table = build_weights_table(spec, records, seed=seed, order_hook=order_hook, **common)
         else:
-            out.append(build_question_table(spec, suite_table.groups, **common))
+            table = build_question_table(spec, suite_table.groups, **common)
+        if table is not None:  # None: none of its rows was recorded (a partial run)
+            out.append(table)
     return out
 
 

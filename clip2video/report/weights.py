@@ -202,8 +202,11 @@ def build_weights_table(
     seed: int = 0,
     order_hook: OrderHook | None = None,
     notes: Sequence[str] = (),
-) -> QuestionTable:
-    """The ``kind = "weights"`` table: a row per w, paired comparisons against the reference w."""
+) -> QuestionTable | None:
+    """The ``kind = "weights"`` table: a row per w, paired comparisons against the reference w
+    (None when the row was not recorded: a partial run)."""
+    if not source_records(records, str(spec.row)):
+        return None  # the row was not recorded (a partial run)
     made, own_notes = weights_records(spec, records, order_hook=order_hook)
     groups = summarise(group_records(made), n_boot=n_boot, seed=seed)
     by_name = {g.model: g for g in groups}
