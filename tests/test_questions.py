@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 
 import numpy as np
 import pandas as pd
@@ -31,6 +32,7 @@ from clip2video.report.tables import regenerate as regenerate_tables
 from clip2video.report.weights import combine_parts, weight_row
 from tests.support.question_records import COMPONENTS, N_BOOT, OTHER, PLATFORM, PROJECTION, hand_suite
 from tests.support.tiny_clip import tiny_model, tiny_text, tiny_video
+from tests.test_tables import LOG_PROBLEMS, compile_paper, needs_pdflatex
 
 
 def suite_tables(runs, suite="q", tables=None):
@@ -129,15 +131,13 @@ def test_files_per_table_and_unchanged_all_rows_table(tmp_path):
     written = regenerate(tmp_path / "runs", tmp_path / "out", ["q"], plots=False)["q"]
     names = sorted(p.name for p in written)
     assert names == sorted(
-        ["table.md", "table.tex", "table.csv", "values.csv", "platform.json", "components.md", "components.tex",
-         "components.csv"]
+        ["table.md", "table.tex", "table.csv", "values.csv", "result.json", "platform.json", "components.md",
+         "components.tex", "components.csv"]
     )  # fmt: skip
     md = (tmp_path / "out" / "q" / "components.md").read_text()
     assert md.startswith("# Does each temporal block help?")
-    assert (
-        r"\caption{Does each temporal block help?: t2v}"
-        in (tmp_path / "out" / "q" / "components.tex").read_text()
-    )
+    tex = (tmp_path / "out" / "q" / "components.tex").read_text()
+    assert r"\caption{Does each temporal block help?: text-to-video retrieval on the" in tex
     # a suite without [[tables]]: the all-rows files are exactly report.tables' (plus platform.json)
     hand_suite(tmp_path / "runs2", tables=None)
     regenerate(tmp_path / "runs2", tmp_path / "a", ["q"], plots=False)
@@ -145,7 +145,7 @@ def test_files_per_table_and_unchanged_all_rows_table(tmp_path):
     for name in ("table.md", "table.tex", "table.csv", "values.csv"):
         assert (tmp_path / "a" / "q" / name).read_bytes() == (tmp_path / "b" / "q" / name).read_bytes()
     assert sorted(p.name for p in (tmp_path / "a" / "q").iterdir()) == sorted(
-        ["table.md", "table.tex", "table.csv", "values.csv", "platform.json"]
+        ["table.md", "table.tex", "table.csv", "values.csv", "result.json", "platform.json"]
     )
 
 
@@ -327,3 +327,23 @@ def test_a_real_run_records_the_parts_and_its_w_table_finds_the_twins(tmp_path, 
     assert mean["w=0.5", "t2v_R1"] == rec.metrics["t2v_R1"]
     assert mean["w=0.5", "order_acc"] == rec.extra["order_acc"]
     assert "order wins equal the recorded ones (checked)" in (tmp_path / "smoke" / "weights.md").read_text()
+
+
+@needs_pdflatex
+@pytest.mark.slow
+def test_question_tables_drop_into_a_two_column_paper(tmp_path):
+    """Each declared table's .tex beside the all-rows table.tex, \\input into a two-column article:
+    it compiles with no overfull box, no float too large or lost, and one label per float."""
+    hand_suite(tmp_path / "runs", tables=[COMPONENTS, PROJECTION])
+    regenerate(tmp_path / "runs", tmp_path / "out", ["q"], plots=False)
+    inputs = [tmp_path / "out" / "q" / f"{name}.tex" for name in ("table", "components", "projection")]
+    log, pdf = compile_paper(tmp_path / "paper", inputs, twocolumn=True)
+    assert pdf.stat().st_size > 1000
+    assert not LOG_PROBLEMS.findall(log), LOG_PROBLEMS.findall(log)
+    tex = inputs[1].read_text()
+    labels = re.findall(r"\\label\{([^}]+)\}", tex)
+    assert len(labels) == tex.count("\\begin{\\ClipVideoTableEnv}") == 6 and len(set(labels)) == 6
+    assert all(label.startswith("tab:q-components-") for label in labels)
+    captions = re.findall(r"\\caption\{(.*)\}\\label", tex)
+    assert captions[0].startswith("Does each temporal block help?: text-to-video retrieval")
+    assert "Minimum detectable t2v R@1 difference" in tex.split("\\end{\\ClipVideoTableEnv}")[0]
