@@ -4,7 +4,6 @@ table, extra compare pairs, platform footnotes, and the w table from stored simi
 from __future__ import annotations
 
 import dataclasses
-import json
 import re
 
 import numpy as np
@@ -131,21 +130,21 @@ def test_files_per_table_and_unchanged_all_rows_table(tmp_path):
     written = regenerate(tmp_path / "runs", tmp_path / "out", ["q"], plots=False)["q"]
     names = sorted(p.name for p in written)
     assert names == sorted(
-        ["table.md", "table.tex", "table.csv", "values.csv", "result.json", "platform.json", "components.md",
+        ["table.md", "table.tex", "table.csv", "values.csv", "result.json", "components.md",
          "components.tex", "components.csv"]
     )  # fmt: skip
     md = (tmp_path / "out" / "q" / "components.md").read_text()
     assert md.startswith("# Does each temporal block help?")
     tex = (tmp_path / "out" / "q" / "components.tex").read_text()
     assert r"\caption{Does each temporal block help?: text-to-video retrieval on the" in tex
-    # a suite without [[tables]]: the all-rows files are exactly report.tables' (plus platform.json)
+    # a suite without [[tables]]: the all-rows files are exactly report.tables'
     hand_suite(tmp_path / "runs2", tables=None)
     regenerate(tmp_path / "runs2", tmp_path / "a", ["q"], plots=False)
     regenerate_tables(tmp_path / "runs2", tmp_path / "b", ["q"], plots=False)
     for name in ("table.md", "table.tex", "table.csv", "values.csv"):
         assert (tmp_path / "a" / "q" / name).read_bytes() == (tmp_path / "b" / "q" / name).read_bytes()
     assert sorted(p.name for p in (tmp_path / "a" / "q").iterdir()) == sorted(
-        ["table.md", "table.tex", "table.csv", "values.csv", "result.json", "platform.json"]
+        ["table.md", "table.tex", "table.csv", "values.csv", "result.json"]
     )
 
 
@@ -301,8 +300,7 @@ def test_w_table_without_annotations_says_why_order_is_missing(tmp_path):
     values = pd.read_csv(tmp_path / "out" / "w" / "weights.csv")
     mean = values[(values.line == "mean") & (values.metric == "t2v_R1")].set_index("row")["value"]
     assert mean["w=0.5"] == records[0].metrics["t2v_R1"]
-    platforms = json.loads((tmp_path / "out" / "w" / "platform.json").read_text())
-    assert platforms[0]["rows"] == ["clip2video-s0"] and platforms[0]["platform"]["cpu_model"] == "Test CPU"
+    assert "Platform: Test CPU, CPU kernels AVX512, 2 threads, torch 9.9 (every row)." in md
 
 
 @pytest.mark.slow

@@ -65,7 +65,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "Rewrite RESULTS_DIR/<suite>/table.{md,tex,csv}, values.csv and the plots from "
             "RUNS_DIR/<suite>/: bootstrap intervals, published reference rows (the package's paper/*.csv) "
             "with differences, paired bootstrap vs meanp, post-processed rows as a separate marked block; one table "
-            "per [[tables]] declaration of the suite (<name>.{md,tex,csv}) and platform.json. With --reference, the "
+            "per [[tables]] declaration of the suite (<name>.{md,tex,csv}). With --reference, the "
             "verdict: row means inside the reference's intervals and the reference's readings (readings.toml)."
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,

@@ -14,7 +14,6 @@ from typing import Any
 from clip2video.engine.records import RunRecord
 from clip2video.report.groups import ModelGroup
 
-PLATFORM_FILE = "platform.json"  # results/<suite>/platform.json: platforms_json of the suite's rows
 # The fields that decide a table's floats, in the order a footnote names them.
 PLATFORM_FIELDS = ("cpu_model", "cpu_capability", "threads", "torch", "device", "cuda_device")
 
@@ -76,20 +75,10 @@ def platform_note(groups: Sequence[ModelGroup]) -> str:
     )
 
 
-def platforms_json(groups: Sequence[ModelGroup]) -> list[dict[str, Any]]:
-    """The platforms and their rows as plain JSON (``platform.json`` beside the tables)."""
-    return [
-        {"platform": platform or {}, "description": describe_platform(platform), "rows": rows}
-        for platform, rows in platform_rows(groups)
-    ]
-
-
 __all__ = [
     "PLATFORM_FIELDS",
-    "PLATFORM_FILE",
     "describe_platform",
     "platform_note",
     "platform_rows",
-    "platforms_json",
     "record_platform",
 ]

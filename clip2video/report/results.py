@@ -1,25 +1,21 @@
-"""A suite's results folder: the all-rows table and plots, one table per question, ``platform.json``.
+"""A suite's results folder: the all-rows table and plots, ``result.json``, one table per question.
 
 ``regenerate`` is ``report.tables.regenerate`` plus, for each suite, the tables its ``[[tables]]``
 declare (``report.questions`` for ``kind = "rows"``, ``report.weights`` for ``kind = "weights"``)
-and ``platform.json`` (the platforms of its records, which the verdict reads). A suite that
-declares no tables gets exactly the files ``report.tables`` writes, and ``platform.json``.
+(every table's footnote names the platforms of its records). A suite that declares no tables gets
+exactly the files ``report.tables`` writes.
 The declarations come from the ``tables`` argument, else from ``runs/<suite>/suite.json``'s
 ``settings["tables"]``.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 from clip2video.engine.records import RunRecord, SuiteInfo, read_suite_info
-from clip2video.fileio import atomic_write_text
-from clip2video.report.groups import ModelGroup
-from clip2video.report.platforms import PLATFORM_FILE, platforms_json
 from clip2video.report.questions import QuestionTable, build_question_table, table_specs, write_question_table
 from clip2video.report.tables import PAPER_DIR, SuiteTable, resamples_of
 from clip2video.report.tables import regenerate as regenerate_tables
@@ -57,13 +53,6 @@ def build_question_tables(
     return out
 
 
-def write_platform_file(groups: Sequence[ModelGroup], out_dir: str | Path) -> Path:
-    """``platform.json``: the distinct platforms of the suite's records and the rows on each."""
-    return atomic_write_text(
-        Path(out_dir) / PLATFORM_FILE, json.dumps(platforms_json(groups), indent=2) + "\n"
-    )
-
-
 def write_question_tables(
     suite_table: SuiteTable,
     out_dir: str | Path,
@@ -73,10 +62,10 @@ def write_question_tables(
     data_root: str | Path | None = None,
     order_hook: OrderHook | None = None,
 ) -> list[Path]:
-    """``platform.json`` and every declared table of the suite, in ``out_dir``. A weights table's
+    """Every declared table of the suite, in ``out_dir``. A weights table's
     order accuracy uses ``order_hook``, else the protocol's hook on the test annotations found under
     ``data_root`` (matched by the records' data fingerprint)."""
-    written = [write_platform_file(suite_table.groups, out_dir)]
+    written: list[Path] = []
     info = read_suite_info(runs_dir, suite_table.suite)
     specs = table_specs(info, tables)
     if not specs:
@@ -100,7 +89,7 @@ def regenerate(
     data_root: str | Path | None = None,
     order_hook: OrderHook | None = None,
 ) -> dict[str, list[Path]]:
-    """``report.tables.regenerate`` plus each suite's declared tables and ``platform.json``
+    """``report.tables.regenerate`` plus each suite's declared tables
     (``tables``: declarations overriding ``suite.json``'s, for the suites given)."""
     extra = partial(_extra, runs_dir=runs_dir, tables=tables, data_root=data_root, order_hook=order_hook)
     return regenerate_tables(
@@ -113,9 +102,7 @@ def _extra(table: SuiteTable, folder: Path, **options: Any) -> list[Path]:
 
 
 __all__ = [
-    "PLATFORM_FILE",
     "build_question_tables",
     "regenerate",
-    "write_platform_file",
     "write_question_tables",
 ]

@@ -28,7 +28,7 @@ compares the two folders' files (nothing is recomputed):
 The reference is chosen by the CPU kernel set (``ATEN_CPU_CAPABILITY``, else
 ``torch.backends.cpu.get_cpu_capability()``): ``avx2`` -> ``<suite>-avx2`` when it exists, else
 ``<suite>``; ``kernels=`` overrides the detection and a folder holding the tables overrides the choice.
-The verdict names the reference used and both platforms (``platform.json``).
+The verdict names the reference used and both platforms (the rows' fingerprints in ``result.json``).
 """
 
 from __future__ import annotations
@@ -49,10 +49,11 @@ from clip2video.fileio import atomic_write_text
 from clip2video.metrics import is_metric_key, metric_label
 from clip2video.metrics.bootstrap import minimum_detectable_difference
 from clip2video.report.groups import ORDER_KEY
-from clip2video.report.platforms import PLATFORM_FILE
+from clip2video.report.platforms import describe_platform
 
 READINGS_FILE = "readings.toml"
 VERDICT_FILE = "verdict.md"
+RESULT_FILE = "result.json"  # report.result_file: every row's fingerprint
 ALL_ROWS = "table"  # the all-rows table's name in readings and coverage (its numbers: values.csv)
 CLAIMS = ("higher", "lower", "no-difference")
 HOLDS, FLIPS, NOT_SIGNIFICANT, INCONCLUSIVE, MISSING = (
@@ -253,7 +254,7 @@ def _p(value: float) -> str:
 
 def _platform_lines(what: str, platforms: list[str]) -> list[str]:
     if not platforms:
-        return [f"- {what}: not recorded ({PLATFORM_FILE} missing)"]
+        return [f"- {what}: not recorded ({RESULT_FILE} missing or without fingerprints)"]
     return [f"- {what}: {'; '.join(platforms)}"]
 
 
@@ -355,14 +356,23 @@ def load_readings(path: str | Path) -> list[Reading]:
 
 
 def _platforms(folder: Path) -> list[str]:
-    path = folder / PLATFORM_FILE
+    """The distinct platforms of a results folder's rows (``result.json``), described."""
+    path = folder / RESULT_FILE
     if not path.is_file():
         return []
     try:
         data = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
         raise VerdictError(f"{path}: not valid JSON ({exc}); regenerate the tables") from exc
-    return [str(entry.get("description", "")) for entry in data if isinstance(entry, Mapping)]
+    found: list[str] = []
+    for row in data.get("rows", []) if isinstance(data, Mapping) else []:
+        fingerprint = row.get("fingerprint") if isinstance(row, Mapping) else None
+        platform = fingerprint.get("platform") if isinstance(fingerprint, Mapping) else None
+        if isinstance(platform, Mapping):
+            text = describe_platform(platform)
+            if text not in found:
+                found.append(text)
+    return found
 
 
 @dataclass
@@ -615,6 +625,7 @@ __all__ = [
     "MISSING",
     "NOT_SIGNIFICANT",
     "READINGS_FILE",
+    "RESULT_FILE",
     "VERDICT_FILE",
     "Coverage",
     "Outside",
