@@ -19,6 +19,7 @@ from clip2video.report.verdict import (
     choose_reference,
     load_readings,
     suite_verdict,
+    verdict_after_tables,
 )
 from tests.support.question_records import COMPONENTS, hand_suite
 
@@ -185,3 +186,18 @@ def test_reference_problems_fail_before_work(tmp_path, reference, capsys):
     )
     with pytest.raises(VerdictError, match="unknown key 'who'"):
         load_readings(bad)
+
+
+def test_what_the_pipeline_calls_after_the_tables(tmp_path, reference):
+    hand_suite(tmp_path / "runs", tables=[COMPONENTS], shift={"tdb": 4})
+    assert tables(tmp_path / "runs", tmp_path / "results") == 0
+    lines: list[str] = []
+    assert (
+        verdict_after_tables(tmp_path / "results", "q", tmp_path / "no-reference", echo=lines.append) is None
+    )
+    assert lines == [f"clip2video: no reference for suite 'q' under {tmp_path / 'no-reference'}/: no verdict"]
+    lines.clear()
+    verdict = verdict_after_tables(tmp_path / "results", "q", reference, kernels="avx512", echo=lines.append)
+    assert verdict is not None and verdict.inside == verdict.total
+    assert (tmp_path / "results" / "q" / "verdict.md").read_text() == lines[0]
+    assert lines[1].startswith("verdict for suite 'q' against") and lines[1].endswith("q/verdict.md")
