@@ -178,6 +178,8 @@ def test_reference_problems_fail_before_work(tmp_path, reference, capsys):
     assert "readings.toml: readings[0]: claim 'bigger'" in err and "higher, lower, no-difference" in err
     assert not (tmp_path / "results").exists()
     bad = tmp_path / "bad.toml"
+    bad.write_text('[[readings]]\ntable = "t"\nrow = "a"\nvs = "b"\nmetric = "order_acc"\nclaim = "none"\n')
+    assert load_readings(bad)[0].claim == "no-difference"  # the plan's spelling
     bad.write_text('[[readings]]\ntable = "t"\nrow = "a"\nvs = "b"\nmetric = "t2v_R7x"\nclaim = "higher"\n')
     with pytest.raises(VerdictError, match="not a metric key"):
         load_readings(bad)
