@@ -93,8 +93,17 @@ def run_options(args: argparse.Namespace) -> dict[str, Any]:
         "checkpoints": parse_checkpoints(args.checkpoint or []),
         "runs_dir": args.runs_dir,
         "tracking_uri": args.tracking_uri,
-        "tracking": not args.no_tracking,
+        "tracking": tracking_on(args),
     }
+
+
+def tracking_on(args: argparse.Namespace) -> bool:
+    """``--tracking required|optional|off`` (``--no-tracking`` = off); optional: a broken or busy
+    store is a warning and the run goes on untracked (``clip2video.tracking.resolve_tracking``)."""
+    from clip2video.tracking import resolve_tracking
+
+    mode = "off" if args.no_tracking else getattr(args, "tracking", "required")
+    return resolve_tracking(mode, args.tracking_uri)
 
 
 def progress_setting(args: argparse.Namespace) -> bool | None:
@@ -130,8 +139,12 @@ def run_checked_suite(suite: str | Path, overrides: dict[str, Any], args: argpar
     )
     if rank0:
         from clip2video.report.tables import regenerate
+        from clip2video.tracking import results_tracker
 
-        written = regenerate(args.runs_dir, args.results_dir, [result.suite.name])
+        tracker = results_tracker(
+            options["tracking_uri"], options["tracking"]
+        )  # the suite run gets the results
+        written = regenerate(args.runs_dir, args.results_dir, [result.suite.name], tracker=tracker)
         result.results_files = written.get(result.suite.name, [])
     return result
 
@@ -176,7 +189,14 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
         default=None,
         help="MLflow tracking URI (unset: $MLFLOW_TRACKING_URI or sqlite:///mlruns.db)",
     )
-    p.add_argument("--no-tracking", action="store_true", help="do not log to MLflow")
+    p.add_argument("--no-tracking", action="store_true", help="do not log to MLflow (= --tracking off)")
+    p.add_argument(
+        "--tracking",
+        choices=("required", "optional", "off"),
+        default="required",
+        help="required: a tracking store that is broken or locked by another process is an error before "
+        "work; optional: a warning, and the run goes on untracked (log it later with `clip2video sync`)",
+    )
     p.add_argument(
         "--resume",
         action="store_true",

@@ -9,7 +9,6 @@ writes ``RESULTS_DIR/<suite>/result.json`` beside the usual table.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -46,7 +45,7 @@ def run_eval(args: argparse.Namespace) -> int:
             "eval needs --checkpoint FILE (a harness or official CLIP2Video/CLIP4Clip checkpoint), or "
             "--zero-shot to evaluate the pretrained CLIP with mean pooling"
         )
-    from clip2video.fileio import atomic_write_text, safe_name
+    from clip2video.fileio import safe_name
 
     name = safe_name(args.name or f"eval-{args.protocol}-{args.model}", "eval --name")
     suite = suite_from_settings(
@@ -58,17 +57,7 @@ def run_eval(args: argparse.Namespace) -> int:
     result = run_checked_suite(suite, merge_overrides(args.set or []), args)
     if int(os.environ.get("RANK", "0")) != 0:
         return 0
-    out = Path(args.results_dir) / result.suite.name / "result.json"
-    payload = {
-        "suite": result.suite.name,
-        "protocol": result.suite.protocol,
-        "model": args.model,
-        "checkpoint": args.checkpoint[0].split("=", 1)[1] if args.checkpoint else None,
-        "rows": result.rows,
-        "settings": result.suite.settings,
-        "records": str(Path(args.runs_dir) / result.suite.name),
-    }
-    atomic_write_text(out, json.dumps(payload, indent=2, default=str) + "\n")
+    out = Path(args.results_dir) / result.suite.name / "result.json"  # written with the tables (report layer)
     print(result.summary())
     print(f"result: {out}")
     return 0

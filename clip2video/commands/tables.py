@@ -23,19 +23,36 @@ def hidden_alias(parser: argparse.ArgumentParser, flag: str, dest: str) -> None:
 
 
 def run_tables(args: argparse.Namespace) -> int:
-    """Rewrite ``results/<suite>/`` tables (and plots) from the recorded runs."""
-    from clip2video.report.tables import PAPER_DIR, regenerate
+    """Rewrite ``results/<suite>/`` tables (and plots) from the recorded runs; with ``--reference``,
+    print and write the verdict against the reference."""
+    from clip2video.report.results import regenerate
+    from clip2video.report.tables import PAPER_DIR
 
     check_writable_dir(args.results_dir, "results folder", "--results-dir")
+    suites = [suite_name(s) for s in args.suite] if args.suite else None
+    if args.reference is not None:  # a missing reference or a bad readings.toml fails before work
+        from clip2video.report.verdict import check_reference
+
+        for suite in suites or [None]:
+            check_reference(suite, args.reference, kernels=args.reference_kernels)
     written = regenerate(
         args.runs_dir,
         args.results_dir,
-        [suite_name(s) for s in args.suite] if args.suite else None,
+        suites,
         paper_dir=args.paper_dir or PAPER_DIR,
         plots=not args.no_plots,
+        data_root=args.data_root,
     )
     for suite, files in written.items():
         print(f"{suite}: {len(files)} files in {Path(args.results_dir) / suite}")
+    if args.reference is not None:
+        from clip2video.report.verdict import suite_verdict, write_verdict
+
+        for suite in written:
+            verdict = suite_verdict(args.results_dir, suite, args.reference, kernels=args.reference_kernels)
+            path = write_verdict(verdict)
+            print(verdict.markdown())
+            print(f"{verdict.summary()}\nverdict: {path}")
     return 0
 
 
@@ -47,7 +64,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=(
             "Rewrite RESULTS_DIR/<suite>/table.{md,tex,csv}, values.csv and the plots from "
             "RUNS_DIR/<suite>/: bootstrap intervals, published reference rows (the package's paper/*.csv) "
-            "with differences, paired bootstrap vs meanp, post-processed rows as a separate marked block."
+            "with differences, paired bootstrap vs meanp, post-processed rows as a separate marked block; one table "
+            "per [[tables]] declaration of the suite (<name>.{md,tex,csv}). With --reference, the "
+            "verdict: row means inside the reference's intervals and the reference's readings (readings.toml)."
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
@@ -68,4 +87,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="published reference CSVs (unset: the ones shipped in the package)",
     )
     t.add_argument("--no-plots", action="store_true", help="tables only")
+    t.add_argument(
+        "--data-root",
+        type=Path,
+        default=Path("data"),
+        help="where a weights table finds the test annotations the suite ran on (order accuracy)",
+    )
+    t.add_argument(
+        "--reference",
+        type=Path,
+        default=None,
+        help="compare with a reference and print the verdict (written to RESULTS_DIR/<suite>/verdict.md): a folder "
+        "of references (e.g. reference/, holding <suite>/ and <suite>-avx2/) or one suite's reference folder",
+    )
+    t.add_argument(
+        "--reference-kernels",
+        default=None,
+        metavar="KERNELS",
+        help="choose the reference for this CPU kernel set (avx2 -> <suite>-avx2) instead of the detected one",
+    )
     t.set_defaults(func=run_tables)

@@ -6,7 +6,8 @@ Layout (one folder per suite, one per row)::
     runs/<suite>/<row>/metrics.json     metrics, tie policy, v2t convention, protocol, fingerprint, extras
     runs/<suite>/<row>/ranks.npz        every ``QueryRanks`` field, ``caption_video`` and extra per-query
                                         arrays (``array:<name>``), so the exact ranks can be rebuilt
-    runs/<suite>/<row>/sim.npz          the similarity matrix, compressed (optional)
+    runs/<suite>/<row>/sim.npz          the similarity matrix, compressed (optional); for a model with two
+                                        similarity parts (TAB) also ``sim_global`` and ``sim_aligned``
     runs/<suite>/<row>/config.json      the fully resolved config of the row
     runs/<suite>/<row>/record.sha256    the manifest, written last: the SHA-256 of every file above
                                         (``sha256sum -c record.sha256`` checks it) and the suite-run
@@ -79,6 +80,7 @@ _RANK_ARRAYS = (
     "v2t_equal",
 )
 _ARRAY_PREFIX = "array:"
+SIM_PART_PREFIX = "sim_"  # sim.npz: ``sim_<part>`` beside ``sim`` (sim_global, sim_aligned)
 
 
 class RecordError(Clip2VideoError):
@@ -163,15 +165,32 @@ class RunRecord:
 
     def load_sim(self) -> np.ndarray:
         """The recorded similarity matrix (``[num_captions, num_videos]``)."""
-        path = self.sim_path
-        if path is None:
+        if self.sim_path is None:
             raise RecordError(f"run {self.name!r} ({self.path}) has no {SIM_FILE}; rerun the suite with sims")
+        return self._read_sim(lambda data: data["sim"])
+
+    def load_sim_parts(self) -> dict[str, np.ndarray]:
+        """The recorded similarity parts (``{"global": ..., "aligned": ...}`` for TAB models: the
+        float32 matrices the combined ``sim`` was made from); empty where none were recorded."""
+        if self.sim_path is None:
+            return {}
+        return self._read_sim(
+            lambda data: {
+                k[len(SIM_PART_PREFIX) :]: data[k] for k in data.files if k.startswith(SIM_PART_PREFIX)
+            }
+        )
+
+    def _read_sim(self, take: Any) -> Any:
+        """``take(npz)`` of ``sim.npz``, checked against the manifest first (it is the large file,
+        so it is hashed when it is read, not with the rest of the record)."""
+        path = self.sim_path
+        assert path is not None and self.path is not None
         want = self.digests.get(SIM_FILE)
-        if want is not None and file_sha256(path) != want:  # checked here: it is the large file
+        if want is not None and file_sha256(path) != want:
             raise RecordError(_disagree(path, self.path / MANIFEST_FILE))
         try:
             with open(path, "rb") as handle, np.load(handle) as data:
-                return data["sim"]
+                return take(data)
         except (*_NPZ_ERRORS, KeyError) as exc:
             raise RecordError(_corrupt(path, exc)) from exc
 
@@ -300,6 +319,7 @@ def write_run_record(
     arrays: Mapping[str, Any] | None = None,
     ranks_t2v: np.ndarray | None = None,
     ranks_v2t: np.ndarray | None = None,
+    sim_parts: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write one row's record into ``directory`` (created) as one unit and return the folder.
 
@@ -307,7 +327,9 @@ def write_run_record(
     video (defaults to one caption per video when the ranks are single-caption). ``arrays``: extra
     per-query arrays (e.g. ``{"order_wins": ...}``, one value per caption), read back as
     ``RunRecord.arrays``. ``ranks_t2v`` / ``ranks_v2t`` (plain integer rank vectors, no ties) are
-    accepted instead of ``ranks`` for records made by hand.
+    accepted instead of ``ranks`` for records made by hand. ``sim_parts``: the similarity's parts
+    (``{"global": ..., "aligned": ...}`` for TAB), stored as float32 ``sim_<part>`` in ``sim.npz``
+    beside ``sim`` (so a table can re-weight them without the model).
 
     The manifest (``record.sha256``) is removed first and written last, and every file goes
     through a temporary file: a writer that dies leaves either the previous complete record or an
@@ -315,6 +337,8 @@ def write_run_record(
     """
     if not _ROW_NAME.match(name):
         raise RecordError(f"row name {name!r} must be letters, digits and . _ + - (it names a folder)")
+    if sim_parts and sim is None:
+        raise RecordError(f"run record {name!r}: sim_parts need the combined sim= as well")
     if ranks is None:
         if ranks_t2v is None or ranks_v2t is None:
             raise RecordError(f"run record {name!r}: pass ranks= (QueryRanks) or ranks_t2v= and ranks_v2t=")
@@ -342,8 +366,11 @@ def write_run_record(
     with atomic_path(out / RANKS_FILE) as tmp, open(tmp, "wb") as handle:
         np.savez(handle, **stored)
     if sim is not None:
+        parts = {
+            SIM_PART_PREFIX + str(k): np.asarray(v, dtype=np.float32) for k, v in (sim_parts or {}).items()
+        }
         with atomic_path(out / SIM_FILE) as tmp, open(tmp, "wb") as handle:
-            np.savez_compressed(handle, sim=np.asarray(sim, dtype=np.float32))
+            np.savez_compressed(handle, sim=np.asarray(sim, dtype=np.float32), **parts)
     else:
         (out / SIM_FILE).unlink(missing_ok=True)  # an earlier run's matrix is not this record's
     _dump(out / CONFIG_FILE, config or {})

@@ -56,6 +56,16 @@ BEST_CHECKPOINT = "best.pt"
 RESUME_FREE_KEYS = frozenset({"device", "num_workers", "progress", "log_every"})
 
 
+# Each history entry's wall-clock start and end (Unix seconds): the only values that differ between
+# two otherwise identical runs; comparisons of histories leave them out (without_wall_clock).
+WALL_CLOCK = "wall_clock"
+
+
+def without_wall_clock(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``history`` without each entry's wall-clock times (for comparing two runs' histories)."""
+    return [{k: v for k, v in entry.items() if k != WALL_CLOCK} for entry in history]
+
+
 @dataclass
 class TrainConfig:
     """Every training setting; the defaults reproduce CLIP4Clip's recipe (models.md)."""
@@ -373,9 +383,11 @@ def train(
     run.best_value, run.best_epoch = _best_so_far(run.history, config)
 
     for epoch in range(run.start_epoch, config.epochs):
+        started = time.time()
         record = _train_epoch(run, train_dataset, epoch, tracker)
         if val_fn is not None and _validates_after(epoch, config):
             record["val"] = _validate(run.model, val_fn, epoch)
+        record[WALL_CLOCK] = {"start": started, "end": time.time()}  # Unix seconds (MLflow's timestamps)
         run.history.append(record)
         _log_epoch(run, record, tracker)
         _select_epoch(run, epoch, record)

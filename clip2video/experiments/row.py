@@ -15,6 +15,7 @@ import glob
 import random
 import re
 import shutil
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,7 +41,8 @@ from clip2video.engine.evaluate import (
     time_reversal_diagnostic,
 )
 from clip2video.engine.postprocess import build_postprocessors
-from clip2video.engine.train import TrainConfig, TrainResult, train
+from clip2video.engine.scoring import similarity_part_matrices
+from clip2video.engine.train import WALL_CLOCK, TrainConfig, TrainResult, train
 from clip2video.errors import Clip2VideoError
 from clip2video.metrics import retrieval_metrics
 
@@ -140,6 +142,7 @@ def _copy(value: Any) -> Any:
 
 def run_row_spec(spec: RowSpec) -> str:
     """Worker entry point: run one row and write its record; returns the record folder."""
+    started = time.time()
     seed_everything(spec.seed)
     set_threads(spec)
     ctx = row_context(spec)
@@ -156,6 +159,7 @@ def run_row_spec(spec: RowSpec) -> str:
         result = train_row(ctx, model)
         extra.update(training_extra(result))
     scored = score_test_split(ctx, model, extra)
+    extra[WALL_CLOCK] = {"start": started, "end": time.time()}  # the row's real start and end (Unix s)
     if ddp.rank_and_world()[0] == 0:  # under torchrun every rank encodes, rank 0 writes
         write_row_records(ctx, model, scored, extra)
     return str(spec.row_dir)
@@ -223,6 +227,7 @@ def row_context(spec: RowSpec) -> RowContext:
         max_frames=frames["max_frames"],
         image_size=frames["image_size"],
         train=False,
+        decode=frames.get("decode", "direct"),
     )
     cache_mb = settings["data"]["frame_cache_mb"]
     sampler.attach_cache(FrameCache(cache_mb * 2**20) if cache_mb > 0 else None)
@@ -351,6 +356,7 @@ def make_val_fn(ctx: RowContext) -> Any:
             split_name=split_name,
             tie_policy=e["tie_policy"],
             v2t=e["v2t"],
+            recall_ks=e["recall_ks"],
             keep_sim=False,
             protocol=ctx.paths.protocol,
             **encode_kwargs(ctx, split_name),
@@ -402,6 +408,7 @@ class Scored:
     sim: np.ndarray
     metrics: dict[str, float]
     arrays: dict[str, np.ndarray]
+    parts: dict[str, np.ndarray] = field(default_factory=dict)  # TAB: sim_global, sim_aligned
 
 
 def score_test_split(ctx: RowContext, model: torch.nn.Module, extra: dict[str, Any]) -> Scored:
@@ -419,22 +426,28 @@ def score_test_split(ctx: RowContext, model: torch.nn.Module, extra: dict[str, A
         time_reversal=bool(e["time_reversal"]),
         **encode_kwargs(ctx, "test"),
     )
-    plain = evaluate_embeddings(model, emb, tie_policy=e["tie_policy"], v2t=e["v2t"], keep_sim=True)
+    plain = evaluate_embeddings(
+        model, emb, tie_policy=e["tie_policy"], v2t=e["v2t"], keep_sim=True, recall_ks=e["recall_ks"]
+    )
     sim = plain.sim.float().cpu().numpy()
     metrics = dict(plain.metrics)
     if e["legacy"]:
-        extra["legacy"] = retrieval_metrics(sim, emb.caption_video, tie_policy="legacy", v2t=e["v2t"])
+        extra["legacy"] = retrieval_metrics(
+            sim, emb.caption_video, tie_policy="legacy", v2t=e["v2t"], recall_ks=e["recall_ks"]
+        )
     protocol_extra = protocol_extra_metrics(ctx, sim, emb.caption_video)
     arrays = protocol_extra.pop("arrays", {})
     extra.update(protocol_extra)
     if e["time_reversal"]:
         diag = time_reversal_diagnostic(
-            model, test, ctx.paths.videos, emb=emb, rev_emb=rev_emb, tie_policy=e["tie_policy"], v2t=e["v2t"]
-        )
+            model, test, ctx.paths.videos, emb=emb, rev_emb=rev_emb, tie_policy=e["tie_policy"], v2t=e["v2t"],
+            recall_ks=e["recall_ks"],
+        )  # fmt: skip
         extra["time_reversal"] = {k: v for k, v in diag.items() if k.startswith("rev_") or "change" in k}
         extra["order_changed_share"] = diag["order_changed_share"]
     extra["dropped"] = test.dropped
-    return Scored(emb, plain, sim, metrics, arrays)
+    parts = {k: v.cpu().numpy() for k, v in similarity_part_matrices(model, emb).items()}
+    return Scored(emb, plain, sim, metrics, arrays, parts)
 
 
 def protocol_extra_metrics(ctx: RowContext, sim: np.ndarray, caption_video: Any) -> dict[str, Any]:
@@ -461,13 +474,15 @@ def write_row_records(ctx: RowContext, model: torch.nn.Module, scored: Scored, e
         ranks=scored.plain.ranks,
         extra=extra,
         sim=scored.sim,
+        sim_parts=scored.parts or None,
         **common,
         **record_kwargs(spec.fingerprint, scored.arrays, scored.emb.caption_video, extra),
     )
     for post in build_postprocessors(e["postprocess"], ctx=ctx, model=model):
         row = evaluate_embeddings(
-            model, scored.emb, tie_policy=e["tie_policy"], v2t=e["v2t"], post=post, keep_sim=False
-        )
+            model, scored.emb, tie_policy=e["tie_policy"], v2t=e["v2t"], post=post, keep_sim=False,
+            recall_ks=e["recall_ks"],
+        )  # fmt: skip
         post_name = f"{spec.row}+{_slug(post.row_name.lstrip('+'))}"
         post_extra = {**extra, "postprocess": post.row_name, "base_row": spec.row}
         write_run_record(

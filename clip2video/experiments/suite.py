@@ -240,6 +240,7 @@ POSITIVE: set[tuple[str, str]] = {("train", "lr"), ("train", "coef_lr"), ("frame
 
 
 def _enums() -> dict[tuple[str, ...], tuple[str, ...]]:
+    from clip2video.data.frames import DECODE_MODES
     from clip2video.metrics import TIE_POLICIES, V2T_CONVENTIONS
 
     return {
@@ -247,6 +248,7 @@ def _enums() -> dict[tuple[str, ...], tuple[str, ...]]:
         ("eval", "tie_policy"): TIE_POLICIES,
         ("eval", "v2t"): V2T_CONVENTIONS,
         ("model", "tdb_proj"): TDB_PROJECTIONS,
+        ("frames", "decode"): DECODE_MODES,
     }
 
 
@@ -329,6 +331,12 @@ def _check_enums(settings: dict[str, Any], source: str) -> None:
         raise SuiteError(f"{source}: eval.tie_policy = 'legacy' needs eval.v2t = 'official'")
     if e["legacy"] and e["v2t"] != "official":
         raise SuiteError(f"{source}: eval.legacy = true needs eval.v2t = 'official' (the official code's)")
+    from clip2video.metrics import check_recall_ks
+
+    try:
+        check_recall_ks(e["recall_ks"])
+    except ValueError as exc:
+        raise SuiteError(f"{source}: {exc}") from None
 
 
 def known_postprocessors() -> list[str]:
