@@ -40,7 +40,6 @@ from tests.support.protocol_fixtures import (
     build_protocol_data,
     smoke_cli_args,
     smoke_overrides,
-    synthetic_source,  # noqa: F401 (a fixture)
 )
 
 REPO = Path(__file__).resolve().parents[1]
@@ -527,7 +526,7 @@ def test_a_killed_worker_fails_only_its_own_row(smoke_data, tmp_path):
 
 
 @pytest.fixture
-def vatex(tmp_path, synthetic_source):  # noqa: F811
+def vatex(tmp_path, synthetic_source):
     return build_protocol_data("vatex-1k5", tmp_path / "datasets", synthetic_source)
 
 
