@@ -243,7 +243,6 @@ class SuiteInfo:
 
 
 _NPZ_ERRORS = (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error)
-_GENERATION_KEYS = ("generation", "complete_generation", "records")
 
 
 def _json_default(value: Any) -> Any:
@@ -406,7 +405,7 @@ def _caption_video(name: str, ranks: QueryRanks, caption_video: Any) -> np.ndarr
 # ----------------------------------------------------------------------------- reading a record
 
 
-def record_id(directory: str | Path) -> str | None:
+def manifest_digest(directory: str | Path) -> str | None:
     """The identity of a complete record (the SHA-256 of its manifest), None when it has none."""
     path = Path(directory) / MANIFEST_FILE
     return file_sha256(path) if path.is_file() else None
@@ -574,7 +573,7 @@ def write_suite_info(
         "rows": list(rows),
         "notes": list(notes or []),
         **(extra or {}),
-        "records": {row: record_id(folder / row) for row in rows},
+        "records": {row: manifest_digest(folder / row) for row in rows},
     }
     if number is not None:
         generation.update(number=number, state="complete", finished=_now())
@@ -740,7 +739,7 @@ def read_suite_records(runs_dir: str | Path, suite: str) -> list[RunRecord]:
     rewritten = [
         row
         for row in order
-        if row in info.records and (row not in found or record_id(found[row]) != info.records[row])
+        if row in info.records and (row not in found or manifest_digest(found[row]) != info.records[row])
     ]
     missing = [row for row in order if row not in found and row not in rewritten]
     if missing:
