@@ -44,6 +44,8 @@ class UnknownNameError(ConfigError, KeyError):
 
     >>> str(UnknownNameError("model", "tbd", ["meanp", "tab", "tdb"]))
     "Unknown model 'tbd'. Did you mean 'tdb'? Available: meanp, tab, tdb"
+    >>> str(UnknownNameError("protocol", "msrvt", ["msrvtt-1k-a", "msrvtt-full", "msvd"]))
+    "Unknown protocol 'msrvt'. Did you mean one of 'msrvtt-1k-a', 'msrvtt-full'? Available: msrvtt-1k-a, msrvtt-full, msvd"
     """
 
     def __init__(self, kind: str, name: str, available: list[str] | tuple[str, ...]) -> None:
@@ -52,9 +54,13 @@ class UnknownNameError(ConfigError, KeyError):
         self.kind = kind
         self.name = name
         self.available = list(available)
-        close = difflib.get_close_matches(str(name), self.available, n=1, cutoff=0.6)
-        self.suggestion = close[0] if close else None
-        hint = f" Did you mean {self.suggestion!r}?" if self.suggestion else ""
+        prefixed = [a for a in self.available if str(name) and a.startswith(str(name))]
+        close = prefixed or difflib.get_close_matches(str(name), self.available, n=1, cutoff=0.6)
+        self.suggestion = close[0] if len(close) == 1 else None
+        if len(prefixed) > 1:  # a name cut short: every name it begins
+            hint = f" Did you mean one of {', '.join(repr(p) for p in prefixed)}?"
+        else:
+            hint = f" Did you mean {self.suggestion!r}?" if self.suggestion else ""
         shown = ", ".join(self.available) or "none"
         super().__init__(f"Unknown {kind} {name!r}.{hint} Available: {shown}")
 

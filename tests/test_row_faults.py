@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from clip2video.cli import main
-from clip2video.engine.train import train
+from clip2video.engine.train import WALL_CLOCK, train
 from tests.support.protocol_fixtures import smoke_cli_args
 from tests.support.train_standins import StandInModel, ToyPairs, cfg
 
@@ -94,6 +94,8 @@ def test_resume_after_training_finished_writes_the_uninterrupted_record(tmp_path
     assert ablation(tmp_path, "--resume") == 0
     again = record(tmp_path)
     assert again["best_epoch"] == again["history"][-1]["epoch"] == 1
+    assert again["history"] == full["history"]  # the epochs' wall-clock times come from last.pt
+    assert again.pop(WALL_CLOCK) != full.pop(WALL_CLOCK)  # the row itself ran again, later
     assert again == full
 
 
