@@ -99,7 +99,9 @@ def test_unknown_suite_and_protocol_name_the_available_ones(tmp_path, capsys):
     code, err = cli(capsys, *smoke(tmp_path, "--suite", "smokey"))
     error_line(code, err, "Unknown suite 'smokey'. Available:", "msrvtt-full", "smoke")
     code, err = cli(capsys, "eval", "--protocol", "msrvt", "--model", "meanp", "--zero-shot")
-    error_line(code, err, "Unknown protocol 'msrvt'. Did you mean one of 'msrvtt-1k-a'", "Available: msrvtt-1k-a")
+    error_line(
+        code, err, "Unknown protocol 'msrvt'. Did you mean one of 'msrvtt-1k-a'", "Available: msrvtt-1k-a"
+    )
 
 
 @pytest.mark.parametrize(
