@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from clip2video.cli import build_parser, main
-from clip2video.experiments.suite import list_suites, load_suite
+from clip2video.experiments.suite import shipped_suites, load_suite
 from tests.support.protocol_fixtures import (
     TINY_BACKBONE,
     build_protocol_data,
@@ -52,7 +52,7 @@ def test_old_tables_flags_still_work(tmp_path, capsys):
 def test_shipped_suites_and_paper_rows_are_package_data():
     package = Path(str(resources.files("clip2video")))
     assert {"ablation", "smoke", "msrvtt-1k-a", "msrvtt-full", "msvd", "vatex-1k5", "vatex-hgr"} <= set(
-        list_suites()
+        shipped_suites()
     )
     assert load_suite("smoke").path.parent == package / "suites"
     assert load_suite("msrvtt-full").protocol == "msrvtt-full"

@@ -43,7 +43,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
     "data": ("clip2video.data",),
     "models": ("clip2video.models",),
     "tracking": ("clip2video.tracking",),
-    "shared": ("clip2video.errors", "clip2video.fingerprint", "clip2video.fileio"),
+    "shared": ("clip2video.errors", "clip2video.fingerprint", "clip2video.fileio", "clip2video.settings"),
     "root": ("clip2video",),
 }
 RANK: dict[str, int] = {

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from clip2video.experiments.suite import SuiteError, list_suites
+from clip2video.experiments.suite import SuiteError, shipped_suites
 
 
 def parse_override(text: str) -> dict[str, Any]:
@@ -206,7 +206,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument(
-        "--suite", default="ablation", help=f"shipped suite name ({', '.join(list_suites())}) or a TOML path"
+        "--suite", default="ablation", help=f"shipped suite name ({', '.join(shipped_suites())}) or a TOML path"
     )
     add_run_options(p)
     p.add_argument(

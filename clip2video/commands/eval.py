@@ -21,9 +21,9 @@ def eval_suite_settings(protocol: str, model: str, *, zero_shot: bool) -> dict[s
     """The one row's suite as a suite file would say it: the protocol's shipped suite when there is
     one, reduced to one model and seed. ``suite_from_settings`` resolves it by the suites' one rule
     (defaults < the protocol's defaults < this < ``--set``)."""
-    from clip2video.experiments.suite import list_suites, suite_file_settings
+    from clip2video.experiments.suite import shipped_suites, suite_file_settings
 
-    settings: dict[str, Any] = suite_file_settings(protocol) if protocol in list_suites() else {}
+    settings: dict[str, Any] = suite_file_settings(protocol) if protocol in shipped_suites() else {}
     # one row: automatic threads give it every core (a shipped suite or --set may say otherwise)
     settings.setdefault("run", {}).setdefault("threads", 0)
     settings.update(

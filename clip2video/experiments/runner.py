@@ -542,7 +542,7 @@ def _write_suite_summary(
         protocol=protocol.name,
         rows=rows,
         notes=notes,
-        extra={"settings": suite.settings},
+        extra={"settings": suite.settings.to_dict()},
     )
     return headlines
 
