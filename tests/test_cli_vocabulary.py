@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from clip2video.cli import build_parser, main
-from clip2video.experiments.suite import shipped_suites, load_suite
+from clip2video.experiments.suite import load_suite, shipped_suites
 from tests.support.protocol_fixtures import (
     TINY_BACKBONE,
     build_protocol_data,

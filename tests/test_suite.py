@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from clip2video.experiments.suite import SuiteError, shipped_suites, load_suite
+from clip2video.experiments.suite import SuiteError, load_suite, shipped_suites
 
 PAPER_K = {"msrvtt-1k-a": 5, "msvd": 5, "vatex-1k5": 7, "vatex-hgr": 7}
 

@@ -206,7 +206,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument(
-        "--suite", default="ablation", help=f"shipped suite name ({', '.join(shipped_suites())}) or a TOML path"
+        "--suite",
+        default="ablation",
+        help=f"shipped suite name ({', '.join(shipped_suites())}) or a TOML path",
     )
     add_run_options(p)
     p.add_argument(
