@@ -446,12 +446,16 @@ def merge(
     path: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     """``override`` over ``base``: every key must exist in ``base`` and keep its type (an integer
-    is accepted for a float); tables merge key by key; ``[backbone.config]`` is free-form."""
+    is accepted for a float); tables merge key by key; ``[backbone.config]`` is free-form (any key,
+    any value; its tables merge key by key too)."""
     merged = copy.deepcopy(thaw(base))
     for key, value in override.items():
         here = (*path, key)
-        if path in FREE_SECTIONS:
-            merged[key] = copy.deepcopy(thaw(value))
+        if path in FREE_SECTIONS or any(path[: len(f)] == f for f in FREE_SECTIONS):
+            if isinstance(value, Mapping) and isinstance(merged.get(key), dict):  # free, but key by key
+                merged[key] = merge(merged[key], value, source, ".".join(here), here)
+            else:
+                merged[key] = copy.deepcopy(thaw(value))
             continue
         if key not in merged:
             known = ", ".join(sorted(merged)) or "(none)"

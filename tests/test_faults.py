@@ -325,14 +325,12 @@ def failing_run(monkeypatch):
     """Make the suite run (after its checks) raise the given exception."""
 
     def arm(exc: BaseException) -> None:
-        import clip2video.experiments.preflight as preflight
-        import clip2video.experiments.runner as runner
+        import clip2video.pipeline as pipeline
 
         def boom(*args, **kwargs):
             raise exc
 
-        monkeypatch.setattr(preflight, "check_before_work", lambda *a, **k: None, raising=False)
-        monkeypatch.setattr(runner, "run_suite", boom)
+        monkeypatch.setattr(pipeline, "run_checked", boom)
 
     return arm
 

@@ -14,7 +14,9 @@ import os
 from pathlib import Path
 from typing import Any
 
+from clip2video.commands.common import add_run_options, run_options, run_pipeline
 from clip2video.errors import ConfigError
+from clip2video.fileio import atomic_write_text
 
 
 def eval_suite_settings(protocol: str, model: str, *, zero_shot: bool) -> dict[str, Any]:
@@ -37,8 +39,7 @@ def eval_suite_settings(protocol: str, model: str, *, zero_shot: bool) -> dict[s
 
 
 def run_eval(args: argparse.Namespace) -> int:
-    """Evaluate one model on one protocol; print the table and the result file."""
-    from clip2video.commands.ablation import merge_overrides, run_checked_suite
+    """Evaluate one model on one protocol (only its test split is read); print the table and the result file."""
     from clip2video.experiments.suite import suite_from_settings
 
     if args.checkpoint is None and not args.zero_shot:
@@ -50,24 +51,21 @@ def run_eval(args: argparse.Namespace) -> int:
     suite = suite_from_settings(
         name, eval_suite_settings(args.protocol, args.model, zero_shot=args.zero_shot), f"eval {name}"
     )
-    args.eval_only = True
-    args.nproc = 1
-    args.checkpoint = [f"{args.model}={args.checkpoint}"] if args.checkpoint else []
-    result = run_checked_suite(suite, merge_overrides(args.set or []), args)
+    checkpoints = {args.model: Path(args.checkpoint)} if args.checkpoint else {}
+    result = run_pipeline(run_options(args, suite=suite, eval_only=True, checkpoints=checkpoints))
     if int(os.environ.get("RANK", "0")) != 0:
         return 0
     out = Path(args.results_dir) / result.suite.name / "result.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
     payload = {
         "suite": result.suite.name,
         "protocol": result.suite.protocol,
         "model": args.model,
-        "checkpoint": args.checkpoint[0].split("=", 1)[1] if args.checkpoint else None,
+        "checkpoint": args.checkpoint,
         "rows": result.rows,
-        "settings": result.suite.settings,
+        "settings": result.suite.settings.to_dict(),
         "records": str(Path(args.runs_dir) / result.suite.name),
     }
-    out.write_text(json.dumps(payload, indent=2, default=str) + "\n", encoding="utf-8")
+    atomic_write_text(out, json.dumps(payload, indent=2, default=str) + "\n")
     print(result.summary())
     print(f"result: {out}")
     return 0
@@ -75,7 +73,6 @@ def run_eval(args: argparse.Namespace) -> int:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``eval`` to the ``clip2video`` command."""
-    from clip2video.commands.ablation import add_run_options
     from clip2video.data.protocols import list_protocols
 
     p = subparsers.add_parser(

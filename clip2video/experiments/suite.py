@@ -1,15 +1,17 @@
 """Experiment suites are data: load a suite TOML, merge it over the defaults, validate everything.
 
 The shipped suites are package data (``clip2video/suites/*.toml``, read with importlib.resources),
-so an installed wheel has them; ``--suite`` takes one of their names or a path to a TOML file.
-:func:`load_suite` checks every key, type, enum and range, the protocol and every model name
-against the registries, the post-processors and the seeds, so a suite that cannot run fails at
-once with one message naming the file and the key.
+so an installed wheel has them; ``--suite`` takes one of their names or a path to a TOML file, which
+may start from another suite (``base = "smoke"``). :func:`load_suite` checks every key, type, enum
+and range, the protocol and every model name against the registries, the post-processors and the
+seeds, every variant row's settings (``[[rows]]``) and every table's rows (``[[tables]]``), so a
+suite that cannot run fails at once with one message naming the file and the key.
 
 One rule resolves every setting (:func:`resolve_settings`, used by suite files, the ``eval`` verb's
 one-row suite and ``--set`` on a loaded suite alike): ``defaults.toml`` < the protocol's defaults
 (``Protocol.settings()``: ``[frames]``, ``[text] max_words``, ``[model] center_k``) < the suite
-file < the ``--set`` overrides.
+file < the ``--set`` overrides; a variant row's settings are the suite's plus its ``set``, by the
+same rule. The result is a typed, frozen :class:`~clip2video.settings.Settings`.
 """
 
 from __future__ import annotations
@@ -310,7 +312,8 @@ def _check_model_name(name: Any, where: str) -> None:
 
 
 def _check_rows(settings: Settings, source: str) -> None:
-    """Models exist; at least one row; row names unique (with the seed suffixes and the zero-shot row)."""
+    """Models exist; at least one row; row names unique (the zero-shot row's included). A seed suffix
+    cannot make two folders collide: ``-s<int>`` is added to every row's name or to none."""
     models = list(settings.models)
     if not models and not settings.rows:
         raise SuiteError(f"{source}: 'models' (or [[rows]]) must name at least one model")
@@ -332,17 +335,6 @@ def _check_rows(settings: Settings, source: str) -> None:
             )
             raise SuiteError(f"{source}: rows: the name {row.name!r} is already taken by {what}; rename it")
         names.append(row.name)
-    if len(settings.seeds) > 1:
-        folders: dict[str, str] = {}
-        for name in names:
-            for seed in settings.seeds if name != ZERO_SHOT_ROW else (None,):
-                folder = name if seed is None else f"{name}-s{seed}"
-                if folder in folders:
-                    raise SuiteError(
-                        f"{source}: rows {folders[folder]!r} and {name!r} would both record into {folder!r}; "
-                        "rename one"
-                    )
-                folders[folder] = name
 
 
 def _check_enums(settings: Settings, source: str) -> None:

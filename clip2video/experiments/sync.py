@@ -41,6 +41,7 @@ def row_params(record: Any) -> dict[str, str]:
     config = record.config or {}
     params = flatten({k: config[k] for k in PARAM_SECTIONS if isinstance(config.get(k), dict)})
     params["model"] = str(record.extra.get("model", record.name))
+    params["row"] = str(record.extra.get("row", params["model"]))
     params["seed"] = str(record.extra.get("seed", ""))
     if record.postprocess:
         params["postprocess"] = record.postprocess
@@ -89,6 +90,7 @@ def log_row(
         RECORD_TAG: f"{suite}/{record.name}",
         RECORD_ID_TAG: rid,
         "model": str(record.extra.get("model", record.name)),
+        "row": str(record.extra.get("row", record.extra.get("model", record.name))),
         "seed": str(record.extra.get("seed", "")),
     }
     if suite_run is not None:
@@ -140,11 +142,12 @@ class RowLogger:
             spec.row,
             tags={
                 "model": spec.model,
+                "row": getattr(spec, "row_name", spec.model),
                 "seed": spec.seed,
                 "clip2video.suite_run": self.parent,
                 "error": f"{type(error).__name__}: {error}"[:5000],
             },
-            params={"model": spec.model, "seed": spec.seed},
+            params={"model": spec.model, "row": getattr(spec, "row_name", spec.model), "seed": spec.seed},
             metrics={},
             status="FAILED",
         )

@@ -58,11 +58,12 @@ class ModelGroup:
 
 
 def _group_key(rec: RunRecord) -> tuple[str, str]:
-    return rec.model, rec.postprocess or ""
+    """A row's seeds group together: its name without seed (``extra["row"]``; older records: the model)."""
+    return str(rec.extra.get("row") or rec.model), rec.postprocess or ""
 
 
 def group_records(records: list[RunRecord]) -> list[ModelGroup]:
-    """One group per (model, post-processing), in order of first appearance, seeds ascending."""
+    """One group per (row, post-processing), in order of first appearance, seeds ascending."""
     groups: dict[tuple[str, str], list[RunRecord]] = {}
     for rec in records:
         groups.setdefault(_group_key(rec), []).append(rec)
