@@ -177,8 +177,9 @@ def records_equal_but_the_row_name(a: Path, b: Path) -> None:
     for key in ("history", "order_acc", "best_epoch", "seed", "model", "trained"):
         assert x.extra.get(key) == y.extra.get(key), key
     assert (x.extra["row"], y.extra["row"]) == (a.name, b.name)
-    fx, fy = x.extra["fingerprint"], y.extra["fingerprint"]
+    fx, fy = runner.record_fingerprint(x), runner.record_fingerprint(y)
     assert fx["data"] == fy["data"] and fx["code"] == fy["code"] and fx["platform"] == fy["platform"]
+    assert fx["settings"] != fy["settings"]  # the variant's name is part of its settings
 
 
 @pytest.mark.slow
@@ -381,8 +382,8 @@ def test_eval_of_msrvtt_1k_a_needs_only_the_test_csv_and_the_test_videos(
     assert args.func(args) == 0
     assert vars(args) == before  # eval does not rewrite its arguments
     record = read_run_record(tmp_path / "runs" / "eval-msrvtt-1k-a-clip2video" / "clip2video")
-    assert record.query_ranks().t2v_entries().shape[0] == 1000
-    data_fp = record.extra["fingerprint"]["data"]
+    assert len(record.ranks_t2v) == 1000 and record.load_sim().shape == (1000, 1000)
+    data_fp = runner.record_fingerprint(record)["data"]
     assert sorted(data_fp) == ["annotations", "videos.test"]
     assert list(data_fp["annotations"]) == ["MSRVTT_JSFUSION_test.csv"]
     result = json.loads((tmp_path / "results" / "eval-msrvtt-1k-a-clip2video" / "result.json").read_text())

@@ -74,10 +74,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--checkpoint",
         action="append",
-        metavar="[MODEL=]PATH",
-        help="official-layout or harness checkpoint to evaluate (repeatable)",
+        metavar="[ROW=]PATH",
+        help="official-layout or harness checkpoint to evaluate, for one row (a plain row is named after "
+        "its model) or, without ROW=, for every row (repeatable)",
     )
-    p.add_argument("--models", nargs="+", default=None, help="run only these models of the suite")
+    p.add_argument(
+        "--models",
+        nargs="+",
+        default=None,
+        help="run only these models of the suite (their plain and variant rows)",
+    )
     p.add_argument(
         "--set",
         action="append",
