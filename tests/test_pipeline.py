@@ -422,3 +422,24 @@ def test_a_failed_check_is_one_exception_listing_every_problem(tmp_path):
     assert "runs folder (--runs-dir)" in problems[1] and "results folder (--results-dir)" in problems[2]
     assert str(info.value).startswith("3 problems found before any work")
     assert info.value.report().count("\n") == 3
+
+
+def test_a_missing_train_file_is_named_with_flags_the_verb_has(tmp_path, capsys, synthetic_source):  # noqa: F811
+    """Training on 1k-A needs MSRVTT_train.9k.csv: the advice names --data-root / --set, not --annotations."""
+    ann, videos = tmp_path / "data" / "msrvtt" / "annotations", tmp_path / "data" / "msrvtt" / "videos"
+    ann.mkdir(parents=True)
+    videos.mkdir()
+    clips = [clip for clip, _ in source_clips(synthetic_source)][:3]
+    with open(ann / "MSRVTT_JSFUSION_test.csv", "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["key", "vid_key", "video_id", "sentence"])
+        for n, clip in enumerate(clips):
+            writer.writerow([f"ret{n}", f"msr{7010 + n}", f"video{7010 + n}", f"a caption {n}"])
+            (videos / f"video{7010 + n}.mp4").symlink_to(clip.resolve())
+    argv = ["ablation", "--suite", "msrvtt-1k-a", "--models", "meanp", "--clip-weights", "none"]
+    argv += ["--data-root", str(tmp_path / "data"), "--runs-dir", str(tmp_path / "runs"), "--no-tracking"]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert "train split: protocol 'msrvtt-1k-a' needs MSRVTT_train.9k.csv" in err
+    assert "--annotations" not in err and advised_flags(err) <= verb_flags("ablation")
+    assert not (tmp_path / "runs").exists()

@@ -220,7 +220,7 @@ def plan_rows(suite: Suite, options: RunOptions, problems: Problems | None = Non
                 )
             elif first and ckpt is None:
                 warnings.warn(
-                    f"evaluation only: no checkpoint for row {row.name!r}; it is skipped", stacklevel=2
+                    f"evaluation only: no checkpoint for {row.name!r}; its row is skipped", stacklevel=2
                 )
             elif first:
                 plan.append(PlannedRow(row.name, row.name, row.model, seed, False, ckpt, settings, variant))

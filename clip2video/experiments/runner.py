@@ -16,6 +16,7 @@ import multiprocessing
 import os
 import sys
 import time
+import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -375,7 +376,7 @@ def run_checked(checked: Checked) -> SuiteResult:
         done = _reporting(logger.row_done, len(to_run), start) if rank == 0 else logger.row_done
         if rank == 0:
             for note in checked.data.notes:
-                print(f"clip2video: warning: {note}", file=sys.stderr, flush=True)
+                warnings.warn(note, stacklevel=2)
             print(_plan_line(suite, len(to_run), len(kept), distributed, n_jobs, checked.threads), flush=True)
         if distributed:
             run_rows_in_process(to_run, done)
