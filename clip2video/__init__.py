@@ -2,7 +2,12 @@
 
 The notebook API (imported lazily, so ``import clip2video`` stays light):
 
-- :func:`create_model` / :func:`list_models`: the model registry.
+- :func:`create_model` / :func:`list_models`: the model registry (installed plugins included);
+  ``create_model(**model.config)`` rebuilds a model.
+- :func:`from_official_checkpoint`: a model from the official code's checkpoint files.
+- :func:`evaluate`: ``evaluate(model, "msrvtt-1k-a", data_root="data")`` evaluates a model on a
+  protocol's test split and returns its metrics (and, with ``record_dir=``, a run record).
+- :func:`list_protocols`: the protocol registry.
 - :func:`retrieval_metrics`: R@K, MdR and MnR from a similarity matrix.
 - :func:`results`: a suite's recorded results as a pandas DataFrame.
 
@@ -20,7 +25,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
-__all__ = ["create_model", "list_models", "retrieval_metrics", "results", "__version__"]
+__all__ = [
+    "__version__",
+    "create_model",
+    "evaluate",
+    "from_official_checkpoint",
+    "list_models",
+    "list_protocols",
+    "results",
+    "retrieval_metrics",
+]
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -28,6 +42,9 @@ if TYPE_CHECKING:  # pragma: no cover
 _LAZY = {
     "create_model": ("clip2video.models", "create_model"),
     "list_models": ("clip2video.models", "list_models"),
+    "from_official_checkpoint": ("clip2video.models", "from_official_checkpoint"),
+    "evaluate": ("clip2video.engine.evaluate", "evaluate_protocol"),
+    "list_protocols": ("clip2video.data.protocols", "list_protocols"),
     "retrieval_metrics": ("clip2video.metrics", "retrieval_metrics"),
 }
 
@@ -72,18 +89,6 @@ def results(source: str | Path = "runs", suite: str | None = None) -> pd.DataFra
             suite = found[0]
     else:
         runs_dir, suite = Path("runs"), suite or str(source)
-    try:
-        from clip2video.report.tables import results_frame
-    except ImportError:
-        return _records_frame(runs_dir, suite)
+    from clip2video.report.tables import results_frame
+
     return results_frame(runs_dir, suite)
-
-
-def _records_frame(runs_dir: Path, suite: str) -> pd.DataFrame:
-    """Minimal frame from the records (point metrics only), when the tables module has no results_frame."""
-    import pandas as pd
-
-    from clip2video.engine.records import read_suite_records
-
-    records = read_suite_records(runs_dir, suite)
-    return pd.DataFrame([{"row": r.name, **r.metrics} for r in records]).set_index("row")

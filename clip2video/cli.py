@@ -26,6 +26,10 @@ COMMAND_MODULES: tuple[str, ...] = (
     "clip2video.commands.tables",
     "clip2video.commands.drift",
     "clip2video.commands.sync",
+    "clip2video.commands.ui",
+    "clip2video.commands.models",
+    "clip2video.commands.suites",
+    "clip2video.commands.build",
 )
 EXIT_ERROR = 1
 EXIT_INTERRUPTED = 130
@@ -39,6 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="CLIP2Video benchmark harness: data checks, ablations, evaluation, tables and the drift gate.",
     )
     _add_common(parser, suppress=False)
+    parser.add_argument("--version", action="version", version=version_line())
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(sub)
@@ -47,6 +52,22 @@ def build_parser() -> argparse.ArgumentParser:
         if leaf is not parser:
             _add_common(leaf, suppress=True)
     return parser
+
+
+def version_line() -> str:
+    """``clip2video 0.1.0 (clip2video-bench; torch 2.x, open_clip 3.x, mlflow 3.x, Python 3.11)``."""
+    from importlib import metadata
+
+    from clip2video import __version__
+
+    parts = []
+    for dist in ("torch", "open_clip_torch", "mlflow"):
+        try:
+            parts.append(f"{dist.replace('_torch', '')} {metadata.version(dist)}")
+        except metadata.PackageNotFoundError:
+            parts.append(f"{dist.replace('_torch', '')} not installed")
+    python = ".".join(map(str, sys.version_info[:3]))
+    return f"clip2video {__version__} (clip2video-bench; {', '.join(parts)}, Python {python})"
 
 
 class DefaultsOnceHelpFormatter(argparse.HelpFormatter):

@@ -38,20 +38,45 @@ class ConfigError(Clip2VideoError):
 
 
 class UnknownNameError(ConfigError, KeyError):
-    """A registry lookup failed: ``Unknown model 'x'. Available: a, b, c``.
+    """A registry lookup failed: ``Unknown model 'clip2vid'. Did you mean 'clip2video'? Available: ...``.
 
     Also a ``KeyError`` so that code which caught the registries' old ``KeyError`` still works.
+
+    >>> str(UnknownNameError("model", "tbd", ["meanp", "tab", "tdb"]))
+    "Unknown model 'tbd'. Did you mean 'tdb'? Available: meanp, tab, tdb"
     """
 
     def __init__(self, kind: str, name: str, available: list[str] | tuple[str, ...]) -> None:
+        import difflib
+
         self.kind = kind
         self.name = name
         self.available = list(available)
+        close = difflib.get_close_matches(str(name), self.available, n=1, cutoff=0.6)
+        self.suggestion = close[0] if close else None
+        hint = f" Did you mean {self.suggestion!r}?" if self.suggestion else ""
         shown = ", ".join(self.available) or "none"
-        super().__init__(f"Unknown {kind} {name!r}. Available: {shown}")
+        super().__init__(f"Unknown {kind} {name!r}.{hint} Available: {shown}")
 
     def __str__(self) -> str:  # KeyError would quote the message
         return str(self.args[0])
+
+
+class DuplicateNameError(Clip2VideoError, ValueError):
+    """A registry already holds another entry under this name (``overwrite=True`` replaces it)."""
+
+    def __init__(self, kind: str, name: str, holder: str = "") -> None:
+        self.kind = kind
+        self.name = name
+        by = f" ({holder})" if holder else ""
+        super().__init__(
+            f"a {kind} named {name!r} is already registered{by}; pick another name, or pass "
+            "overwrite=True to replace it"
+        )
+
+
+class PluginError(Clip2VideoError):
+    """A plugin (an entry point or an ``--import`` module or file) failed to import."""
 
 
 class OutputError(Clip2VideoError):

@@ -14,7 +14,6 @@ import hashlib
 import json
 import os
 import platform
-from collections.abc import Iterable
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -115,15 +114,6 @@ def video_identity(path: str | Path) -> str:
             h.update(f"{image.name}:{file_identity(image)};".encode())
         return "dir-" + h.hexdigest()[:16]
     return file_identity(path)
-
-
-def files_digest(paths: Iterable[str | Path], *, content: bool) -> str:
-    """One hash over several files: their content (``content=True``) or their identity."""
-    h = hashlib.sha256()
-    for path in paths:
-        ident = file_digest(path) if content else video_identity(path)
-        h.update(f"{Path(path).name}:{ident};".encode())
-    return h.hexdigest()[:16]
 
 
 def differences(old: Any, new: Any, prefix: str = "") -> list[str]:

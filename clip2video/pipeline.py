@@ -42,7 +42,10 @@ def run(options: RunOptions, checked: Checked | None = None) -> SuiteResult:
     checked = checked if checked is not None else check(options)
     result = run_checked(checked)
     if options.results_dir is not None and ddp.rank_and_world()[0] == 0:
-        result.results_files = write_tables(options.runs_dir, options.results_dir, result.suite.name)
+        from clip2video.tracking import results_tracker
+
+        tracker = results_tracker(options.tracking_uri, options.tracking)  # the suite run gets the results
+        result.results_files = write_tables(options.runs_dir, options.results_dir, result.suite.name, tracker)
     result.elapsed_s = time.perf_counter() - start
     return result
 
@@ -53,11 +56,14 @@ def run_suite(suite: Any, **options: Any) -> SuiteResult:
     return run(RunOptions(suite=suite, **options))
 
 
-def write_tables(runs_dir: str | Path, results_dir: str | Path, suite: str) -> list[Path]:
-    """The suite's tables and plots from its records (``report.tables.regenerate``)."""
+def write_tables(
+    runs_dir: str | Path, results_dir: str | Path, suite: str, tracker: Any = None
+) -> list[Path]:
+    """The suite's tables, plots and ``result.json`` from its records (``report.tables.regenerate``);
+    ``tracker``: the suite's MLflow run gets them too."""
     from clip2video.report.tables import regenerate
 
-    return regenerate(runs_dir, results_dir, [suite]).get(suite, [])
+    return regenerate(runs_dir, results_dir, [suite], tracker=tracker).get(suite, [])
 
 
 __all__ = ["CheckFailed", "Checked", "RunOptions", "SuiteResult", "check", "run", "run_suite", "write_tables"]

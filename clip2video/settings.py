@@ -235,6 +235,7 @@ class FrameSettings(_Section):
     """``[frames]``: the frame sampler's settings (the protocol's unless a suite changes them)."""
 
     SECTION: ClassVar[str] = "frames"
+    decode: str
     extraction_fps: float
     stride: int
     max_frames: int
@@ -273,6 +274,7 @@ class EvalSettings(_Section):
     SECTION: ClassVar[str] = "eval"
     tie_policy: str
     v2t: str
+    recall_ks: tuple[int, ...]
     legacy: bool
     time_reversal: bool
     bootstrap: int

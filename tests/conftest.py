@@ -1,4 +1,7 @@
-"""Shared fixtures: where ../shared lives, and small generated videos."""
+"""Shared fixtures: where ../shared lives, generated clips and the reference smoke run.
+
+Every shared fixture lives here (pytest finds them without imports); the helpers they call are in
+``tests/support``."""
 
 from __future__ import annotations
 
@@ -34,3 +37,20 @@ def _seed_everything():
     threads = torch.get_num_threads()
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def synthetic_source(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The generated clips (``tests.support.protocol_fixtures.make_source``), once per test session."""
+    from tests.support.protocol_fixtures import make_source
+
+    return make_source(tmp_path_factory.mktemp("protocol-source") / "clips")
+
+
+@pytest.fixture(scope="session")
+def smoke_reference(tmp_path_factory: pytest.TempPathFactory):
+    """One uninterrupted single-process run of the reduced smoke suite (a ``SmokeRun``), shared by
+    the tests that compare against it (determinism, --resume, --nproc 2)."""
+    from tests.support.protocol_fixtures import run_smoke
+
+    return run_smoke(tmp_path_factory.mktemp("smoke-reference"))

@@ -10,7 +10,7 @@ import torch
 from clip2video.engine.cache import EmbeddingCache, cache_key, model_fingerprint, state_dict_hash
 from clip2video.engine.evaluate import encode_split, evaluate_embeddings
 from clip2video.engine.postprocess import DualSoftmax
-from tests.test_evaluate import ToyModel, ToyTokenizer, ToyVideos, toy_split
+from tests.support.eval_standins import ToyModel, ToyTokenizer, ToyVideos, toy_split
 
 
 def test_state_dict_hash_is_deterministic_and_sensitive():
@@ -102,7 +102,7 @@ def test_real_evaluation_twice_skips_decoding_and_encoding(tmp_path):
     from clip2video.data.protocols import get_protocol
     from clip2video.data.synthetic import generate_synthetic
     from clip2video.engine.evaluate import evaluate
-    from tests.test_evaluate import real_model
+    from tests.support.eval_standins import real_model
 
     root = generate_synthetic(tmp_path / "syn", seed=5, num_train=0, num_val=0, num_test_pairs=2)
     proto = get_protocol("synthetic")

@@ -22,7 +22,6 @@ from tests.support.protocol_fixtures import (
     TINY_BACKBONE,
     assert_same_rows,
     smoke_cli_args,
-    smoke_reference,  # noqa: F401 (a fixture)
 )
 from tests.support.tiny_clip import tiny_official_checkpoint
 
@@ -89,7 +88,7 @@ def test_records_tables_and_plots(cli_run):
         assert plot.read_bytes()[:8] == PNG_MAGIC and plot.stat().st_size > 1000, plot.name
 
 
-def test_command_line_run_equals_the_library_run(cli_run, smoke_reference):  # noqa: F811
+def test_command_line_run_equals_the_library_run(cli_run, smoke_reference):
     """Determinism across two runs (one tracked through the CLI, one plain ``run_suite``)."""
     assert_same_rows(smoke_reference.runs, cli_run.runs, "smoke", SMOKE_MODELS)
 
@@ -186,7 +185,7 @@ def test_set_value_of_the_wrong_type_is_refused(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_two_processes_give_the_single_process_metrics(tmp_path, smoke_reference):  # noqa: F811
+def test_two_processes_give_the_single_process_metrics(tmp_path, smoke_reference):
     """``--nproc 2`` relaunches under torchrun (gloo on the CPU); same global batch, same numbers."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     args = [

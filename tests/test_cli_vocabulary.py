@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from importlib import resources
@@ -9,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
+import clip2video
 from clip2video.cli import build_parser, main
 from clip2video.experiments.suite import load_suite, shipped_suites
 from tests.support.protocol_fixtures import (
     TINY_BACKBONE,
     build_protocol_data,
-    synthetic_source,  # noqa: F401 (a fixture)
 )
 from tests.support.tiny_clip import tiny_official_checkpoint
 
@@ -94,7 +95,7 @@ def tiny_sets() -> list[str]:
     return [arg for key, value in sets.items() for arg in ("--set", f"{key}={value}")]
 
 
-def test_eval_verb_one_row_from_a_shared_dataset_folder(tmp_path, capsys, synthetic_source):  # noqa: F811
+def test_eval_verb_one_row_from_a_shared_dataset_folder(tmp_path, capsys, synthetic_source):
     """``clip2video eval`` evaluates one checkpoint without a suite file, reading DATA/vatex/ (the
     folder vatex-1k5 and vatex-hgr share), and writes one JSON result plus the table."""
     data = build_protocol_data("vatex-1k5", tmp_path / "datasets", synthetic_source)
@@ -108,11 +109,20 @@ def test_eval_verb_one_row_from_a_shared_dataset_folder(tmp_path, capsys, synthe
     code = main(argv)
     captured = capsys.readouterr()
     assert code == 0, captured.err
-    result = json.loads((tmp_path / "results" / "eval-vatex-1k5-clip2video" / "result.json").read_text())
-    assert list(result["rows"]) == ["clip2video"] and result["protocol"] == "vatex-1k5"
-    assert result["checkpoint"] == str(ckpt)
-    assert 0 <= result["rows"]["clip2video"]["t2v_R1"] <= 100
-    assert (tmp_path / "results" / "eval-vatex-1k5-clip2video" / "table.md").is_file()
+    out = tmp_path / "results" / "eval-vatex-1k5-clip2video"
+    result = json.loads((out / "result.json").read_text())
+    assert result["format"] == "clip2video-result/1" and result["protocol"] == "vatex-1k5"
+    assert result["package"]["version"] == clip2video.__version__ and result["date"].endswith("Z")
+    assert {"platform", "code", "data"} <= set(result["fingerprint"])
+    (row,) = result["rows"]
+    assert row["row"] == "clip2video" and row["runs"] == "1 checkpoint"
+    (checkpoint,) = row["checkpoints"]
+    assert checkpoint["path"] == str(ckpt.resolve()) and checkpoint["role"] == "evaluated"
+    assert checkpoint["sha256"] == hashlib.sha256(ckpt.read_bytes()).hexdigest()
+    assert 0 <= row["metrics"]["t2v_R1"]["mean"] <= 100 and row["metrics"]["t2v_R1"]["per_seed"]
+    assert (out / "table.md").is_file() and (out / "eval-vatex-1k5-clip2video_r1.png").is_file()
+    assert not list(out.glob("ablation_r1.*"))  # the plot is named after the eval, not "ablation"
+    assert "± n/a" not in (out / "table.md").read_text() and "1 checkpoint" in (out / "table.md").read_text()
     assert "result.json" in captured.out
 
 

@@ -14,7 +14,7 @@ import torch.multiprocessing as mp
 
 from clip2video.engine.distributed import all_gather_with_grad, init_distributed_from_env, rank_and_world
 from clip2video.engine.train import compute_gradients, train
-from tests.test_train import StandInModel, ToyPairs, batch_of, cfg, grads_of, recall_at_1
+from tests.support.train_standins import StandInModel, ToyPairs, batch_of, cfg, grads_of, recall_at_1
 
 CONFIGS = {"accum1": {"grad_accum": 1}, "accum2": {"grad_accum": 2}}
 PAIRS, BATCH = 24, 8  # 3 optimizer steps

@@ -10,8 +10,8 @@ from clip2video.data.frames import FrameSampler
 from clip2video.data.video_writer import write_video
 from clip2video.engine.cache import EmbeddingCache
 from clip2video.engine.evaluate import encode_split, encode_split_pair, time_reversal_diagnostic
+from tests.support.eval_standins import ToyModel, ToyTokenizer, toy_split
 from tests.support.videogen import index_coded_frames
-from tests.test_evaluate import ToyModel, ToyTokenizer, toy_split
 
 NUM_VIDEOS = 7
 
@@ -125,9 +125,9 @@ def test_pair_through_the_cache_stores_and_reads_both_passes(videos, tmp_path):
 
 def test_on_a_cpu_loader_workers_take_turns_with_the_model_and_give_the_same_embeddings(videos, monkeypatch):
     """Phased decoding (workers decode a chunk, then the model encodes it) changes no embedding."""
-    import clip2video.engine.evaluate as ev
+    import clip2video.engine.encode as enc
 
-    monkeypatch.setattr(ev, "PHASE_VIDEOS", 3)  # 7 videos: chunks of 3, 3 and 1
+    monkeypatch.setattr(enc, "PHASE_VIDEOS", 3)  # 7 videos: chunks of 3, 3 and 1
     split = toy_split(NUM_VIDEOS)
     model = ToyModel(order=True)
     runs = {
@@ -145,7 +145,7 @@ def test_on_a_cpu_loader_workers_take_turns_with_the_model_and_give_the_same_emb
     for workers in (2, -1):
         assert torch.equal(runs[workers][0].video, runs[0][0].video)
         assert torch.equal(runs[workers][1].video, runs[0][1].video)
-    chunks = list(ev._video_batches(_dataset(videos, split), 3, 2, torch.device("cpu")))
+    chunks = list(enc._video_batches(_dataset(videos, split), 3, 2, torch.device("cpu")))
     assert [b[0].tolist() for b in chunks] == [[0, 1, 2], [3, 4, 5], [6]]
 
 

@@ -12,10 +12,11 @@ import torch
 from PIL import Image
 
 from clip2video.data import videos as videos_module
-from clip2video.data.frames import CLIP_MEAN, CLIP_STD, FrameSampler, check_decodes
+from clip2video.data.frames import CLIP_MEAN, CLIP_STD, FrameSampler
 from clip2video.data.video_writer import write_video
 from clip2video.data.videos import PyAVReader, frame_files, open_video, video_decoder
 from clip2video.errors import VideoReadError
+from tests.support.decoding import check_decodes
 from tests.support.videogen import index_coded_frames, make_bframe_video, make_video
 from tests.test_ffmpeg_parity import tensor_indices
 

@@ -16,11 +16,11 @@ from torch.utils.data import DistributedSampler
 from clip2video.engine.distributed import assemble_by_index, gather_by_index, shard_indices
 from clip2video.engine.evaluate import (
     encode_split,
-    encode_video_items,
+    encode_video_passes,
     encode_videos_distributed,
     evaluate_embeddings,
 )
-from tests.test_evaluate import ToyModel, ToyTokenizer, ToyVideos, toy_split
+from tests.support.eval_standins import ToyModel, ToyTokenizer, ToyVideos, toy_split
 
 NUM_VIDEOS = 7  # with 11 captions: divisible by none of 2, 3
 
@@ -89,7 +89,9 @@ def _worker(rank: int, world: int, port: int, out: str) -> None:
         first_reads = {str(k): v for k, v in data.reads.items()}
         # the pitfall path: a padded DistributedSampler shard, gathered by index
         sampler = DistributedSampler(data, num_replicas=world, rank=rank, shuffle=False)
-        idx, local = encode_video_items(model, torch.utils.data.Subset(data, list(sampler)), progress=False)
+        idx, (local,) = encode_video_passes(
+            model, torch.utils.data.Subset(data, list(sampler)), progress=False
+        )
         padded_gather = gather_by_index(local, idx, NUM_VIDEOS)
         again = encode_videos_distributed(model, data, progress=False)
         record = {

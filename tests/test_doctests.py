@@ -7,7 +7,13 @@ import importlib
 
 import pytest
 
-MODULES = ["clip2video", "clip2video.errors", "clip2video.metrics"]
+MODULES = [
+    "clip2video",
+    "clip2video.errors",
+    "clip2video.registry",
+    "clip2video.metrics",
+    "clip2video.metrics.formulas",
+]
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -146,10 +146,10 @@ def _perturb_tokenizer(monkeypatch):
 
 
 def _perturb_ranking(monkeypatch):
-    from clip2video import metrics
+    from clip2video.metrics import counting
 
-    original = metrics._rank
-    monkeypatch.setattr(metrics, "_rank", lambda h, e, b, p: original(h, e, b, p) + (h == 0))
+    original = counting._rank
+    monkeypatch.setattr(counting, "_rank", lambda h, e, b, p: original(h, e, b, p) + (h == 0))
 
 
 @pytest.mark.parametrize(

@@ -8,9 +8,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
-from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
 from clip2video.engine.evaluate import (
     Embeddings,
@@ -18,113 +16,13 @@ from clip2video.engine.evaluate import (
     encode_texts,
     encode_videos,
     evaluate_embeddings,
-    find_split_videos,
     own_scores,
     reverse_frames,
     time_reversal_diagnostic,
 )
 from clip2video.engine.postprocess import DualSoftmax, QBNorm, dual_softmax
 from clip2video.errors import VideoReadError
-
-# ----------------------------------------------------------------------------- stand-ins
-
-NUM_FRAMES, PIX = 6, 3 * 4 * 4
-
-
-class ToyModel(nn.Module):
-    """The retrieval-model interface with tiny random layers.
-
-    ``order=True`` adds a frame-position embedding before pooling (order-aware, like seqtransf);
-    ``tab=True`` returns ``[global | aligned]`` embeddings and two similarity parts.
-    """
-
-    def __init__(self, dim: int = 8, order: bool = False, tab: bool = False, seed: int = 0) -> None:
-        super().__init__()
-        torch.manual_seed(seed)
-        self.tok = nn.Embedding(64, dim)
-        self.frame = nn.Linear(PIX, dim)
-        self.pos = nn.Parameter(torch.randn(NUM_FRAMES, dim)) if order else None
-        self.aligned = nn.Linear(dim, dim) if tab else None
-        self.scale = 10.0
-        self.dim = dim
-        self.config = {"name": "toy", "order": order, "tab": tab, "center_weight": 0.5}
-        self.calls: Counter = Counter()
-
-    def encode_text(self, ids, mask):
-        self.calls["text"] += ids.shape[0]
-        m = mask.unsqueeze(-1).float()
-        t = (self.tok(ids) * m).sum(1) / m.sum(1).clamp(min=1)
-        return self._out(t)
-
-    def encode_video(self, frames, mask):
-        self.calls["video"] += frames.shape[0]
-        x = self.frame(frames.flatten(2))
-        if self.pos is not None:
-            x = x + self.pos[: x.shape[1]]
-        m = mask.unsqueeze(-1).float()
-        v = (F.normalize(x, dim=-1) * m).sum(1) / m.sum(1).clamp(min=1)
-        return self._out(v)
-
-    def _out(self, e):
-        g = F.normalize(e, dim=-1)
-        if self.aligned is None:
-            return g
-        return torch.cat([g, F.normalize(self.aligned(e), dim=-1)], dim=-1)
-
-    def similarity_parts(self, text, video):
-        d = self.dim
-        parts = [(1.0, self.scale * text[:, :d] @ video[:, :d].T)]
-        if self.aligned is not None:
-            parts = [(0.5, parts[0][1]), (0.5, self.scale * text[:, d:] @ video[:, d:].T)]
-        return parts
-
-    def similarity(self, text, video):
-        return sum(w * s for w, s in self.similarity_parts(text, video))
-
-
-class ToyVideos(Dataset):
-    """Items ``(i, frames, mask)`` of random videos with 3..NUM_FRAMES real frames; counts reads."""
-
-    def __init__(self, num: int, seed: int = 0) -> None:
-        g = torch.Generator().manual_seed(seed)
-        self.frames = torch.rand(num, NUM_FRAMES, 3, 4, 4, generator=g)
-        lengths = torch.randint(3, NUM_FRAMES + 1, (num,), generator=g)
-        self.mask = (torch.arange(NUM_FRAMES)[None] < lengths[:, None]).long()
-        self.frames = self.frames * self.mask[:, :, None, None, None]
-        self.reads: Counter = Counter()
-
-    def __len__(self) -> int:
-        return len(self.frames)
-
-    def __getitem__(self, i):
-        self.reads[i] += 1
-        return i, self.frames[i], self.mask[i]
-
-
-class ToyTokenizer:
-    """Words -> ids by a stable hash; the CaptionTokenizer call signature."""
-
-    def __init__(self, max_words: int = 8) -> None:
-        self.max_words = max_words
-
-    def __call__(self, captions):
-        ids = torch.zeros(len(captions), self.max_words, dtype=torch.long)
-        for i, c in enumerate(captions):
-            words = [1 + sum(map(ord, w)) % 63 for w in c.split()][: self.max_words]
-            ids[i, : len(words)] = torch.tensor(words)
-        return ids, (ids > 0).long()
-
-
-def toy_split(num_videos: int = 7, captions_per_video=(1, 2, 1, 3, 1, 2, 1)):
-    """A SplitData stand-in: captions grouped video by video."""
-    video_ids = [f"video{i}" for i in range(num_videos)]
-    captions, cv = [], []
-    for v in range(num_videos):
-        for c in range(captions_per_video[v % len(captions_per_video)]):
-            captions.append(f"a clip number {v} with caption {c} words {v * 7 + c}")
-            cv.append(v)
-    return SimpleNamespace(video_ids=video_ids, captions=captions, caption_video=np.array(cv), dropped={})
-
+from tests.support.eval_standins import ToyModel, ToyTokenizer, ToyVideos, real_model, toy_split
 
 # ----------------------------------------------------------------------------- brute force
 
@@ -293,15 +191,20 @@ def test_time_reversal_order_blind_vs_order_aware():
 
 
 def test_missing_videos_are_named_together(tmp_path):
+    """The engine looks a split's videos up before encoding anything: one error names every missing id."""
     (tmp_path / "video1.mp4").write_bytes(b"x")
+    model = ToyModel()
     with pytest.raises(VideoReadError) as info:
-        find_split_videos(tmp_path, ["video0", "video1", "video2"])
+        encode_split(
+            model, toy_split(3, (1,)), "toy", tmp_path, tokenizer=ToyTokenizer(), sampler=SimpleNamespace()
+        )
     assert "video0, video2" in str(info.value) and "2 of 3" in str(info.value)
+    assert not model.calls, "nothing was encoded"
 
 
 def test_one_lookup_maps_a_splits_ids_to_files(tmp_path):
-    """``data.videos.lookup_videos`` is the one split lookup: the engine's name, ``find_videos`` and
-    ``data verify`` agree on it (a file ``<id>.<ext>`` or a frame folder ``<id>/``)."""
+    """``data.videos.lookup_videos`` is the one split lookup: ``find_videos`` (what the engine calls)
+    and ``data verify`` agree on it (a file ``<id>.<ext>`` or a frame folder ``<id>/``)."""
     from clip2video.data.videos import find_videos, lookup_videos
 
     (tmp_path / "video1.mp4").write_bytes(b"x")
@@ -314,7 +217,7 @@ def test_one_lookup_maps_a_splits_ids_to_files(tmp_path):
     }
     present = ["video3", "video1", "video3"]
     expected = [tmp_path / "video3", tmp_path / "video1.mp4", tmp_path / "video3"]
-    assert find_videos(tmp_path, present) == find_split_videos(tmp_path, present) == expected
+    assert find_videos(tmp_path, present) == expected
 
 
 # ----------------------------------------------------------------------------- real models and videos
@@ -332,12 +235,6 @@ def synthetic(tmp_path_factory):
     )
     proto = get_protocol("synthetic")
     return proto, load_split(proto, root / "annotations", "test"), root / "videos"
-
-
-def real_model(name: str):
-    from tests.support.tiny_clip import tiny_clip_config, tiny_model
-
-    return tiny_model(name, clip=tiny_clip_config(vocab_size=49408))  # the BPE tokenizer's vocabulary
 
 
 def test_evaluate_real_model_on_generated_videos_matches_a_hand_pipeline(synthetic):

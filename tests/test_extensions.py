@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -51,7 +52,8 @@ def test_toy_model_is_one_registered_file() -> None:
     assert "toy_mean_colour" in list_models()
     model = create_model("toy_mean_colour", dim=8, seed=1)
     assert isinstance(model, toy_model.MeanColourModel)
-    rebuilt = create_model("toy_mean_colour", **model.config)
+    assert model.config["name"] == "toy_mean_colour", "create_model stamps the registry name"
+    rebuilt = create_model(**model.config)
     assert torch.equal(rebuilt.words, model.words), "create_model(**model.config) rebuilds the same model"
 
 
@@ -82,11 +84,11 @@ def test_toy_model_takes_only_its_options() -> None:
     """A suite's ``[model]`` table may hold other models' options; the toy model gets only its own."""
     from clip2video.models import registry
 
-    assert registry.model_options("toy_mean_colour") == {"dim", "vocab_size", "seed"}
+    assert registry.declared_options("toy_mean_colour") == {"dim", "vocab_size", "seed"}
     model = registry.create_model_from_options(
         "toy_mean_colour", {"dim": 8, "temporal_layers": 1, "center_k": 5, "clip": "tiny"}
     )
-    assert model.config == {"dim": 8, "vocab_size": 49408, "seed": 0}
+    assert model.config == {"dim": 8, "vocab_size": 49408, "seed": 0, "name": "toy_mean_colour"}
 
 
 # ----------------------------------------------------------------------------- a post-processor
@@ -224,6 +226,101 @@ def test_entry_point_plugin_registers_a_model_and_a_protocol() -> None:
     assert "toy-plugin" in cli.stdout
 
 
+def test_installed_plugins_load_from_python_without_the_command_line() -> None:
+    """``clip2video.list_models()``, ``create_model``, ``get_protocol`` and the post-processor
+    registry see an installed package's entry points on first use, with no ``load_entry_points()``."""
+    code = (
+        "import clip2video\n"
+        "from clip2video.data.protocols import get_protocol\n"
+        "from clip2video.engine.postprocess import build_postprocessors\n"
+        "print('toy_plugin_model' in clip2video.list_models())\n"
+        "print(type(clip2video.create_model('toy_plugin_model', dim=4)).__name__)\n"
+        "print(get_protocol('toy-plugin').layout)\n"
+        "print(build_postprocessors(['negate'], ctx=None, model=None)[0].row_name)\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], env=_cli_env(PLUGIN_DIR), capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["True", "PluginModel", "vatex", "+negate"], proc.stdout
+
+
+def test_every_registry_is_one_registry_with_its_entry_point_group() -> None:
+    from clip2video import plugins
+    from clip2video.data.protocols import PROTOCOLS, READERS
+    from clip2video.engine.postprocess import POSTPROCESSORS
+    from clip2video.metrics import METRICS
+    from clip2video.models.registry import MODELS
+    from clip2video.registry import Registry, all_registries
+
+    registries = (MODELS, PROTOCOLS, READERS, POSTPROCESSORS, METRICS)
+    assert all(isinstance(r, Registry) and r in all_registries() for r in registries)
+    assert {r.group for r in registries} == set(plugins.GROUPS)
+
+
+def _user_models(name: str) -> str:
+    """A user's module registering the model ``name`` (importing it is enough)."""
+    return (
+        "from clip2video.models import register_model\n\n\n"
+        f"@register_model(name={name!r})\n"
+        "def build(dim: int = 8):\n"
+        "    raise NotImplementedError\n"
+    )
+
+
+_IMPORT_EACH = """\
+import sys
+from clip2video.cli import main
+from clip2video.models import list_models
+for value in sys.argv[1:]:
+    code = main(["--import", value, "data", "protocols"])
+    print("RESULT", value, code, file=sys.stderr)
+print("MODELS", *sorted(m for m in list_models() if m.startswith("user_")), file=sys.stderr)
+"""
+
+
+def test_import_flag_takes_a_module_of_the_current_folder_or_a_file_path(tmp_path: Path) -> None:
+    """``--import my_models`` from the folder that holds ``my_models.py`` (no ``PYTHONPATH=.``),
+    ``--import ./their_models.py`` and an absolute path; anything else is one error line. The
+    process runs as the console script does: the current folder is not on ``sys.path`` (``python
+    -P``; ``python -m`` would put it there)."""
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "notes.txt").write_text("not Python")
+    for stem in ("my_models", "their_models", "far_models"):
+        (project / f"{stem}.py").write_text(_user_models(f"user_{stem}"))
+    values = [
+        "my_models",
+        "./their_models.py",
+        str(project / "far_models.py"),
+        "./nope.py",
+        "nope_c2v",
+        "./notes.txt",
+    ]
+    proc = subprocess.run(
+        [sys.executable, "-P", "-c", _IMPORT_EACH, *values],
+        cwd=project,
+        env=_cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    results = {line.split()[1]: int(line.split()[2]) for line in lines if line.startswith("RESULT")}
+    assert results == dict(zip(values, [0, 0, 0, 1, 1, 1], strict=True)), proc.stderr
+    assert lines[-1].split() == ["MODELS", "user_far_models", "user_my_models", "user_their_models"]
+    errors = [line for line in lines if line.startswith("clip2video: error:")]
+    assert errors == [
+        f"clip2video: error: --import ./nope.py: no such file ({project / 'nope.py'}); pass an existing .py "
+        "file or a module name",
+        "clip2video: error: --import nope_c2v: no module named 'nope_c2v' (not installed, not on PYTHONPATH, "
+        f"not in the current folder {project}); pass an importable module name or a file path (--import "
+        "./nope_c2v.py)",
+        "clip2video: error: --import ./notes.txt: not a Python file (.py); pass a .py file or a module name",
+    ], errors
+
+
 def test_import_flag_imports_a_user_module(capsys: pytest.CaptureFixture[str]) -> None:
     """``--import MODULE`` imports a module that is no installed package before the verb runs."""
     from clip2video.cli import main
@@ -236,37 +333,16 @@ def test_import_flag_imports_a_user_module(capsys: pytest.CaptureFixture[str]) -
     assert err[-1].startswith("clip2video: error: --import no_such_module_c2v"), err
 
 
-TOY_SUITE = """\
-name = "toys"
-protocol = "synthetic"
-models = ["toy_mean_colour"]
-seeds = [0]
+def extending_block(marker: str) -> str:
+    """The fenced block of docs/EXTENDING.md whose first line is ``marker`` (e.g. ``# toys.toml``)."""
+    text = (REPO / "docs" / "EXTENDING.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"^```[a-z]*\n(.*?)^```", text, re.MULTILINE | re.DOTALL)
+    (block,) = [b for b in blocks if b.startswith(marker + "\n")]
+    return block
 
-[synthetic]
-seed = 1
-num_train = 8
-num_val = 2
-num_test_pairs = 3
 
-[backbone]
-clip = "tiny"
-clip_weights = "none"
-
-[backbone.config]
-embed_dim = 64
-
-[frames]
-image_size = 32
-max_frames = 4
-
-[train]
-epochs = 1
-batch_size = 4
-
-[eval]
-bootstrap = 20
-postprocess = ["centre"]
-"""
+# The suite docs/EXTENDING.md shows, as written (it must run offline).
+TOY_SUITE = extending_block("# toys.toml")
 
 
 def test_toy_model_and_postprocessor_run_in_a_suite_from_the_command_line(tmp_path: Path) -> None:

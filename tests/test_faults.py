@@ -24,7 +24,6 @@ from clip2video.cli import main
 from tests.support.protocol_fixtures import (
     TINY_BACKBONE,
     build_protocol_data,
-    synthetic_source,  # noqa: F401 (a fixture)
 )
 
 SMOKE = ["--suite", "smoke", "--models", "meanp", "--no-tracking", "--no-progress"]
@@ -189,7 +188,7 @@ def test_missing_checkpoint_and_clip_weights_files(tmp_path, capsys):
 
 
 @pytest.fixture
-def vatex(tmp_path, synthetic_source):  # noqa: F811
+def vatex(tmp_path, synthetic_source):
     """A tiny vatex-1k5 dataset of real files (videos copied, so a test may corrupt one)."""
     data = build_protocol_data("vatex-1k5", tmp_path / "datasets", synthetic_source)
     for video in data.videos.iterdir():

@@ -17,7 +17,7 @@ import torch
 from PIL import Image
 
 from clip2video.data.frames import CLIP_MEAN, CLIP_STD, FrameSampler
-from tests.support.videogen import decode_index, make_video
+from tests.support.videogen import decode_index, index_coded_frames, make_video, write_video
 
 FFMPEG = "/usr/bin/ffmpeg"
 pytestmark = [
@@ -108,3 +108,70 @@ def test_training_jitter_same_instants_file_and_folder(extracted):
 
 def test_ffmpeg_present():
     assert shutil.which(FFMPEG)
+
+
+# ----------------------------------------------------------------------------------------------
+# frames.decode = "official-jpeg": the official extraction's pixels, from the raw video
+# ----------------------------------------------------------------------------------------------
+
+# (pixel format, codec, fps, (width, height)): textured frames (sharp colour edges), where the JPEG
+# route moves pixels the most; MSR-VTT / MSVD / VATEX videos are 8-bit YUV 4:2:0.
+JPEG_CASES = [
+    ("yuv420p", "libx264", 29.97, (320, 240)),
+    ("yuv444p", "libx264", 25, (160, 120)),
+    ("yuv420p", "mpeg4", 30, (176, 144)),
+]
+
+
+@pytest.fixture(scope="module", params=JPEG_CASES, ids=lambda c: f"{c[0]}-{c[1]}-{c[2]}fps")
+def textured(request, tmp_path_factory):
+    pix_fmt, codec, fps, (width, height) = request.param
+    root = tmp_path_factory.mktemp(f"jpeg-{pix_fmt}-{codec}")
+    frames = index_coded_frames(int(round(fps * 3)), height, width, texture=True)
+    video = write_video(root / "clip.mp4", frames, fps, lossless=pix_fmt == "yuv444p", codec=codec)
+    extract(video, root / "frames")
+    return video, root / "frames", fps
+
+
+def decoded_frames(video: Path) -> list:
+    import av
+
+    with av.open(str(video)) as container:
+        return list(container.decode(video=0))
+
+
+def test_official_jpeg_route_equals_every_official_jpeg_bit_for_bit(textured):
+    """Every frame the official command writes, against the in-memory route on the same source
+    frame: identical RGB pixels after the official loader's PIL decode. The direct decode is not."""
+    from clip2video.data.frames import OfficialJpeg, ffmpeg_output_frames
+
+    video, folder, fps = textured
+    frames = decoded_frames(video)
+    jpegs = sorted(folder.glob("*.jpg"))
+    mapping = ffmpeg_output_frames(len(frames), fps)
+    assert len(mapping) == len(jpegs)
+    route = OfficialJpeg()
+    worst_jpeg = worst_direct = 0
+    for k, path in enumerate(jpegs):
+        with Image.open(path) as image:
+            official = np.asarray(image.convert("RGB"), dtype=np.int16)
+        source = frames[mapping[k]]
+        ours = np.asarray(route.image(source), dtype=np.int16)
+        direct = source.to_ndarray(format="rgb24").astype(np.int16)
+        worst_jpeg = max(worst_jpeg, int(np.abs(ours - official).max()))
+        worst_direct = max(worst_direct, int(np.abs(direct - official).max()))
+    assert worst_jpeg == 0, f"largest difference from the official JPEGs: {worst_jpeg} levels"
+    assert worst_direct > 10  # the direct decode differs (what the mode exists for)
+
+
+def test_official_jpeg_mode_loads_what_the_official_folder_holds(textured):
+    """The sampler on the raw video with frames.decode = "official-jpeg" gives exactly the tensors
+    it gives on the official frame folder (same picks, same pixels, same preprocessing)."""
+    video, folder, _ = textured
+    for stride in (1, 2):
+        sampler = FrameSampler(stride=stride, image_size=112, decode="official-jpeg")
+        frames, mask = sampler.load(video)
+        folder_frames, folder_mask = sampler.load(folder, video_id="clip")
+        assert torch.equal(mask, folder_mask) and torch.equal(frames, folder_frames)
+        direct, _ = FrameSampler(stride=stride, image_size=112).load(video)
+        assert not torch.equal(direct, folder_frames)

@@ -259,3 +259,80 @@ def test_bad_settings():
         FrameSampler(stride=0)
     with pytest.raises(ValueError, match="frame rate"):
         ffmpeg_output_frames(10, 0.0)
+
+
+# ----------------------------------------------------------------------------------------------
+# frames.decode
+# ----------------------------------------------------------------------------------------------
+
+
+def test_decode_mode_defaults_to_direct_and_is_checked():
+    assert FrameSampler().decode == "direct"
+    assert FrameSampler(decode="official-jpeg").decode == "official-jpeg"
+    with pytest.raises(ValueError, match="frames.decode = 'jpeg'.*direct, official-jpeg"):
+        FrameSampler(decode="jpeg")
+
+
+def test_range_conversion_anchors():
+    """Limited-range black, white and neutral chroma map to full range 0, 255 and 128."""
+    y = np.array([0, 16, 235, 255], np.uint8)
+    assert frames_module.luma_to_full_range(y).tolist() == [0, 0, 255, 255]
+    c = np.array([16, 128, 240], np.uint8)
+    assert frames_module.chroma_to_full_range(c).tolist() == [0, 128, 255]
+
+
+def test_official_jpeg_mode_keeps_the_instants_and_changes_only_pixels(tmp_path):
+    """The JPEG route picks the same source frames (the index code survives JPEG) and its pixels
+    differ from the direct decode by a few levels, not by a different frame."""
+    video = make_video(tmp_path / "v.mp4", 90, 30, (64, 64), lossless=False)
+    direct, mask = FrameSampler(image_size=64).load(video)
+    jpeg, jpeg_mask = FrameSampler(image_size=64, decode="official-jpeg").load(video)
+    assert torch.equal(mask, jpeg_mask)
+    real = mask.bool()
+    assert not torch.equal(direct[real], jpeg[real])
+    levels = ((direct[real] - jpeg[real]) * torch.tensor(CLIP_STD).view(1, 3, 1, 1) * 255).abs()
+    assert 0 < float(levels.mean()) < 8
+
+
+def test_official_jpeg_mode_and_the_frame_cache_keep_modes_apart(tmp_path):
+    from clip2video.data.frame_cache import FrameCache
+
+    video = make_video(tmp_path / "v.mp4", 40, 25, (64, 64), lossless=False)
+    cache = FrameCache(64 * 2**20)
+    direct = FrameSampler(image_size=64).attach_cache(cache).load(video)[0]
+    jpeg = FrameSampler(image_size=64, decode="official-jpeg").attach_cache(cache).load(video)[0]
+    assert not torch.equal(direct, jpeg)  # the second load was not served the first mode's frames
+    again = FrameSampler(image_size=64, decode="official-jpeg").attach_cache(cache).load(video)[0]
+    assert torch.equal(again, jpeg)
+
+
+def test_official_jpeg_mode_names_an_unreadable_video(tmp_path):
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(b"\x00" * 4096)
+    with pytest.raises(VideoReadError, match="bad"):
+        FrameSampler(decode="official-jpeg").load(bad)
+
+
+def test_the_suite_setting_reaches_the_sampler_and_is_validated(tmp_path, capsys):
+    from clip2video.cli import main
+    from clip2video.experiments.suite import load_suite
+
+    assert load_suite("smoke").settings["frames"]["decode"] == "direct"
+    assert (
+        load_suite("smoke", {"frames": {"decode": "official-jpeg"}}).settings["frames"]["decode"]
+        == "official-jpeg"
+    )
+    code = main(
+        [
+            "ablation",
+            "--suite",
+            "smoke",
+            "--set",
+            "frames.decode=jpg",
+            "--no-tracking",
+            "--runs-dir",
+            str(tmp_path),
+        ]
+    )
+    err = capsys.readouterr().err
+    assert code == 1 and "frames.decode" in err and "official-jpeg" in err and err.count("\n") == 1

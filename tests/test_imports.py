@@ -9,7 +9,7 @@ the package's modules (imported elsewhere through a variable, e.g. a protocol's 
     report | experiments   siblings: neither imports the other
     engine | plugins       clip2video/engine/*, clip2video/plugins.py (siblings)
     bottom       clip2video/metrics/, data/, models/, tracking.py: none imports another
-    shared       clip2video/errors.py, fingerprint.py, fileio.py: importable by every module
+    shared       clip2video/errors.py, fingerprint.py, fileio.py, registry.py: importable by every module
 
 An import may point to a lower layer, inside its own group, or to ``shared``; ``clip2video``
 (the root package) may be imported by anyone for ``__version__``; it is the notebook facade, so the
@@ -44,7 +44,13 @@ LAYERS: dict[str, tuple[str, ...]] = {
     "data": ("clip2video.data",),
     "models": ("clip2video.models",),
     "tracking": ("clip2video.tracking",),
-    "shared": ("clip2video.errors", "clip2video.fingerprint", "clip2video.fileio", "clip2video.settings"),
+    "shared": (
+        "clip2video.errors",
+        "clip2video.fingerprint",
+        "clip2video.fileio",
+        "clip2video.registry",
+        "clip2video.settings",
+    ),
     "root": ("clip2video",),
 }
 RANK: dict[str, int] = {

@@ -464,7 +464,7 @@ def test_chunked_equals_full(layout: str, policy: str, v2t: str) -> None:
 def test_cache_sized_blocks_equal_one_block(monkeypatch, layout: str, block: int) -> None:
     """On a CPU, counting walks each chunk in blocks of about _CPU_BLOCK_ELEMENTS scores; tiny
     blocks (one row, or rows not dividing the chunk) give the same counts as one block."""
-    import clip2video.metrics as metrics_module
+    import clip2video.metrics.counting as metrics_module
 
     cv = LAYOUTS[layout]
     sim = np.random.default_rng(block).integers(0, 3, size=(len(cv), int(cv.max()) + 1)).astype(np.float32)

@@ -8,9 +8,14 @@ import pytest
 import torch
 from torch import nn
 
-from clip2video.errors import WeightsError
+from clip2video.errors import ConfigError, UnknownNameError, WeightsError
 from clip2video.models import backbone, create_model, list_models, register_model
-from clip2video.models.backbone import build_clip, build_clip_from_config, infer_clip_config
+from clip2video.models.backbone import (
+    RandomWeightsWarning,
+    build_clip,
+    build_clip_from_config,
+    infer_clip_config,
+)
 from clip2video.models.retrieval import RetrievalModel
 from tests.support.tiny_clip import tiny_clip_config, tiny_model, tiny_text, tiny_video
 
@@ -161,7 +166,7 @@ def test_unreachable_hub_fails_fast(monkeypatch):
 
 @pytest.mark.slow
 def test_vit_b_32_random_init_builds():
-    model = create_model("clip2video", clip="ViT-B-32")
+    model = create_model("clip2video", clip="ViT-B-32", clip_weights="none")
     assert model.embed_dim == 512 and model.config["positions"] == 77
     assert model.transformerClip.heads == 8 and len(model.transformerClip.resblocks) == 4
     assert model.tab.weight_center.shape == (5, 512)
@@ -173,7 +178,7 @@ def test_vit_b_32_random_init_builds():
 def test_a_model_receives_only_the_options_it_declares():
     from torch import nn
 
-    from clip2video.models.registry import _OPTIONS, _REGISTRY, create_model_from_options, model_options
+    from clip2video.models.registry import MODELS, create_model_from_options, declared_options
 
     @register_model(name="toy-declared")
     def toy(clip: str = "tiny", center_k: int = 5) -> nn.Module:
@@ -182,14 +187,77 @@ def test_a_model_receives_only_the_options_it_declares():
         return module
 
     try:
-        assert model_options("toy-declared") == {"clip", "center_k"}
+        assert declared_options("toy-declared") == {"clip", "center_k"}
         model = create_model_from_options(
             "toy-declared", {"clip": "x", "center_k": 3, "tdb_proj": "selfattn"}
         )
-        assert model.config == {"clip": "x", "center_k": 3}  # tdb_proj dropped, not an error
-        assert model_options("meanp") is None  # a **config factory takes every option
-        with pytest.raises(KeyError, match="unknown model 'nope'"):
-            model_options("nope")
+        # tdb_proj dropped, not an error; create_model stamps the registry name
+        assert model.config == {"clip": "x", "center_k": 3, "name": "toy-declared"}
+        assert declared_options("meanp") is None  # a **config factory takes every option
+        with pytest.raises(KeyError, match="Unknown model 'nope'"):
+            declared_options("nope")
     finally:
-        _REGISTRY.pop("toy-declared", None)
-        _OPTIONS.pop("toy-declared", None)
+        MODELS.unregister("toy-declared")
+
+
+# ---------------------------------------------------------- the factory contract
+@pytest.mark.parametrize("name", ALL)
+def test_create_model_of_its_config_round_trips_with_the_same_weights(name):
+    """``create_model(**model.config)`` (the contract) and ``create_model(name, **options)`` rebuild
+    the same architecture; seeded alike, the same weights."""
+    torch.manual_seed(0)
+    model = tiny_model(name, perturb=False)
+    torch.manual_seed(0)
+    rebuilt = create_model(**json.loads(json.dumps(model.config)))
+    assert rebuilt.config == model.config
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(model.state_dict().values(), rebuilt.state_dict().values(), strict=True)
+    )
+    options = {k: v for k, v in model.config.items() if k != "name"}
+    assert create_model(name, **options).config == model.config
+    with pytest.raises(ConfigError, match="two different model names"):
+        create_model("meanp" if name != "meanp" else "tdb", **model.config)
+
+
+def test_create_model_takes_the_suite_spellings():
+    """``clip="tiny"`` with ``config=`` (a suite's [backbone.config]) and ``clip_weights="none"``."""
+    model = create_model("tab", clip="tiny", config=tiny_clip_config(), clip_weights="none")
+    assert model.config["clip"] == tiny_clip_config() and model.config["clip_weights"] is None
+    assert create_model(**model.config).config == model.config
+    with pytest.raises(WeightsError, match="clip='tiny' needs config="):
+        create_model("meanp", clip="tiny")
+    with pytest.raises(WeightsError, match="with clip='tiny'"):
+        create_model("meanp", clip=tiny_clip_config(), config=tiny_clip_config())
+
+
+def test_a_named_backbone_without_weights_warns_that_they_are_random(monkeypatch):
+    """``create_model("clip2video")`` would silently be a random ViT-B-32: it warns, naming what to
+    pass; ``clip_weights="none"`` (or None) says the random start is deliberate."""
+    built = []
+    monkeypatch.setattr(
+        "clip2video.models.retrieval.build_clip",
+        lambda clip, weights, quick_gelu: (
+            built.append((clip, weights)) or backbone.build_clip(tiny_clip_config())
+        ),
+    )
+    with pytest.warns(
+        RandomWeightsWarning, match=r"create_model\('clip2video'\).*RANDOM.*clip_weights='openai'"
+    ):
+        create_model("clip2video")
+    assert built[-1] == ("ViT-B-32", None)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        create_model("meanp", clip="ViT-B-32", clip_weights="none")
+        create_model("meanp", clip="ViT-B-32", clip_weights=None)
+    assert built[-2:] == [("ViT-B-32", None), ("ViT-B-32", None)]
+
+
+def test_unknown_model_suggests_the_closest_name():
+    with pytest.raises(
+        UnknownNameError,
+        match=r"Unknown model 'clip2vid'. Did you mean 'clip2video'\? Available: .*clip2video, meanp, seqtransf",
+    ):
+        create_model("clip2vid")

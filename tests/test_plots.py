@@ -8,7 +8,7 @@ from matplotlib import image as mpimg
 from clip2video.engine.records import read_run_record, write_run_record
 from clip2video.metrics import query_ranks, retrieval_metrics
 from clip2video.report.groups import group_records, summarise
-from clip2video.report.plots import plot_ablation, rank_bins, recall_ks, write_plots
+from clip2video.report.plots import plot_ablation, rank_bins, rank_density, recall_ks, write_plots
 
 
 def record(tmp_path, name: str, shift: float, seed: int = 0, policy: str = "mean", **extra):
@@ -121,3 +121,39 @@ def test_ablation_bars_carry_intervals_order_accuracy_and_chance(tmp_path, monke
     assert np.isnan(calls[2][0][0]) and order_err[:, 1].sum() > 0  # b's order accuracy has an interval
     assert (50.0, "order chance (50%)") in lines
     assert (tmp_path / "bars.pdf").is_file()
+
+
+def test_rank_histogram_bars_do_not_swing_with_the_bin_widths():
+    """Ranks spread evenly over 1..300 (with the `mean` policy's halves) give bars of one height:
+    each bin shows % per whole rank, whatever number of ranks its log-spaced edges hold."""
+    ranks = np.concatenate([np.arange(1, 301, dtype=float), np.arange(1, 301) + 0.5])
+    edges = rank_bins(ranks.max(), 25)
+    widths = np.diff(edges)
+    assert len(set(widths.tolist())) > 3  # the log-spaced bins hold 1, 2, 3, ... whole ranks
+    density = rank_density(ranks, edges)
+    inside = edges[1:] <= 300.75  # bins fully inside the ranks' range
+    np.testing.assert_allclose(density[inside], 100.0 / 300)
+    raw, _ = np.histogram(ranks, bins=edges)
+    assert np.ptp(raw[inside]) > 5  # what the old per-bin shares did: they followed the bin widths
+    assert np.isclose((density * widths).sum(), 100.0)  # every query counted once
+
+
+def test_plots_are_named_and_titled_after_their_suite(tmp_path, monkeypatch):
+    import matplotlib.figure
+
+    titles = []
+    original = matplotlib.figure.Figure.suptitle
+
+    def spy(self, text, *args, **kwargs):
+        titles.append(text)
+        return original(self, text, *args, **kwargs)
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "suptitle", spy)
+    records = [record(tmp_path, "clip2video", 2.0)]
+    paths = write_plots(records, tmp_path / "out", n_boot=20, suite="eval-msvd-clip2video", protocol="msvd")
+    assert [p.name for p in paths] == [
+        f"{s}.{e}" for s in ("recall_at_k", "rank_hist", "eval-msvd-clip2video_r1") for e in ("png", "pdf")
+    ]
+    assert titles == ["suite eval-msvd-clip2video, protocol msvd"] * 2
+    assert not list((tmp_path / "out").glob("ablation_r1.*"))
+    assert not [p for p in (tmp_path / "out").iterdir() if p.name.startswith(".")]  # no temp files left

@@ -9,7 +9,7 @@ import pytest
 
 from clip2video.data.annotations import find_annotation, read_id_list, split_video_ids
 from clip2video.data.protocols import Protocol, get_protocol, list_protocols, register_protocol
-from clip2video.errors import ProtocolError
+from clip2video.errors import DuplicateNameError, ProtocolError
 
 # protocols.md's table: (train file, test file, frame stride, TAB centers K)
 SPEC_TABLE = {
@@ -114,11 +114,11 @@ def test_register_protocol_refuses_a_silent_replacement():
     assert get_protocol("test-custom").stride == 3
     assert "test-custom" in list_protocols()
     changed = Protocol(**{**custom.__dict__, "stride": 1})
-    with pytest.raises(ProtocolError, match="already registered"):
+    with pytest.raises(DuplicateNameError, match="a protocol named 'test-custom' is already registered"):
         register_protocol(changed)
     register_protocol(changed, overwrite=True)
     assert get_protocol("test-custom").stride == 1
-    with pytest.raises(ProtocolError, match="already registered"):
+    with pytest.raises(DuplicateNameError, match="already registered"):
         register_protocol(Protocol(**{**base.__dict__, "stride": 2}))
 
 

@@ -16,6 +16,7 @@ import pytest
 from clip2video.cli import build_parser, main
 
 README = Path(__file__).resolve().parents[1] / "README.md"
+EXTENDING = README.parent / "docs" / "EXTENDING.md"
 FENCE = re.compile(r"^```[^\n]*\n(.*?)^```", re.MULTILINE | re.DOTALL)
 
 
@@ -71,6 +72,26 @@ def test_readme_command_parses(command: str, capsys: pytest.CaptureFixture[str])
         pytest.fail(f"README command `{command}` does not parse: {capsys.readouterr().err.strip()}")
         raise AssertionError from exc
     assert getattr(args, "func", None) is not None or not argv, f"`{command}` names no verb"
+
+
+EXTENDING_COMMANDS = readme_commands(EXTENDING.read_text(encoding="utf-8"))
+
+
+@pytest.mark.parametrize("command", EXTENDING_COMMANDS)
+def test_extending_command_parses(command: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """docs/EXTENDING.md's commands parse as written, once its toy modules are imported (as their
+    ``--import`` does; the toy protocol's name is then a valid ``--protocol``)."""
+    import tests.support.toys.toy_model
+    import tests.support.toys.toy_postprocess
+    import tests.support.toys.toy_protocol  # noqa: F401  (the --import modules of these commands)
+
+    try:
+        args = build_parser().parse_args(_argv(command))
+    except SystemExit as exc:
+        pytest.fail(f"EXTENDING.md command `{command}` does not parse: {capsys.readouterr().err.strip()}")
+        raise AssertionError from exc
+    assert getattr(args, "func", None) is not None, f"`{command}` names no verb"
+    assert len(EXTENDING_COMMANDS) >= 3
 
 
 @pytest.mark.parametrize(

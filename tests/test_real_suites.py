@@ -31,7 +31,6 @@ from tests.support.protocol_fixtures import (
     brute_force_metrics,
     build_protocol_data,
     run_suite_with_tables,
-    synthetic_source,  # noqa: F401 (a fixture)
     tiny_overrides,
 )
 
@@ -82,7 +81,7 @@ def run_real_suite(name: str, root: Path, source: Path, models: list[str] = MODE
     scope="module",
     params=[pytest.param(s, marks=[] if s == "msvd" else [pytest.mark.slow]) for s in REAL_SUITES],
 )
-def suite_run(request, tmp_path_factory, synthetic_source) -> SuiteRun:  # noqa: F811
+def suite_run(request, tmp_path_factory, synthetic_source) -> SuiteRun:
     return run_real_suite(request.param, tmp_path_factory.mktemp(request.param), synthetic_source)
 
 
@@ -277,7 +276,7 @@ def test_tiny_split_lists_fail_verify_but_the_suite_runs_and_says_so(suite_run):
 # ----------------------------------------------------------------------------- fast failure paths
 
 
-def test_eval_only_without_checkpoints_runs_only_the_zero_shot_row(tmp_path, synthetic_source):  # noqa: F811
+def test_eval_only_without_checkpoints_runs_only_the_zero_shot_row(tmp_path, synthetic_source):
     data = build_protocol_data("msvd", tmp_path / "data", synthetic_source)
     with pytest.warns(UserWarning, match="no checkpoint for 'clip2video'"):
         result = run_suite_with_tables(
@@ -295,7 +294,7 @@ def test_eval_only_without_checkpoints_runs_only_the_zero_shot_row(tmp_path, syn
     assert sorted(p.name for p in (tmp_path / "runs" / "msvd").iterdir()) == [ZERO_SHOT_ROW, "suite.json"]
 
 
-def test_missing_test_videos_are_named_before_any_training(tmp_path, synthetic_source):  # noqa: F811
+def test_missing_test_videos_are_named_before_any_training(tmp_path, synthetic_source):
     data = build_protocol_data("vatex-hgr", tmp_path / "data", synthetic_source)
     gone = [data.test_ids[1], data.test_ids[5]]
     for vid in gone:
@@ -315,7 +314,7 @@ def test_missing_test_videos_are_named_before_any_training(tmp_path, synthetic_s
 
 
 @pytest.mark.slow
-def test_allow_missing_drops_and_records_the_videos(tmp_path, synthetic_source):  # noqa: F811
+def test_allow_missing_drops_and_records_the_videos(tmp_path, synthetic_source):
     data = build_protocol_data("vatex-hgr", tmp_path / "data", synthetic_source)
     gone = data.test_ids[2]
     (data.videos / f"{gone}.mp4").unlink()
@@ -336,7 +335,7 @@ def test_allow_missing_drops_and_records_the_videos(tmp_path, synthetic_source):
 
 
 @pytest.mark.slow
-def test_msrvtt_full_from_frame_folders_via_a_suite_file(tmp_path, synthetic_source):  # noqa: F811
+def test_msrvtt_full_from_frame_folders_via_a_suite_file(tmp_path, synthetic_source):
     """No suite ships for MSR-VTT full; a user's suite file runs it, here on frame folders."""
     data = build_protocol_data("msrvtt-full", tmp_path / "data", synthetic_source, frame_folders=True)
     assert all((data.videos / vid).is_dir() for vid in data.test_ids)
@@ -367,7 +366,7 @@ def test_msrvtt_full_from_frame_folders_via_a_suite_file(tmp_path, synthetic_sou
     )
 
 
-def test_resume_keeps_the_zero_shot_rows_post_processed_rows(tmp_path, synthetic_source):  # noqa: F811
+def test_resume_keeps_the_zero_shot_rows_post_processed_rows(tmp_path, synthetic_source):
     """A finished row's marked rows (here DSL) stay listed after --resume, whatever its name holds."""
     data = build_protocol_data("msvd", tmp_path / "data", synthetic_source)
     settings = dict(

@@ -17,7 +17,7 @@ import torch
 from clip2video.cli import main
 from clip2video.engine.train import train
 from tests.support.protocol_fixtures import smoke_cli_args
-from tests.test_train import StandInModel, ToyPairs, cfg
+from tests.support.train_standins import StandInModel, ToyPairs, cfg
 
 ROW = ["meanp"]
 
@@ -106,7 +106,7 @@ def test_embedding_cache_misses_when_a_frame_image_is_overwritten(tmp_path):
     from clip2video.data.synthetic import generate_synthetic
     from clip2video.engine.cache import EmbeddingCache
     from clip2video.engine.evaluate import evaluate
-    from tests.test_evaluate import real_model
+    from tests.support.eval_standins import real_model
 
     root = generate_synthetic(tmp_path / "syn", seed=5, num_train=0, num_val=0, num_test_pairs=2)
     proto = get_protocol("synthetic")

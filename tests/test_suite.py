@@ -108,6 +108,7 @@ def test_a_suite_that_omits_the_protocol_keys_gets_the_protocols_values(tmp_path
     p = get_protocol(protocol)
     s = load_suite(_write(tmp_path, f'protocol = "{protocol}"\n'))
     assert s["frames"] == {
+        "decode": "direct",  # not a protocol key: defaults.toml's
         "extraction_fps": p.extraction_fps,
         "stride": p.stride,
         "max_frames": p.max_frames,

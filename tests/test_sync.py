@@ -1,14 +1,16 @@
 """MLflow from the on-disk records: the parent logs each finished row; ``clip2video sync`` re-logs.
 
-One tracked smoke run (meanp, clip2video) is shared by the tests below; the browser test loads
-its runs page in headless Chromium (skipped, saying why, where Chromium is absent).
+One tracked smoke run (meanp, clip2video) is shared by the tests below, its tables and plots attached
+to the suite's run as ``clip2video ablation`` does; the browser test serves it with ``clip2video ui``,
+opens the experiments list in headless Chromium (chromedriver), clicks the experiment and reads the
+runs table (skipped, saying why, where Chromium or chromedriver is absent).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-import re
 import shutil
 import signal
 import socket
@@ -19,11 +21,15 @@ import urllib.request
 from pathlib import Path
 from urllib.parse import quote
 
+import pandas as pd
 import pytest
 
 from clip2video.cli import main
+from clip2video.engine.records import read_run_record
 from clip2video.experiments.sync import sync_records
-from clip2video.tracking import EXPERIMENT_KIND, RECORD_ID_TAG
+from clip2video.report.tables import regenerate
+from clip2video.tracking import EXPERIMENT_KIND, RECORD_ID_TAG, SUITE_RUN_TAG, Tracker, ui_app_registered
+from tests.support import webdriver
 from tests.support.protocol_fixtures import SMOKE_MODELS, run_smoke
 
 
@@ -32,6 +38,7 @@ def tracked(tmp_path_factory):
     root = tmp_path_factory.mktemp("tracked")
     uri = f"sqlite:///{root / 'mlruns.db'}"
     run_smoke(root, tracking=True, tracking_uri=uri)
+    regenerate(root / "runs", root / "results", ["smoke"], tracker=Tracker(uri))  # as `clip2video ablation`
     return root, uri
 
 
@@ -67,6 +74,56 @@ def test_rows_are_logged_from_their_records(tracked):
     assert suite_run and c.get_run(suite_run).info.status == "FINISHED"
 
 
+def test_row_runs_carry_every_setting_and_their_real_times(tracked):
+    root, uri = tracked
+    c = client(uri)
+    for name, run in row_runs(uri).items():
+        params = run.data.params
+        record = read_run_record(root / "runs" / "smoke" / name)
+        # backbone, weights source, protocol and every model option
+        assert params["backbone"] == "tiny" and params["backbone.clip"] == "tiny"
+        assert params["weights"] == "none (from scratch)" and params["protocol"] == "synthetic"
+        for option in ("temporal_layers", "center_k", "tdb_proj", "center_weight"):
+            assert params[f"model.{option}"] == str(record.config["model"][option]), option
+        assert params["model_config.name"] == name and params["text.max_words"] == "32"
+        # the run's real start and end (from the record), not the moment it was logged
+        times = record.extra["wall_clock"]
+        assert run.info.start_time == round(times["start"] * 1000)
+        assert run.info.end_time == round(times["end"] * 1000)
+        epochs = [e["wall_clock"] for e in record.extra["history"]]
+        assert (
+            times["start"] <= epochs[0]["start"] < epochs[0]["end"] <= epochs[1]["start"] < epochs[1]["end"]
+        )
+        assert run.info.end_time - run.info.start_time >= 1000 * (epochs[1]["end"] - epochs[0]["start"])
+        history = c.get_metric_history(run.info.run_id, "train/epoch_loss")
+        assert [m.timestamp for m in history] == [round(e["end"] * 1000) for e in epochs]  # one per epoch
+
+
+def test_the_suite_run_carries_each_rows_mean_interval_and_the_results(tracked):
+    root, uri = tracked
+    c = client(uri)
+    experiment = c.get_experiment_by_name("smoke")
+    (suite_run,) = c.search_runs([experiment.experiment_id], f"tags.`{SUITE_RUN_TAG}` = 'smoke'")
+    metrics = suite_run.data.metrics
+    values = pd.read_csv(root / "results" / "smoke" / "values.csv")
+    for model in SMOKE_MODELS:
+        mean = values[(values.row == model) & (values.metric == "t2v_R1") & (values.seed == "mean")].iloc[0]
+        assert metrics[f"{model}/t2v_R1"] == pytest.approx(mean.value)
+        assert metrics[f"{model}/t2v_R1_lo"] == pytest.approx(mean.lo)
+        assert metrics[f"{model}/t2v_R1_hi"] == pytest.approx(mean.hi)
+        assert metrics[f"{model}/t2v_R1_lo"] <= metrics[f"{model}/t2v_R1"] <= metrics[f"{model}/t2v_R1_hi"]
+    files = {Path(a.path).name for a in c.list_artifacts(suite_run.info.run_id, "results")}
+    assert {
+        "table.md",
+        "table.tex",
+        "table.csv",
+        "values.csv",
+        "result.json",
+        "smoke_r1.png",
+        "rank_hist.pdf",
+    } <= files
+
+
 def test_sync_is_idempotent_and_relogs_what_mlflow_lost(tracked, tmp_path):
     root, _ = tracked
     db = tmp_path / "mlruns.db"
@@ -99,33 +156,40 @@ def test_sync_fails_runs_left_running_by_a_dead_process(tracked, tmp_path):
     assert c.get_run(alive).info.status == "RUNNING"
 
 
-def _rendered_text(url: str) -> str:
-    """The page's text after headless Chromium has run its scripts (virtual time: 60 s)."""
-    cmd = ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--window-size=2400,1200"]
-    cmd += ["--virtual-time-budget=60000", "--dump-dom", url]
-    dom = subprocess.run(cmd, capture_output=True, text=True, timeout=240).stdout
-    return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", dom)).replace("&nbsp;", " ")
+def _ui_env(tmp: Path) -> dict[str, str]:
+    """The environment `clip2video ui` runs in. Where the installed package metadata predates the
+    ``mlflow.app`` entry point (an editable install made before pyproject.toml declared it), a
+    dist-info holding just that entry point, copied from pyproject.toml, is put on PYTHONPATH."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path.cwd()), os.environ.get("PYTHONPATH", "")])}
+    if ui_app_registered():
+        return env
+    import tomllib
+
+    project = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())["project"]
+    app = project["entry-points"]["mlflow.app"]["clip2video"]
+    info = tmp / "entry" / "clip2video_ui_entry-0.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: clip2video-ui-entry\nVersion: 0\n")
+    (info / "entry_points.txt").write_text(f"[mlflow.app]\nclip2video = {app}\n")
+    env["PYTHONPATH"] = os.pathsep.join([str(info.parent), env["PYTHONPATH"]])
+    return env
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.mark.skipif(shutil.which("chromium") is None, reason="chromium is absent (Debian package: chromium)")
-def test_the_mlflow_ui_lists_the_runs_with_a_metric_column(tracked):
-    root, uri = tracked
-    mlflow_bin = Path(sys.executable).with_name("mlflow")
-    port = _free_port()
+@contextlib.contextmanager
+def ui_server(uri: str, tmp: Path):
+    """`clip2video ui` on a free port, until the block ends; yields its base URL."""
+    port = webdriver.free_port()
+    cli = Path(sys.executable).with_name("clip2video")
+    log = open(tmp / "ui.log", "wb")  # noqa: SIM115 (closed below)
     server = subprocess.Popen(
-        [str(mlflow_bin), "server", "--host", "127.0.0.1", "--port", str(port), "--backend-store-uri", uri],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,  # its web workers go with it
+        [str(cli), "ui", "--tracking-uri", uri, "--port", str(port)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=_ui_env(tmp),
+        start_new_session=True,  # the mlflow server and its workers go with it
     )
+    base = f"http://127.0.0.1:{port}"
     try:
-        base = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 120
         while True:
             try:
@@ -134,24 +198,10 @@ def test_the_mlflow_ui_lists_the_runs_with_a_metric_column(tracked):
                         break
             except OSError:
                 pass
-            assert time.monotonic() < deadline, "mlflow server did not start"
+            if server.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"clip2video ui did not start: {(tmp / 'ui.log').read_text()[-3000:]}")
             time.sleep(0.5)
-        experiment = client(uri).get_experiment_by_name("smoke")
-        runs = row_runs(uri)
-        ids = quote(json.dumps([r.info.run_id for r in runs.values()]))
-        eid = experiment.experiment_id
-        pages = {
-            # the training-runs table, sorted by a metric
-            "runs": f"{base}/#/experiments/{eid}/runs?orderByKey=metrics.%60t2v_R1%60",
-            # the comparison of the row runs: their metrics side by side
-            "compare": f"{base}/#/compare-runs?runs={ids}&experiments=%5B%22{eid}%22%5D",
-        }
-        text = {name: _rendered_text(url) for name, url in pages.items()}
-        Path(os.environ.get("CLIP2VIDEO_UI_DUMP", os.devnull)).write_text(json.dumps(text))
-        for name in SMOKE_MODELS:
-            assert name in text["runs"] and name in text["compare"], f"run {name} missing from the UI"
-        assert "Training runs" in text["runs"], "the experiment opened in another view than training runs"
-        assert "Sort: t2v_R1" in text["runs"] and "Metrics: t2v_R1" in text["compare"]
+        yield base
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         try:
@@ -159,3 +209,56 @@ def test_the_mlflow_ui_lists_the_runs_with_a_metric_column(tracked):
         except subprocess.TimeoutExpired:
             os.killpg(server.pid, signal.SIGKILL)
             server.wait()
+        log.close()
+
+
+@pytest.mark.server
+@pytest.mark.slow
+@pytest.mark.skipif(webdriver.available() is not None, reason=str(webdriver.available()))
+def test_clicking_the_experiment_in_the_list_opens_its_runs_table(tracked, tmp_path):
+    """What a user does: open the experiments list of `clip2video ui` in a fresh browser, click the
+    experiment, and see its runs table (MLflow 3's own server opens its GenAI overview instead)."""
+    root, uri = tracked
+    with ui_server(uri, tmp_path) as base, webdriver.Browser() as browser:
+        browser.get(f"{base}/#/experiments")
+        link = browser.wait_for(lambda: browser.find_link("smoke"), "the experiment in the list")
+        browser.click(link)
+        browser.wait_for(lambda: "/runs" in browser.url, "the runs view")
+
+        def all_rows() -> str | None:
+            text = browser.text()
+            return text if all(m in text for m in SMOKE_MODELS) else None
+
+        text = browser.wait_for(all_rows, "the row runs")
+        browser.screenshot(tmp_path / "runs.png")
+        Path(os.environ.get("CLIP2VIDEO_UI_DUMP", os.devnull)).write_text(
+            json.dumps({"url": browser.url, "text": text})
+        )
+        assert "workflowType=machine_learning" in browser.url
+        assert "Run Name" in text and "Duration" in text  # the runs table's columns
+        assert "Token Usage" not in text and "Detect Issues" not in text  # not the GenAI overview
+        # the sort by a metric column works in this table
+        run_ids = [r.info.run_id for r in row_runs(uri).values()]
+        browser.get(
+            f"{browser.url.split('?')[0]}?orderByKey=metrics.%60t2v_R1%60&workflowType=machine_learning"
+        )
+        browser.wait_for(lambda: "Sort: t2v_R1" in browser.text(), "the table sorted by t2v_R1")
+        eid = client(uri).get_experiment_by_name("smoke").experiment_id
+        compare = (
+            f"{base}/#/compare-runs?runs={quote(json.dumps(run_ids))}&experiments={quote(json.dumps([eid]))}"
+        )
+        browser.get(compare)
+        browser.wait_for(
+            lambda: "Metrics" in browser.text() and "t2v_R1" in browser.text(), "the run comparison"
+        )
+
+
+def test_ui_refuses_what_it_cannot_serve_in_one_line(tmp_path, capsys):
+    assert main(["ui", "--tracking-uri", f"sqlite:///{tmp_path}/none.db"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no tracking store at" in err and "clip2video ablation" in err
+    (tmp_path / "bad.db").write_bytes(b"garbage" * 100)
+    assert main(["ui", "--tracking-uri", f"sqlite:///{tmp_path}/bad.db"]) == 1
+    assert "not an SQLite database" in capsys.readouterr().err
+    assert main(["ui", "--tracking-uri", "http://127.0.0.1:9"]) == 1
+    assert "is a server already" in capsys.readouterr().err

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import re
+import shutil
+import subprocess
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -151,13 +155,37 @@ def test_paper_layout_one_row_per_model_with_mean_std_and_interval(tmp_path):
     assert any("Single-seed per-query bootstrap" in f for f in table.footnotes)
 
 
-def test_one_seed_suite_shows_std_as_na(tmp_path):
+def test_a_row_run_once_shows_no_std_and_says_what_it_is(tmp_path):
     make_suite(tmp_path)
     table = build_suite_table(read_suite_records(tmp_path, "demo"), published=load_published())
-    assert " ± n/a [" in table.main.loc["meanp", "t2v R@1"]
+    cell = table.main.loc["meanp", "t2v R@1"]
+    assert "±" not in cell and "n/a" not in cell and cell.count("[") == 1
+    assert table.main.loc["meanp", "seeds"] == "seed 0"
     # a recorded scalar of one seed has nothing to resample: no interval, no test
-    assert table.main.loc["better", "order acc"] == "71.5 ± n/a"
+    assert table.main.loc["better", "order acc"] == "71.5"
     assert any("sqrt(2)" not in f and "paired difference" in f for f in table.footnotes)
+    assert not any("n/a with one seed" in f for f in table.footnotes)
+
+
+def test_an_evaluated_checkpoint_row_reads_1_checkpoint(tmp_path):
+    rng = np.random.default_rng(1)
+    t, v = rng.integers(1, 20, 60).astype(float), rng.integers(1, 20, 60).astype(float)
+    for name, row in (("clip2video", {"checkpoint": "pytorch_model.bin.2", "trained": False}), ("meanp", {})):
+        write_run_record(
+            tmp_path / "ev" / name,
+            name=name,
+            metrics=hand_metrics(t, v),
+            ranks_t2v=t,
+            ranks_v2t=v,
+            protocol="msvd",
+            config={"eval": {"bootstrap": 50}, "row": row},
+            extra={"model": name, "seed": 0, "trained": not row},
+        )
+    write_suite_info(tmp_path, "ev", protocol="msvd", rows=["clip2video", "meanp"])
+    table = build_suite_table(read_suite_records(tmp_path, "ev"), published=load_published())
+    assert table.main.loc["clip2video", "seeds"] == "1 checkpoint"
+    assert table.main.loc["meanp", "seeds"] == "seed 0"
+    assert not table.main.apply(lambda col: col.astype(str).str.contains("n/a \\[", regex=True)).any().any()
 
 
 def test_significance_marks_after_holm_only(tmp_path):
@@ -268,14 +296,22 @@ def test_latex_escapes_specials():
     assert latex_escape("x`y") == r"x\textasciigrave{}y"
 
 
-def test_latex_table_compiles_with_pdflatex_and_fits_the_text_width(tmp_path):
-    import shutil
-    import subprocess
+# ----------------------------------------------------------------------------------------------
+# LaTeX in a real paper: pdflatex, a two-column article, every generated .tex
+# ----------------------------------------------------------------------------------------------
 
-    if shutil.which("pdflatex") is None:
-        pytest.skip("pdflatex is absent (Debian: texlive-latex-base texlive-latex-recommended)")
+FILLER = " ".join(["Each model is trained under three seeds and evaluated on the test split."] * 14)
+LOG_PROBLEMS = re.compile(
+    r"(Overfull \\[hv]box.*|Float too large.*|Float\(s\) lost|Label `[^']*' multiply defined"
+    r"|There were multiply-defined labels|Reference `[^']*' on page \d+ undefined)"
+)
+
+
+def paper_suites(runs: Path) -> None:
+    """Suites that give every kind of table: published + legacy + difference rows, post-processed
+    rows, paired tests, the per-query section, two seeds; and a second suite in the same paper."""
     make_suite(
-        tmp_path / "runs",
+        runs,
         protocol="msrvtt-1k-a",
         seeds=(0, 1),
         extra_rows=[
@@ -283,26 +319,124 @@ def test_latex_table_compiles_with_pdflatex_and_fits_the_text_width(tmp_path):
             ("meanp-dsl", {"postprocess": "dsl", "model": "meanp"}),
         ],
     )
-    out = tmp_path / "results"
-    regenerate(tmp_path / "runs", out, ["demo"], plots=False)
-    tex = (out / "demo" / "table.tex").read_text()
-    assert "booktabs" in tex.splitlines()[1]
-    doc = tmp_path / "doc.tex"
-    doc.write_text(
-        "\\documentclass{article}\n\\usepackage{booktabs}\n\\usepackage{graphicx}\n"
-        "\\begin{document}\n\\input{" + str(out / "demo" / "table.tex") + "}\n\\end{document}\n"
-    )
-    run = subprocess.run(
-        ["pdflatex", "-interaction=nonstopmode", "-halt-on-error", doc.name],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    log = (tmp_path / "doc.log").read_text(errors="replace")
+    make_suite(runs, suite="ablation-2", protocol="synthetic", seeds=(0, 1, 2))
+
+
+def compile_paper(
+    folder: Path, inputs: list[Path], *, twocolumn: bool, wide: bool = False
+) -> tuple[str, Path]:
+    """pdflatex (twice, for the references) on an article that inputs ``inputs`` between body text;
+    returns the log and the PDF."""
+    folder.mkdir(parents=True, exist_ok=True)
+    body = [
+        "\\documentclass" + ("[twocolumn]" if twocolumn else "") + "{article}",
+        "\\usepackage{booktabs}",
+        "\\usepackage{graphicx}",
+        *(["\\newcommand{\\ClipVideoTableEnv}{table*}"] if wide else []),
+        "\\begin{document}",
+        "\\section{Results}",
+        FILLER,
+    ]
+    for path in inputs:
+        body += ["", "\\input{" + str(path) + "}", "", FILLER, "", FILLER]
+    body.append("\\end{document}")
+    (folder / "paper.tex").write_text("\n".join(body) + "\n")
+    for _ in range(2):
+        run = subprocess.run(
+            ["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "paper.tex"],
+            cwd=folder,
+            capture_output=True,  # bytes: TeX's terminal output is not always UTF-8
+            timeout=180,
+        )
+    log = (folder / "paper.log").read_text(errors="replace")
     assert run.returncode == 0, log[-3000:]
-    assert (tmp_path / "doc.pdf").stat().st_size > 1000
-    assert "Overfull \\hbox" not in log, [line for line in log.splitlines() if "Overfull" in line]
+    return log, folder / "paper.pdf"
+
+
+def word_boxes(pdf: Path) -> dict[int, np.ndarray]:
+    """Every word's box (xmin, ymin, xmax, ymax) per page, from ``pdftotext -bbox``."""
+    html = subprocess.run(
+        ["pdftotext", "-bbox", str(pdf), "-"], capture_output=True, text=True, check=True, timeout=60
+    ).stdout
+    pages: dict[int, np.ndarray] = {}
+    for n, page in enumerate(html.split("<page ")[1:]):
+        boxes = re.findall(r'xMin="([\d.]+)" yMin="([\d.]+)" xMax="([\d.]+)" yMax="([\d.]+)"', page)
+        pages[n] = np.array(boxes, dtype=float).reshape(-1, 4)
+    return pages
+
+
+def overlapping_words(boxes: np.ndarray, min_share: float = 0.3) -> int:
+    """Pairs of words whose boxes overlap by more than ``min_share`` of the smaller one (text drawn
+    over text: a float over another float or over the body)."""
+    if len(boxes) < 2:
+        return 0
+    x0, y0, x1, y1 = (boxes[:, i] for i in range(4))
+    w = np.clip(np.minimum(x1[:, None], x1[None]) - np.maximum(x0[:, None], x0[None]), 0, None)
+    h = np.clip(np.minimum(y1[:, None], y1[None]) - np.maximum(y0[:, None], y0[None]), 0, None)
+    area = (x1 - x0) * (y1 - y0)
+    share = w * h / np.maximum(np.minimum(area[:, None], area[None]), 1e-9)
+    np.fill_diagonal(share, 0)
+    return int(np.count_nonzero(np.triu(share > min_share)))
+
+
+needs_pdflatex = pytest.mark.skipif(
+    shutil.which("pdflatex") is None,
+    reason="pdflatex is absent (Debian: texlive-latex-base texlive-latex-recommended)",
+)
+
+
+@needs_pdflatex
+@pytest.mark.slow
+@pytest.mark.parametrize("layout", ["twocolumn", "twocolumn-wide", "onecolumn"])
+def test_every_generated_table_drops_into_a_paper(tmp_path, layout):
+    """Every generated .tex of two suites, \\input into an article (two-column, two-column with
+    page-wide table* floats, one-column): it compiles with no overfull box, no float too large or
+    lost, one label per table and no undefined reference."""
+    paper_suites(tmp_path / "runs")
+    out = tmp_path / "results"
+    regenerate(tmp_path / "runs", out, plots=False)
+    inputs = sorted(out.rglob("*.tex"))
+    assert [p.relative_to(out).as_posix() for p in inputs] == ["ablation-2/table.tex", "demo/table.tex"]
+    log, pdf = compile_paper(
+        tmp_path / "paper", inputs, twocolumn=layout.startswith("twocolumn"), wide=layout.endswith("wide")
+    )
+    assert pdf.stat().st_size > 1000
+    assert not LOG_PROBLEMS.findall(log), LOG_PROBLEMS.findall(log)
+    for path in inputs:
+        tex = path.read_text()
+        floats = tex.count("\\begin{\\ClipVideoTableEnv}")
+        labels = re.findall(r"\\label\{([^}]+)\}", tex)
+        assert floats >= 3 and len(labels) == floats == len(set(labels))  # one label per table
+        assert "\\textwidth" not in tex and "\\resizebox{\\ifdim\\width>\\linewidth\\linewidth" in tex
+        assert "itemize" not in tex  # the notes are table notes inside the floats, not body text
+        captions = re.findall(r"\\caption\{(.*)\}\\label", tex)
+        assert captions and all(c[0].isupper() for c in captions), captions
+        assert not any("(protocol" in c for c in captions)  # words, not "suite x (protocol y): t2v"
+    notes = (out / "demo" / "table.tex").read_text().split("\\end{\\ClipVideoTableEnv}")[0]
+    assert (
+        "\\end{tabular}}" in notes and "Minimum detectable difference" in notes.split("\\end{tabular}}")[-1]
+    )
+
+
+@needs_pdflatex
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("pdftotext") is None, reason="pdftotext is absent (Debian: poppler-utils)")
+def test_no_float_is_drawn_over_another_in_a_two_column_paper(tmp_path):
+    """The words of the rendered two-column PDF (pdftotext -bbox) never overlap: no table is
+    drawn over another table or over the text of the other column."""
+    paper_suites(tmp_path / "runs")
+    out = tmp_path / "results"
+    regenerate(tmp_path / "runs", out, plots=False)
+    _, pdf = compile_paper(tmp_path / "paper", sorted(out.rglob("*.tex")), twocolumn=True)
+    pages = word_boxes(pdf)
+    assert len(pages) >= 3 and sum(len(b) for b in pages.values()) > 1000
+    assert {n: overlapping_words(b) for n, b in pages.items()} == dict.fromkeys(pages, 0)
+
+
+def test_overlap_check_sees_a_table_drawn_over_the_other_column(tmp_path):
+    """The overlap measure itself: two boxes over each other count, neighbours do not."""
+    boxes = np.array([[0, 0, 10, 5], [11, 0, 20, 5], [5, 1, 15, 4], [0, 6, 10, 11]], dtype=float)
+    assert overlapping_words(boxes) == 2  # the third box lies over the first and the second
 
 
 def test_order_accuracy_from_per_caption_wins_is_cluster_resampled(tmp_path):

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -22,7 +24,9 @@ from clip2video.errors import Clip2VideoError
 from clip2video.tracking import (
     NullTracker,
     Tracker,
+    TrackingError,
     TrackingWarning,
+    check_store,
     check_tracking_server,
     create_tracker,
     default_tracking_uri,
@@ -228,3 +232,125 @@ def test_real_mlflow_server(tmp_path, monkeypatch):
             except subprocess.TimeoutExpired:
                 server.kill()
         log.close()
+
+
+# ----------------------------------------------------------------------------------------------
+# A broken or busy store: one line before work, or --tracking optional
+# ----------------------------------------------------------------------------------------------
+
+
+def garbage_store(folder: Path) -> Path:
+    db = folder / "mlruns.db"
+    db.write_bytes(b"this is not a database\n" * 200)
+    return db
+
+
+@contextlib.contextmanager
+def locked_store(folder: Path):
+    """A real MLflow SQLite store that another connection holds an exclusive lock on."""
+    db = folder / "mlruns.db"
+    Tracker(f"sqlite:///{db}").open_experiment("x")  # a real MLflow store
+    conn = sqlite3.connect(str(db))
+    conn.execute("BEGIN EXCLUSIVE")
+    try:
+        yield db
+    finally:
+        conn.rollback()
+        conn.close()
+
+
+def test_check_store_names_a_garbage_and_a_locked_database(tmp_path, monkeypatch):
+    db = garbage_store(tmp_path)
+    with pytest.raises(TrackingError, match=rf"{db} is not an SQLite database.*--tracking optional"):
+        check_store(f"sqlite:///{db}")
+    with pytest.raises(TrackingError, match="is not an SQLite database"):
+        Tracker(f"sqlite:///{db}")  # tracking starts with the same check
+    (tmp_path / "b").mkdir()
+    with locked_store(tmp_path / "b") as locked:
+        start = time.monotonic()
+        with pytest.raises(TrackingError, match=rf"{locked} is locked by another process \(waited 0.5 s"):
+            check_store(f"sqlite:///{locked}", timeout=0.5)
+        assert time.monotonic() - start < 5
+    check_store(f"sqlite:///{locked}", timeout=0.5)  # the lock is gone: usable again
+
+
+def test_row_logger_with_optional_tracking_warns_and_runs_untracked(tmp_path):
+    from types import SimpleNamespace
+
+    from clip2video.experiments.sync import RowLogger
+
+    uri = f"sqlite:///{garbage_store(tmp_path)}"
+    suite = SimpleNamespace(name="smoke", settings=CONFIG)
+    with pytest.raises(TrackingError, match="not an SQLite database"):
+        RowLogger(suite, tmp_path / "runs", tracking_uri=uri, enabled=True)
+    with pytest.warns(TrackingWarning, match="--tracking optional: this run goes on untracked"):
+        logger = RowLogger(suite, tmp_path / "runs", tracking_uri=uri, enabled=True, optional=True)
+    assert isinstance(logger.tracker, NullTracker)
+    with logger:
+        logger.ensure_logged([])
+
+
+def _smoke_argv(tmp_path: Path, *extra: str) -> list[str]:
+    return [
+        "ablation",
+        "--suite",
+        "smoke",
+        "--models",
+        "meanp",
+        "--set",
+        "train.epochs=1",
+        "--data-root",
+        str(tmp_path / "data"),
+        "--runs-dir",
+        str(tmp_path / "runs"),
+        "--results-dir",
+        str(tmp_path / "results"),
+        "--no-progress",
+        *extra,
+    ]
+
+
+@pytest.mark.parametrize("store", ["garbage", "locked"])
+def test_a_broken_or_busy_store_is_one_line_before_any_work(tmp_path, capsys, monkeypatch, store):
+    from clip2video import tracking
+    from clip2video.cli import main
+
+    monkeypatch.setattr(tracking, "STORE_TIMEOUT_S", 0.5)
+    with contextlib.ExitStack() as stack:
+        db = garbage_store(tmp_path) if store == "garbage" else stack.enter_context(locked_store(tmp_path))
+        capsys.readouterr()  # MLflow's own lines from making the store
+        code = main(_smoke_argv(tmp_path, "--tracking-uri", f"sqlite:///{db}"))
+    err = capsys.readouterr().err
+    assert code == 1
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("clip2video: error: tracking store"), err
+    assert ("not an SQLite database" if store == "garbage" else "locked by another process") in lines[0]
+    assert "Traceback" not in err and "DatabaseError" not in err and "OperationalError" not in err
+    assert not (tmp_path / "runs" / "smoke").exists()  # before any work
+
+
+@pytest.mark.slow
+def test_tracking_optional_warns_once_and_the_run_goes_on_untracked(tmp_path, capsys):
+    from clip2video.cli import main
+
+    db = garbage_store(tmp_path)
+    before = db.read_bytes()
+    code = main(_smoke_argv(tmp_path, "--tracking-uri", f"sqlite:///{db}", "--tracking", "optional"))
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    warnings_ = [line for line in captured.err.splitlines() if line.startswith("clip2video: warning:")]
+    assert len(warnings_) == 1 and "--tracking optional: this run goes on untracked" in warnings_[0]
+    assert "not an SQLite database" in warnings_[0] and "Traceback" not in captured.err
+    assert (tmp_path / "runs" / "smoke" / "meanp" / "metrics.json").is_file()
+    assert (tmp_path / "results" / "smoke" / "result.json").is_file()
+    assert db.read_bytes() == before  # the broken store was not touched
+
+
+def test_tracking_flag_is_on_the_run_verbs(capsys):
+    from clip2video.cli import main
+
+    for verb in ("ablation", "eval"):
+        with pytest.raises(SystemExit):
+            main([verb, "--help"])
+        text = capsys.readouterr().out
+        assert "--tracking {required,optional,off}" in text and "untracked" in text

@@ -34,6 +34,15 @@ def progress_setting(args: argparse.Namespace) -> bool | None:
     return False if args.no_progress else None
 
 
+def tracking_on(args: argparse.Namespace) -> bool:
+    """``--tracking required|optional|off`` (``--no-tracking`` = off); optional: a broken or busy
+    store is a warning and the run goes on untracked (``clip2video.tracking.resolve_tracking``)."""
+    from clip2video.tracking import resolve_tracking
+
+    mode = "off" if args.no_tracking else getattr(args, "tracking", "required")
+    return resolve_tracking(mode, args.tracking_uri)
+
+
 def run_options(args: argparse.Namespace, **fixed: Any) -> Any:
     """The :class:`RunOptions` of a verb that runs rows (``ablation``, ``eval``), from its parsed
     flags; ``fixed`` sets what the verb decides itself (e.g. ``eval_only=True``)."""
@@ -51,7 +60,7 @@ def run_options(args: argparse.Namespace, **fixed: Any) -> Any:
         "runs_dir": args.runs_dir,
         "results_dir": args.results_dir,
         "tracking_uri": args.tracking_uri,
-        "tracking": not args.no_tracking,
+        "tracking": tracking_on(args),
         "progress": progress_setting(args),
         "resume": args.resume,
         "jobs": getattr(args, "jobs", None),
@@ -101,7 +110,14 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
         default=None,
         help="MLflow tracking URI (unset: $MLFLOW_TRACKING_URI or sqlite:///mlruns.db)",
     )
-    p.add_argument("--no-tracking", action="store_true", help="do not log to MLflow")
+    p.add_argument("--no-tracking", action="store_true", help="do not log to MLflow (= --tracking off)")
+    p.add_argument(
+        "--tracking",
+        choices=("required", "optional", "off"),
+        default="required",
+        help="required: a tracking store that is broken or locked by another process is an error before "
+        "work; optional: a warning, and the run goes on untracked (log it later with `clip2video sync`)",
+    )
     p.add_argument(
         "--resume",
         action="store_true",
@@ -131,4 +147,5 @@ __all__ = [
     "progress_setting",
     "run_options",
     "run_pipeline",
+    "tracking_on",
 ]

@@ -9,14 +9,12 @@ writes ``RESULTS_DIR/<suite>/result.json`` beside the usual table.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 from pathlib import Path
 from typing import Any
 
 from clip2video.commands.common import add_run_options, run_options, run_pipeline
 from clip2video.errors import ConfigError
-from clip2video.fileio import atomic_write_text
 
 
 def eval_suite_settings(protocol: str, model: str, *, zero_shot: bool) -> dict[str, Any]:
@@ -55,17 +53,7 @@ def run_eval(args: argparse.Namespace) -> int:
     result = run_pipeline(run_options(args, suite=suite, eval_only=True, checkpoints=checkpoints))
     if int(os.environ.get("RANK", "0")) != 0:
         return 0
-    out = Path(args.results_dir) / result.suite.name / "result.json"
-    payload = {
-        "suite": result.suite.name,
-        "protocol": result.suite.protocol,
-        "model": args.model,
-        "checkpoint": args.checkpoint,
-        "rows": result.rows,
-        "settings": result.suite.settings.to_dict(),
-        "records": str(Path(args.runs_dir) / result.suite.name),
-    }
-    atomic_write_text(out, json.dumps(payload, indent=2, default=str) + "\n")
+    out = Path(args.results_dir) / result.suite.name / "result.json"  # written with the tables (report layer)
     print(result.summary())
     print(f"result: {out}")
     return 0

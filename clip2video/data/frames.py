@@ -6,10 +6,23 @@ frame ffmpeg writes at each output index (``ffmpeg_output_frames``), applies the
 that list, and decodes only those source frames with decord. A frame folder (``<id>/00000001.jpg
 ...``) is taken to *be* the extracted frames and is picked from directly. Both paths go through
 the same CLIP preprocessing (PIL bicubic resize of the short side, center crop, normalize).
+
+``decode`` chooses the pixels of a video file's picked frames:
+
+- ``"direct"`` (the default): the decoder's RGB frames, the same instants as the official
+  extraction but without its JPEG round trip (pixels differ from the official frames by ~2 levels
+  on average, up to ~200 at sharp colour edges);
+- ``"official-jpeg"``: each picked frame goes through the official extraction's JPEG route in
+  memory (``official_jpeg``): the decoded YUV frame, converted to full range as ffmpeg 5.1's
+  swscale does for ``ffmpeg -i V -r 5 -q 0 %08d.jpg``, encoded by ffmpeg's MJPEG encoder at
+  ``-q 0`` (PyAV), then decoded like the official loader (``PIL.Image.open(...).convert("RGB")``).
+  On 8-bit YUV 4:2:0 / 4:4:4 videos the result equals the official JPEG folders' pixels bit for bit
+  (tests/test_ffmpeg_parity.py).
 """
 
 from __future__ import annotations
 
+import io
 import math
 from dataclasses import dataclass
 from fractions import Fraction
@@ -21,15 +34,16 @@ import numpy as np
 import torch
 
 from clip2video.data.frame_cache import FrameCache
-from clip2video.data.videos import PyAVReader, frame_files, open_video
+from clip2video.data.videos import PyAVReader, decoder_threads, frame_files, open_video
 from clip2video.errors import VideoReadError
-from clip2video.settings import FrameSettings
+from clip2video.settings import FrameSettings, section_defaults
 
 CLIP_MEAN: tuple[float, float, float] = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD: tuple[float, float, float] = (0.26862954, 0.26130258, 0.27577711)
 _MEAN = torch.tensor(CLIP_MEAN, dtype=torch.float32).view(1, 3, 1, 1)
 _STD = torch.tensor(CLIP_STD, dtype=torch.float32).view(1, 3, 1, 1)
 
+DECODE_MODES = ("direct", "official-jpeg")
 _DROP = Fraction(-11, 10)  # ffmpeg's CFR thresholds, in output-frame units
 _DUP = Fraction(11, 10)
 _NB0_SHIFT = Fraction(6, 10)
@@ -104,7 +118,8 @@ class FrameSampler:
     ``extraction_fps``: the rate the official pipeline extracts frames at (5); ``stride``: keep
     every ``stride``-th extracted frame as a candidate (2 on MSR-VTT, 1 on MSVD/VATEX);
     ``max_frames``: at most this many frames (12); ``image_size``: CLIP's input size;
-    ``train``: jitter the interior picks as the official training loader does.
+    ``train``: jitter the interior picks as the official training loader does; ``decode``: the
+    pixels of a video file's frames, ``"direct"`` or ``"official-jpeg"`` (module docstring).
     """
 
     extraction_fps: float = 5.0
@@ -112,6 +127,7 @@ class FrameSampler:
     max_frames: int = 12
     image_size: int = 224
     train: bool = False
+    decode: str = "direct"
 
     @classmethod
     def from_settings(cls, frames: FrameSettings, *, train: bool = False) -> FrameSampler:
@@ -124,7 +140,8 @@ class FrameSampler:
         """The sampler of a suite on ``protocol`` that sets no ``[frames]`` key (its published settings)."""
         from clip2video.data.protocols import get_protocol
 
-        return cls.from_settings(FrameSettings.from_dict(get_protocol(protocol).settings()["frames"]))
+        values = {**section_defaults("frames"), **get_protocol(protocol).settings()["frames"]}
+        return cls.from_settings(FrameSettings.from_dict(values))
 
     def __post_init__(self) -> None:
         if self.stride < 1 or self.max_frames < 1 or self.image_size < 1 or self.extraction_fps <= 0:
@@ -132,6 +149,8 @@ class FrameSampler:
                 f"FrameSampler needs stride >= 1, max_frames >= 1, image_size >= 1 and extraction_fps > 0, "
                 f"got {self}"
             )
+        if self.decode not in DECODE_MODES:
+            raise ValueError(f"frames.decode = {self.decode!r}: expected one of {', '.join(DECODE_MODES)}")
         self._transform = None
         self._cache = None
 
@@ -293,10 +312,16 @@ class FrameSampler:
         if not math.isfinite(fps) or fps <= 0:
             raise VideoReadError(vid, path, f"the video reports no usable frame rate ({fps}); re-encode it")
         indices = self.source_indices(num_frames, fps, rng)
-        key = (file_key, self.image_size, tuple(indices))
+        key = (file_key, self.image_size, tuple(indices)) + (
+            () if self.decode == "direct" else (self.decode,)
+        )
         if cache is not None and (hit := cache.get(key)) is not None:
             return self._pad(hit), hit.shape[0]
-        frames = self._decode(reader or open_video(path, vid), path, vid, indices)
+        if self.decode == "official-jpeg":
+            images = official_jpeg_frames(path, indices, vid)
+            frames = self.preprocess(images, pad_to=self.max_frames)
+        else:
+            frames = self._decode(reader or open_video(path, vid), path, vid, indices)
         if cache is not None:
             cache.put(key, frames[: len(indices)].clone())
         return frames, len(indices)
@@ -320,47 +345,134 @@ class FrameSampler:
         return self.preprocess([batch[row[index]] for index in indices], pad_to=self.max_frames)
 
 
+# ----------------------------------------------------------------------------------------------
+# The official extraction's JPEG route, in memory
+# ----------------------------------------------------------------------------------------------
+
+# The encoder pixel format ffmpeg's CLI picks for an input format (the MJPEG encoder's full-range
+# formats), and whether the input is limited ("tv") range and needs converting.
+_JPEG_FORMATS = {
+    "yuv420p": "yuvj420p",
+    "yuv422p": "yuvj422p",
+    "yuv444p": "yuvj444p",
+    "yuvj420p": "yuvj420p",
+    "yuvj422p": "yuvj422p",
+    "yuvj444p": "yuvj444p",
+}
+_RANGE_JPEG = 2  # AVCOL_RANGE_JPEG (full range)
+
+
+def luma_to_full_range(y: np.ndarray) -> np.ndarray:
+    """8-bit limited-range luma to full range, as ffmpeg 5.1's swscale computes it (its
+    ``lumRangeToJpeg_c`` on 15-bit values, then ``yuv2plane1_8`` rounding; no dither for 8-bit input)."""
+    v = np.minimum(y.astype(np.int64) << 7, 30189) * 19077 - 39057361
+    return np.clip(((v >> 14) + 64) >> 7, 0, 255).astype(np.uint8)
+
+
+def chroma_to_full_range(c: np.ndarray) -> np.ndarray:
+    """8-bit limited-range chroma to full range, as ffmpeg 5.1's swscale (``chrRangeToJpeg_c``)."""
+    v = np.minimum(c.astype(np.int64) << 7, 30775) * 4663 - 9289992
+    return np.clip(((v >> 12) + 64) >> 7, 0, 255).astype(np.uint8)
+
+
+def _planes(frame: Any) -> list[np.ndarray]:
+    """The frame's planes as uint8 arrays without their line padding."""
+    return [
+        np.frombuffer(plane, np.uint8).reshape(plane.height, plane.line_size)[:, : plane.width]
+        for plane in frame.planes
+    ]
+
+
+class OfficialJpeg:
+    """``-q 0`` MJPEG encoding of decoded YUV frames, then PIL's decode: the official frames.
+
+    ffmpeg's CLI turns ``-q 0`` into the encoder flag ``qscale`` with ``global_quality = 0``
+    (lambda 0, clipped to ``qmin`` = 2): the same settings on PyAV's codec context give the same
+    quantised coefficients, so PIL decodes the same pixels (the files' bytes differ only in
+    ffmpeg's version comment and Huffman tables).
+    """
+
+    def __init__(self) -> None:
+        self._encoders: dict[tuple[int, int, str], Any] = {}
+        self._pts = 0
+
+    def _encoder(self, width: int, height: int, pix_fmt: str) -> Any:
+        import av
+
+        key = (width, height, pix_fmt)
+        if key not in self._encoders:
+            ctx = av.CodecContext.create("mjpeg", "w")
+            ctx.width, ctx.height, ctx.pix_fmt = width, height, pix_fmt
+            ctx.time_base = Fraction(1, 5)
+            ctx.qscale = True  # -q: a fixed quantiser scale, no rate control
+            ctx.global_quality = 0  # -q 0 (FF_QP2LAMBDA * 0)
+            ctx.qmin, ctx.qmax = 2, 31  # ffmpeg's defaults: -q 0 encodes at qscale 2
+            self._encoders[key] = ctx
+        return self._encoders[key]
+
+    def encode(self, frame: Any) -> bytes:
+        """The JPEG file ``ffmpeg -i V -q 0 %08d.jpg`` writes for the decoded frame ``frame``."""
+        import av
+
+        target = _JPEG_FORMATS.get(frame.format.name)
+        if target is None:  # other formats: PyAV's swscale to 4:2:0 (not proven bit-exact)
+            frame, target = frame.reformat(format="yuvj420p"), "yuvj420p"
+            planes = _planes(frame)
+        else:
+            planes = _planes(frame)
+            full = frame.format.name.startswith("yuvj") or frame.color_range == _RANGE_JPEG
+            if not full:
+                planes = [luma_to_full_range(planes[0])] + [chroma_to_full_range(c) for c in planes[1:]]
+        out = av.VideoFrame(frame.width, frame.height, target)
+        for plane, data in zip(out.planes, planes, strict=True):
+            buffer = np.zeros((plane.height, plane.line_size), np.uint8)
+            buffer[:, : plane.width] = data
+            plane.update(buffer.tobytes())
+        out.pts = self._pts  # one encoder per size serves the video's frames, in order
+        self._pts += 1
+        packets = self._encoder(frame.width, frame.height, target).encode(out)
+        return b"".join(bytes(p) for p in packets)
+
+    def image(self, frame: Any) -> Any:
+        """The official loader's view of the frame: ``Image.open(jpeg).convert("RGB")``."""
+        from PIL import Image
+
+        with Image.open(io.BytesIO(self.encode(frame))) as image:
+            return image.convert("RGB")
+
+
+def official_jpeg_frames(path: str | Path, indices: list[int], video_id: str) -> list[Any]:
+    """The picked source frames (decord's numbering: decoded frames in presentation order) through
+    the official extraction's JPEG route, as RGB PIL images; VideoReadError naming the video."""
+    import av
+
+    if not indices:
+        return []
+    keep, last = set(indices), max(indices)
+    jpeg = OfficialJpeg()
+    found: dict[int, Any] = {}
+    try:
+        with av.open(str(path)) as container:
+            stream = container.streams.video[0]
+            stream.thread_type = "AUTO"
+            stream.thread_count = decoder_threads()
+            for k, frame in enumerate(container.decode(stream)):
+                if k in keep:
+                    found[k] = jpeg.image(frame)
+                if k >= last:
+                    break
+    except Exception as exc:  # av.error.*, IndexError (no video stream)
+        raise VideoReadError(
+            video_id,
+            path,
+            f"PyAV failed reading frames for frames.decode = 'official-jpeg' ({type(exc).__name__}: "
+            f"{str(exc).strip()[:300]}); the file is probably truncated or corrupt",
+        ) from exc
+    missing = sorted(keep - set(found))
+    if missing:
+        raise VideoReadError(video_id, path, f"PyAV decoded no frame {missing[:5]}: the stream ends early")
+    return [found[i] for i in indices]
+
+
 def _decoder_name(reader: Any) -> str:
     return "PyAV" if isinstance(reader, PyAVReader) else "decord"
-
-
-def check_decodes(path: str | Path, video_id: str | None = None) -> int:
-    """Decode every frame of a video file or frame folder fully; returns the number of frames.
-
-    For ``data verify``: stricter than the sampler, which decodes only the picked frames. A file
-    is decoded frame by frame with PyAV with error concealment off (a corrupt payload after frame
-    0 raises) and must yield the frame count its index promises; a folder must have no gap in
-    its numbering and every image must decode completely. Any failure is a VideoReadError naming
-    ``video_id`` (default: the file stem or folder name) and the file.
-    """
-    path = Path(path)
-    vid = video_id or (path.name if path.is_dir() else path.stem)
-    if path.is_dir():
-        return _check_folder(path, vid)
-    reader = open_video(path, vid, decoder="pyav")  # missing, empty, no frames: VideoReadError
-    try:
-        count = reader.decode_all()
-    except Exception as exc:  # av.error.InvalidDataError and friends
-        raise VideoReadError(
-            vid, path, f"frames do not decode ({type(exc).__name__}: {str(exc).strip()[:300]}); re-encode it"
-        ) from exc
-    if count != len(reader):
-        raise VideoReadError(
-            vid, path, f"only {count} of the {len(reader)} frames in its index decode; re-encode it"
-        )
-    return count
-
-
-def _check_folder(folder: Path, vid: str) -> int:
-    from PIL import Image
-
-    files = frame_files(folder)  # a gap in the numbering raises here
-    if not files:
-        raise VideoReadError(vid, folder, "frame folder holds no .jpg/.png frames; re-extract the video")
-    for file in files:
-        try:
-            with Image.open(file) as image:
-                image.load()  # the whole payload: a truncated image raises here
-        except (OSError, SyntaxError, ValueError) as exc:
-            raise VideoReadError(vid, file, f"frame image does not decode ({exc})") from exc
-    return len(files)

@@ -31,6 +31,7 @@ from typing import Any
 from typing import Protocol as TypingProtocol
 
 from clip2video.errors import ProtocolError, UnknownNameError
+from clip2video.registry import Registry
 
 
 class UnknownProtocolError(UnknownNameError, ProtocolError):
@@ -210,32 +211,40 @@ class Protocol:
         }
 
 
-_REGISTRY: dict[str, Protocol] = {}
+def _adopt_protocol(registry: Registry[Protocol], name: str, obj: Any) -> None:
+    """An entry point naming a Protocol registers it; one naming a callable is called once (a
+    protocol factory) and its Protocol registered."""
+    if callable(obj) and not isinstance(obj, Protocol):
+        obj = obj()
+    if isinstance(obj, Protocol):
+        register_protocol(obj)
+
+
+PROTOCOLS: Registry[Protocol] = Registry(
+    "protocol",
+    "protocols",
+    unknown_error=UnknownProtocolError,
+    adopt=_adopt_protocol,
+    name_of=lambda p: p.name,
+)
 
 
 def register_protocol(protocol: Protocol, *, overwrite: bool = False) -> Protocol:
-    """Add ``protocol`` to the registry; re-registering a name needs ``overwrite=True``."""
-    if protocol.name in _REGISTRY and not overwrite and _REGISTRY[protocol.name] != protocol:
-        raise ProtocolError(
-            f"protocol {protocol.name!r} is already registered; pass overwrite=True to replace it"
-        )
-    _REGISTRY[protocol.name] = protocol
-    return protocol
+    """Add ``protocol`` to the registry under its name; replacing another entry of that name needs
+    ``overwrite=True`` (else ``DuplicateNameError``)."""
+    return PROTOCOLS.register(protocol, overwrite=overwrite)
 
 
 def get_protocol(name: str | Protocol) -> Protocol:
     """The registered protocol ``name`` (a Protocol passes through)."""
     if isinstance(name, Protocol):
         return name
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        raise UnknownProtocolError("protocol", str(name), list_protocols()) from None
+    return PROTOCOLS.get(name)
 
 
 def list_protocols() -> list[str]:
-    """Names of the registered protocols, sorted."""
-    return sorted(_REGISTRY)
+    """Names of the registered protocols, sorted (installed plugins included)."""
+    return PROTOCOLS.list()
 
 
 class SplitReader(TypingProtocol):
@@ -253,29 +262,26 @@ class SplitReader(TypingProtocol):
     ) -> Any: ...
 
 
-_READERS: dict[str, SplitReader] = {}
+# A plugin's protocol module usually registers its reader when imported (``clip2video.protocols``);
+# an entry point of ``clip2video.readers`` names a reader function registered under the entry's name
+# (the layout).
+READERS: Registry[SplitReader] = Registry("reader", "readers", unknown_error=UnknownProtocolError)
 
 
 def register_reader(layout: str, reader: SplitReader, *, overwrite: bool = False) -> SplitReader:
-    """Register the reader that protocols with ``layout`` use; re-registering needs ``overwrite=True``."""
-    if layout in _READERS and not overwrite and _READERS[layout] is not reader:
-        raise ProtocolError(f"a reader for layout {layout!r} is already registered; pass overwrite=True")
-    _READERS[layout] = reader
-    return reader
+    """Register the reader that protocols with ``layout`` use; replacing another needs ``overwrite=True``."""
+    return READERS.register(reader, name=layout, overwrite=overwrite)
 
 
 def list_readers() -> list[str]:
     """The layouts that have a registered reader (the built-ins once clip2video.data.annotations is imported)."""
-    return sorted(_READERS)
+    return READERS.list()
 
 
 def get_reader(layout: str, protocol_name: str = "") -> SplitReader:
     """The reader registered for ``layout``: ``Unknown reader 'x'. Available: ...`` otherwise."""
-    try:
-        return _READERS[layout]
-    except KeyError:
-        what = f"reader (layout of protocol {protocol_name!r})" if protocol_name else "reader"
-        raise UnknownProtocolError(what, layout, list_readers()) from None
+    what = f"reader (layout of protocol {protocol_name!r})" if protocol_name else "reader"
+    return READERS.get(layout, kind=what)
 
 
 def data_folders(

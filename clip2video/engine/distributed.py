@@ -14,7 +14,7 @@ codebase loses a video and duplicates another that way). Here every embedding tr
 sample index: :func:`gather_by_index` pads shards to equal length for ``all_gather``, then scatters
 rows into a ``[total, E]`` tensor by index, dropping padding and duplicates and checking that every
 index arrived. :func:`shard_indices` shards without padding in the first place. The encoders that
-use them live in :mod:`clip2video.engine.evaluate` (this module imports nothing from the engine).
+use them live in :mod:`clip2video.engine.encode` (this module imports nothing from the engine).
 
 Launch with torchrun, e.g.::
 

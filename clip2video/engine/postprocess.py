@@ -15,6 +15,8 @@ from typing import Any, Protocol
 import torch
 from torch import Tensor
 
+from clip2video.registry import Registry
+
 __all__ = [
     "POSTPROCESSORS",
     "DualSoftmax",
@@ -151,26 +153,22 @@ class QBNorm:
 
 # name -> ``factory(ctx, model) -> PostProcess``; ``ctx`` is the row being evaluated (its splits,
 # tokenizer, device), ``model`` the trained model. Adding a post-processor: one class + one entry.
-POSTPROCESSORS: dict[str, Callable[[Any, Any], PostProcess]] = {}
+# Installed packages register through the entry-point group ``clip2video.postprocessors`` (a module
+# that registers on import, or a factory registered under the entry's name).
+PostProcessorFactory = Callable[[Any, Any], PostProcess]
+POSTPROCESSORS: Registry[PostProcessorFactory] = Registry("post-processor", "postprocessors")
 
 
 def register_postprocessor(
-    name: str,
-) -> Callable[[Callable[[Any, Any], PostProcess]], Callable[[Any, Any], PostProcess]]:
+    name: str, *, overwrite: bool = False
+) -> Callable[[PostProcessorFactory], PostProcessorFactory]:
     """Register ``factory(ctx, model) -> PostProcess`` under ``name`` (an ``eval.postprocess`` entry)."""
-
-    def add(factory: Callable[[Any, Any], PostProcess]) -> Callable[[Any, Any], PostProcess]:
-        if name in POSTPROCESSORS and POSTPROCESSORS[name] is not factory:
-            raise ValueError(f"a post-processor named {name!r} is already registered")
-        POSTPROCESSORS[name] = factory
-        return factory
-
-    return add
+    return POSTPROCESSORS.register(name=name, overwrite=overwrite)
 
 
 def list_postprocessors() -> list[str]:
-    """Registered post-processor names, sorted."""
-    return sorted(POSTPROCESSORS)
+    """Registered post-processor names, sorted (installed plugins included)."""
+    return POSTPROCESSORS.list()
 
 
 def check_postprocessors(names: list[str]) -> None:
@@ -185,7 +183,7 @@ def check_postprocessors(names: list[str]) -> None:
 def build_postprocessors(names: list[str], *, ctx: Any, model: Any) -> list[PostProcess]:
     """One post-processor per name, built for the row ``ctx`` and its ``model``."""
     check_postprocessors(list(names))
-    return [POSTPROCESSORS[name](ctx, model) for name in names]
+    return [POSTPROCESSORS.get(name)(ctx, model) for name in names]
 
 
 @register_postprocessor("dsl")

@@ -57,6 +57,16 @@ BEST_CHECKPOINT = "best.pt"
 RESUME_FREE_KEYS = frozenset({"device", "num_workers", "progress", "log_every"})
 
 
+# Each history entry's wall-clock start and end (Unix seconds): the only values that differ between
+# two otherwise identical runs; comparisons of histories leave them out (without_wall_clock).
+WALL_CLOCK = "wall_clock"
+
+
+def without_wall_clock(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``history`` without each entry's wall-clock times (for comparing two runs' histories)."""
+    return [{k: v for k, v in entry.items() if k != WALL_CLOCK} for entry in history]
+
+
 # The [train] defaults of defaults.toml (a suite's training settings): the one place they are written.
 _TRAIN = TrainSettings.defaults()
 
@@ -385,9 +395,11 @@ def train(
     run.best_value, run.best_epoch = _best_so_far(run.history, config)
 
     for epoch in range(run.start_epoch, config.epochs):
+        started = time.time()
         record = _train_epoch(run, train_dataset, epoch, tracker)
         if val_fn is not None and _validates_after(epoch, config):
             record["val"] = _validate(run.model, val_fn, epoch)
+        record[WALL_CLOCK] = {"start": started, "end": time.time()}  # Unix seconds (MLflow's timestamps)
         run.history.append(record)
         _log_epoch(run, record, tracker)
         _select_epoch(run, epoch, record)

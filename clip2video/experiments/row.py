@@ -17,6 +17,7 @@ import glob
 import random
 import re
 import shutil
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,7 +42,7 @@ from clip2video.engine.evaluate import (
     time_reversal_diagnostic,
 )
 from clip2video.engine.postprocess import build_postprocessors
-from clip2video.engine.train import TrainConfig, TrainResult, train
+from clip2video.engine.train import WALL_CLOCK, TrainConfig, TrainResult, train
 from clip2video.errors import Clip2VideoError
 from clip2video.experiments.preflight import check_frame_size, model_kwargs
 from clip2video.metrics import retrieval_metrics
@@ -177,6 +178,7 @@ def resolved_row_settings(
 
 def run_row_spec(spec: RowSpec) -> str:
     """Worker entry point: run one row and write its record; returns the record folder."""
+    started = time.time()
     seed_everything(spec.seed)
     set_threads(spec)
     ctx = row_context(spec)
@@ -194,6 +196,7 @@ def run_row_spec(spec: RowSpec) -> str:
         result = train_row(ctx, model)
         extra.update(training_extra(result))
     scored = score_test_split(ctx, model, extra)
+    extra[WALL_CLOCK] = {"start": started, "end": time.time()}  # the row's real start and end (Unix s)
     if ddp.rank_and_world()[0] == 0:  # under torchrun every rank encodes, rank 0 writes
         write_row_records(ctx, model, scored, extra)
     return str(spec.row_dir)
@@ -339,6 +342,7 @@ def make_val_fn(ctx: RowContext) -> Any:
             split_name=split_name,
             tie_policy=e.tie_policy,
             v2t=e.v2t,
+            recall_ks=list(e.recall_ks),
             keep_sim=False,
             protocol=ctx.paths.protocol,
             **encode_kwargs(ctx, split_name),
@@ -407,17 +411,27 @@ def score_test_split(ctx: RowContext, model: torch.nn.Module, extra: dict[str, A
         time_reversal=bool(e.time_reversal),
         **encode_kwargs(ctx, "test"),
     )
-    plain = evaluate_embeddings(model, emb, tie_policy=e.tie_policy, v2t=e.v2t, keep_sim=True)
+    ks = list(e.recall_ks)
+    plain = evaluate_embeddings(model, emb, tie_policy=e.tie_policy, v2t=e.v2t, keep_sim=True, recall_ks=ks)
     sim = plain.sim.float().cpu().numpy()
     metrics = dict(plain.metrics)
     if e.legacy:
-        extra["legacy"] = retrieval_metrics(sim, emb.caption_video, tie_policy="legacy", v2t=e.v2t)
+        extra["legacy"] = retrieval_metrics(
+            sim, emb.caption_video, tie_policy="legacy", v2t=e.v2t, recall_ks=ks
+        )
     protocol_extra = protocol_extra_metrics(ctx, sim, emb.caption_video)
     arrays = protocol_extra.pop("arrays", {})
     extra.update(protocol_extra)
     if e.time_reversal:
         diag = time_reversal_diagnostic(
-            model, test, ctx.paths.videos, emb=emb, rev_emb=rev_emb, tie_policy=e.tie_policy, v2t=e.v2t
+            model,
+            test,
+            ctx.paths.videos,
+            emb=emb,
+            rev_emb=rev_emb,
+            tie_policy=e.tie_policy,
+            v2t=e.v2t,
+            recall_ks=ks,
         )
         extra["time_reversal"] = {k: v for k, v in diag.items() if k.startswith("rev_") or "change" in k}
         extra["order_changed_share"] = diag["order_changed_share"]
@@ -454,7 +468,13 @@ def write_row_records(ctx: RowContext, model: torch.nn.Module, scored: Scored, e
     )
     for post in build_postprocessors(list(e.postprocess), ctx=ctx, model=model):
         row = evaluate_embeddings(
-            model, scored.emb, tie_policy=e.tie_policy, v2t=e.v2t, post=post, keep_sim=False
+            model,
+            scored.emb,
+            tie_policy=e.tie_policy,
+            v2t=e.v2t,
+            post=post,
+            keep_sim=False,
+            recall_ks=list(e.recall_ks),
         )
         post_name = f"{spec.row}+{_slug(post.row_name.lstrip('+'))}"
         post_extra = {**extra, "postprocess": post.row_name, "base_row": spec.row}

@@ -260,6 +260,7 @@ def suite_from_settings(name: str, settings: Mapping[str, Any], source: str = ""
 
 
 def _enums() -> dict[tuple[str, str], tuple[str, ...]]:
+    from clip2video.data.frames import DECODE_MODES
     from clip2video.metrics import TIE_POLICIES, V2T_CONVENTIONS
 
     return {
@@ -267,6 +268,7 @@ def _enums() -> dict[tuple[str, str], tuple[str, ...]]:
         ("eval", "tie_policy"): TIE_POLICIES,
         ("eval", "v2t"): V2T_CONVENTIONS,
         ("model", "tdb_proj"): TDB_PROJECTIONS,
+        ("frames", "decode"): DECODE_MODES,
     }
 
 
@@ -338,9 +340,8 @@ def _check_rows(settings: Settings, source: str) -> None:
 
 
 def _check_enums(settings: Settings, source: str) -> None:
-    plain = settings.to_dict()
     for (section, key), allowed in _enums().items():
-        value = plain[section][key]
+        value = getattr(getattr(settings, section), key)
         if value not in allowed:
             raise SuiteError(f"{source}: {section}.{key} = {value!r}: choose one of {', '.join(allowed)}")
     e = settings.eval
@@ -348,6 +349,12 @@ def _check_enums(settings: Settings, source: str) -> None:
         raise SuiteError(f"{source}: eval.tie_policy = 'legacy' needs eval.v2t = 'official'")
     if e.legacy and e.v2t != "official":
         raise SuiteError(f"{source}: eval.legacy = true needs eval.v2t = 'official' (the official code's)")
+    from clip2video.metrics import check_recall_ks
+
+    try:
+        check_recall_ks(list(e.recall_ks))
+    except ValueError as exc:
+        raise SuiteError(f"{source}: {exc}") from None
 
 
 def known_postprocessors() -> list[str]:

@@ -1,12 +1,15 @@
 """MLflow from the on-disk records: the parent process logs each finished row; ``clip2video sync``
 re-logs the records MLflow is missing.
 
-Workers never touch MLflow. A row's run is built from its record alone: params (the resolved
-``train.*``, ``eval.*``, ``frames.*``, ``text.*``, ``model``, ``seed``), final metrics (point values;
-intervals live in the tables) with ``order_acc`` and ``order_changed_share``, the per-epoch history
-at its optimizer steps, and the record's files as artifacts. Each run carries the tags
-``clip2video.record`` (``<suite>/<row>``) and ``clip2video.record_id`` (a digest of the record's
-``metrics.json``), so logging the same record twice is a no-op.
+Workers never touch MLflow. A row's run is built from its record alone: params (every resolved
+setting the row ran with: ``protocol``, ``backbone.*``, ``model.*`` (every model option),
+``frames.*``, ``text.*``, ``train.*``, ``eval.*``, ``data.*``, the built model's ``model_config.*``,
+plus ``model``, ``seed``, ``backbone`` and ``weights``), final metrics (point values; the suite's
+run carries each row's mean and interval) with ``order_acc`` and ``order_changed_share``, the
+per-epoch history at its optimizer steps and wall-clock times, the row's real start and end time,
+and the record's files as artifacts. Each run carries the tags ``clip2video.record``
+(``<suite>/<row>``) and ``clip2video.record_id`` (a digest of the record's ``metrics.json``), so
+logging the same record twice is a no-op.
 """
 
 from __future__ import annotations
@@ -17,17 +20,21 @@ from types import TracebackType
 from typing import Any
 
 from clip2video.engine.records import METRICS_FILE, RecordError, read_run_record, read_suite_info
+from clip2video.engine.train import WALL_CLOCK
 from clip2video.fingerprint import file_digest
 from clip2video.tracking import (
     RECORD_ID_TAG,
     RECORD_TAG,
     NullTracker,
     Tracker,
+    TrackingError,
     create_tracker,
     flatten,
+    untracked_warning,
 )
 
-PARAM_SECTIONS = ("train", "eval", "frames", "text")
+# Record config sections that are not row params (the row's own values are params of their own).
+NOT_PARAMS = ("row", "run")
 EXTRA_METRICS = ("order_acc", "order_changed_share", "order_ties", "order_queries")
 
 
@@ -39,13 +46,39 @@ def record_id(row_dir: Path) -> str:
 def row_params(record: Any) -> dict[str, str]:
     """A record's resolved hyperparameters as flat MLflow params."""
     config = record.config or {}
-    params = flatten({k: config[k] for k in PARAM_SECTIONS if isinstance(config.get(k), dict)})
+    params = flatten({k: v for k, v in config.items() if isinstance(v, dict) and k not in NOT_PARAMS})
+    backbone = config.get("backbone") if isinstance(config.get("backbone"), dict) else {}
     params["model"] = str(record.extra.get("model", record.name))
     params["row"] = str(record.extra.get("row", params["model"]))
     params["seed"] = str(record.extra.get("seed", ""))
+    params["protocol"] = str(record.protocol or config.get("protocol", ""))
+    params["backbone"] = str(backbone.get("clip", ""))
+    params["weights"] = _weights_source(config, backbone)
+    params["threads"] = str(record.extra.get("threads", (config.get("run") or {}).get("threads", "")))
+    params["device"] = str(record.extra.get("device", ""))
     if record.postprocess:
         params["postprocess"] = record.postprocess
     return params
+
+
+def _weights_source(config: dict[str, Any], backbone: dict[str, Any]) -> str:
+    """Where the row's weights came from: its checkpoint, else the backbone's (``none``: from scratch)."""
+    row = config.get("row") if isinstance(config.get("row"), dict) else {}
+    checkpoint = row.get("checkpoint")
+    if isinstance(checkpoint, dict):
+        checkpoint = checkpoint.get("path")
+    if checkpoint:
+        return f"checkpoint {checkpoint}"
+    weights = backbone.get("clip_weights")
+    return "none (from scratch)" if weights in (None, "", "none") else str(weights)
+
+
+def wall_clock(entry: dict[str, Any]) -> tuple[float | None, float | None]:
+    """(start, end) Unix seconds of a record's or a history entry's wall-clock times (None: unknown)."""
+    times = entry.get(WALL_CLOCK) if isinstance(entry, dict) else None
+    if not isinstance(times, dict):
+        return None, None
+    return times.get("start"), times.get("end")
 
 
 def row_metrics(record: Any) -> dict[str, float]:
@@ -61,15 +94,17 @@ def row_metrics(record: Any) -> dict[str, float]:
     return out
 
 
-def row_history(record: Any) -> list[tuple[str, float, int]]:
-    """(key, value, optimizer step) for each epoch of the record's training history."""
-    steps: list[tuple[str, float, int]] = []
+def row_history(record: Any) -> list[tuple[str, float, int, float | None]]:
+    """(key, value, optimizer step, wall-clock end of the epoch) for each epoch of the record's
+    training history (the time is None in records written before it was kept)."""
+    steps: list[tuple[str, float, int, float | None]] = []
     for epoch in record.extra.get("history") or []:
         step = int(epoch.get("step", epoch.get("epoch", 0)))
-        steps.append(("train/epoch_loss", float(epoch["loss"]), step))
+        at = wall_clock(epoch)[1]
+        steps.append(("train/epoch_loss", float(epoch["loss"]), step, at))
         if "lr" in epoch:
-            steps.append(("train/lr", float(epoch["lr"]), step))
-        steps.extend((f"val/{k}", float(v), step) for k, v in (epoch.get("val") or {}).items())
+            steps.append(("train/lr", float(epoch["lr"]), step, at))
+        steps.extend((f"val/{k}", float(v), step, at) for k, v in (epoch.get("val") or {}).items())
     return steps
 
 
@@ -95,6 +130,7 @@ def log_row(
     }
     if suite_run is not None:
         tags["clip2video.suite_run"] = suite_run
+    start, end = wall_clock(record.extra)
     return tracker.log_finished_run(
         record.name,
         tags=tags,
@@ -102,6 +138,8 @@ def log_row(
         metrics=row_metrics(record),
         steps=row_history(record),
         artifacts=artifacts,
+        start_time=start,
+        end_time=end,
     )
 
 
@@ -109,13 +147,29 @@ class RowLogger:
     """The suite's MLflow run, and one run per finished row, logged from its record.
 
     Used as a context manager around the rows: the parent run ends FINISHED, FAILED (an error)
-    or KILLED (Ctrl-C); a failed row gets a FAILED run naming the error.
+    or KILLED (Ctrl-C); a failed row gets a FAILED run naming the error. A store that cannot be
+    used is one ``TrackingError`` line, or with ``optional`` (``--tracking optional``) a warning,
+    and the rows run untracked.
     """
 
-    def __init__(self, suite: Any, runs_dir: Path, *, tracking_uri: str | None, enabled: bool) -> None:
+    def __init__(
+        self,
+        suite: Any,
+        runs_dir: Path,
+        *,
+        tracking_uri: str | None,
+        enabled: bool,
+        optional: bool = False,
+    ) -> None:
         self.suite = suite
         self.runs_dir = Path(runs_dir)
-        self.tracker = create_tracker(tracking_uri, enabled=enabled)  # checks the server first
+        try:
+            self.tracker = create_tracker(tracking_uri, enabled=enabled)  # checks the store first
+        except TrackingError as exc:
+            if not optional:
+                raise
+            untracked_warning(exc)
+            self.tracker = NullTracker()
         self._ctx: Any = None
 
     @property

@@ -35,7 +35,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from clip2video.errors import Clip2VideoError
-from clip2video.metrics import QueryRanks, metrics_from_ranks, metrics_from_weights
+from clip2video.metrics import QueryRanks, check_recall_ks, metrics_from_ranks, metrics_from_weights
 
 __all__ = [
     "PairedDiff",
@@ -73,12 +73,14 @@ class SeedRun:
             captions that have a value (``order_acc`` from ``order_wins``).
         scalars: per-seed numbers with no per-query data (constant over query resamples, so only
             the seed level of the bootstrap moves them).
+        recall_ks: the run's recall cut-offs (``[eval] recall_ks``; None: 1, 5, 10).
     """
 
     ranks: QueryRanks
     caption_video: np.ndarray
     shares: Mapping[str, np.ndarray] = field(default_factory=dict)
     scalars: Mapping[str, float] = field(default_factory=dict)
+    recall_ks: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
         cv = np.asarray(self.caption_video, dtype=np.int64).reshape(-1)
@@ -86,6 +88,8 @@ class SeedRun:
         if len(cv) != n or (n and (cv.min() < 0 or cv.max() >= m)):
             raise BootstrapError(f"caption_video must hold {n} video indices in [0, {m}), got {len(cv)}")
         object.__setattr__(self, "caption_video", cv)
+        if self.recall_ks is not None:
+            object.__setattr__(self, "recall_ks", check_recall_ks(self.recall_ks))
         for name, values in self.shares.items():
             if np.shape(values) != (n,):
                 raise BootstrapError(
@@ -183,7 +187,7 @@ def run_statistics(
 ) -> dict[str, float]:
     """The metrics core on the queries ``t2v`` / ``v2t`` (index arrays, repeats allowed; None =
     all), plus ``run``'s per-caption shares on the same captions and its per-seed scalars."""
-    out = metrics_from_ranks(run.ranks.take(t2v=t2v, v2t=v2t))
+    out = metrics_from_ranks(run.ranks.take(t2v=t2v, v2t=v2t), recall_ks=run.recall_ks)
     for name, values in run.shares.items():
         out[name] = _share(np.asarray(values, dtype=np.float64) if t2v is None else np.asarray(values)[t2v])
     for name, value in run.scalars.items():
@@ -268,7 +272,7 @@ def _draw(resampling: Resampling, cv: np.ndarray, b: int) -> tuple[np.ndarray, n
 
 def _weighted_statistics(run: SeedRun, t2v: np.ndarray, v2t: np.ndarray) -> dict[str, np.ndarray]:
     """``run_statistics`` of many resamples given as multiplicities (``metrics_from_weights``)."""
-    out = metrics_from_weights(run.ranks, t2v, v2t)
+    out = metrics_from_weights(run.ranks, t2v, v2t, recall_ks=run.recall_ks)
     for name, values in run.shares.items():
         values = np.asarray(values, dtype=np.float64)
         known = ~np.isnan(values)
@@ -337,8 +341,9 @@ def bootstrap_ci(
     n_boot: int = 1000,
     seed: int = 0,
     alpha: float = 0.05,
+    recall_ks: Sequence[int] | None = None,
 ) -> dict[str, tuple[float, float]]:
-    """Single-seed per-query bootstrap intervals of every metric of one row.
+    """Single-seed per-query bootstrap intervals of every metric of one row (R@K at ``recall_ks``).
 
     ``source``: a ``QueryRanks``, or anything with ``query_ranks()`` and ``caption_video`` (a run
     record). Without a layout, captions map to videos one to one when the counts match."""
@@ -348,7 +353,8 @@ def bootstrap_ci(
     if caption_video is None:
         n, m = len(ranks.t2v), len(ranks.v2t)
         caption_video = np.arange(n) if n == m else np.minimum(np.arange(n) * m // max(n, 1), m - 1)
-    summary = per_query_bootstrap(SeedRun(ranks, caption_video), n_boot=n_boot, seed=seed, alpha=alpha)
+    run = SeedRun(ranks, caption_video, recall_ks=None if recall_ks is None else tuple(recall_ks))
+    summary = per_query_bootstrap(run, n_boot=n_boot, seed=seed, alpha=alpha)
     return {key: summary.interval(key) for key in summary.keys}
 
 

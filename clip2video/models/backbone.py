@@ -372,3 +372,55 @@ def build_clip(
     model = build_clip_from_config(cfg, act)
     load_clip_weights(model, state, weights)
     return model, {**cfg, "quick_gelu": act}
+
+
+class RandomWeightsWarning(UserWarning):
+    """A named pretrained backbone is being built with random weights (no ``clip_weights`` given)."""
+
+
+NOT_GIVEN: Any = type("NotGiven", (), {"__repr__": lambda self: "NOT_GIVEN"})()
+"""The default of ``clip_weights`` in the model factories: no weights named (see :func:`backbone_source`)."""
+
+
+def backbone_source(
+    clip: str | dict[str, Any],
+    clip_weights: Any = NOT_GIVEN,
+    config: dict[str, Any] | None = None,
+    *,
+    model: str = "",
+) -> tuple[str | dict[str, Any], str | None]:
+    """``(clip, clip_weights)`` for :func:`build_clip` from the spellings of a suite's ``[backbone]``.
+
+    ``clip="tiny"`` with ``config={...}`` (the suite's ``[backbone.config]`` table) is that config;
+    ``clip_weights="none"`` (or ``""``, or None) is a deliberate random initialisation. A named
+    architecture (``clip="ViT-B-32"``) without any ``clip_weights`` gets random weights too, but
+    with a :class:`RandomWeightsWarning`: the published models start from pretrained CLIP.
+    """
+    if clip == "tiny":
+        if not config:
+            raise WeightsError(
+                "clip='tiny' needs config={...}: the tiny backbone's open_clip config (a suite's "
+                "[backbone.config] table), e.g. {'embed_dim': 64, 'vision_cfg': {...}, 'text_cfg': {...}}"
+            )
+        clip = copy.deepcopy(dict(config))
+    elif config:
+        raise WeightsError(
+            f"config=... describes the tiny backbone: pass it with clip='tiny', not clip={clip!r}"
+        )
+    if clip_weights is NOT_GIVEN:
+        if isinstance(clip, str):
+            who = f"create_model({model!r})" if model else "the model"
+            warnings.warn(
+                RandomWeightsWarning(
+                    f"{who}: the backbone {clip!r} gets RANDOM weights (no clip_weights given); pass "
+                    "clip_weights='openai' (downloads), a local ViT-B-32.pt, or clip_weights='none' for a "
+                    "deliberate random initialisation"
+                ),
+                stacklevel=5,
+            )
+        return clip, None
+    if clip_weights is None or (
+        isinstance(clip_weights, str) and clip_weights.strip().lower() in ("", "none")
+    ):
+        return clip, None
+    return clip, str(clip_weights)

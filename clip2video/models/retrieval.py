@@ -20,7 +20,7 @@ from open_clip.model import CLIP
 from open_clip.utils import to_2tuple
 from torch import nn
 
-from clip2video.models.backbone import build_clip
+from clip2video.models.backbone import NOT_GIVEN, backbone_source, build_clip
 from clip2video.models.blocks import TemporalTransformer, init_new_module
 from clip2video.models.heads import (
     TemporalAlignmentBlock,
@@ -268,7 +268,8 @@ def _build(
     tdb: bool,
     tab: bool,
     clip: str | dict[str, Any] = "ViT-B-32",
-    clip_weights: str | None = None,
+    clip_weights: str | None = NOT_GIVEN,
+    config: dict[str, Any] | None = None,
     quick_gelu: bool | None = None,
     temporal_layers: int = 4,
     positions: int | None = None,
@@ -278,7 +279,9 @@ def _build(
     center_init_std: float | None = None,
 ) -> RetrievalModel:
     """Shared builder. Options a variant does not use are accepted and ignored (so that one
-    suite ``[model]`` table serves every model) and left out of ``model.config``."""
+    suite ``[model]`` table serves every model) and left out of ``model.config``. ``clip`` /
+    ``clip_weights`` / ``config`` take the suite's spellings too (:func:`backbone_source`)."""
+    clip, clip_weights = backbone_source(clip, clip_weights, config, model=name)
     clip_model, arch = build_clip(clip, clip_weights, quick_gelu)
     options = {
         "temporal_layers": int(temporal_layers),

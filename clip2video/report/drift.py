@@ -13,7 +13,8 @@ The rule (``mode="auto"``, the default):
   ranks (MdR, MnR) and tie counts. A metric without a stored tolerance is compared exactly.
 - ``interval`` (explicit only, kept for old locks): the new value must lie in the locked 95%
   bootstrap interval.
-A model or metric in the baseline that the new run lacks, or a model the baseline lacks, is drift.
+A model or metric in the baseline that the new run lacks, or a model or metric the baseline lacks
+(a newly added metric: relock), is drift.
 A failure names each metric with its locked value, new value and tolerance, and both fingerprints.
 Relocking is explicit: ``clip2video drift --update --message "why"`` stores the message, the date,
 the git commit, the command, the platform fingerprint and the tolerances in the baseline file.
@@ -33,6 +34,8 @@ from typing import Any
 from clip2video.engine.records import RunRecord
 from clip2video.errors import Clip2VideoError
 from clip2video.metrics.bootstrap import bootstrap_ci
+from clip2video.metrics.definitions import find_metric
+from clip2video.report.groups import recall_ks_of
 
 EXACT_TOLERANCE = 1e-9
 MODES = ("exact", "tolerance", "interval")
@@ -106,6 +109,11 @@ def compare(locked: dict[str, Any], new: dict[str, Any], *, mode: str = "exact")
                 lo, hi = (float(x) for x in intervals[metric])
                 if not lo <= got <= hi:
                     drifts.append(Drift(model, metric, value, got, f"locked 95% interval [{lo:g}, {hi:g}]"))
+        for metric, raw in new_metrics.items():  # a metric the lock does not hold (a new one) is drift
+            if metric not in old.get("metrics", {}):
+                drifts.append(
+                    Drift(model, metric, None, float(raw), "metric not in the baseline: relock with --update")
+                )
     for model in new_models:
         if model not in old_models:
             drifts.append(
@@ -129,7 +137,7 @@ def suite_metrics(
     out: dict[str, dict[str, Any]] = {}
     for rec in records:
         metrics = record_metrics(rec)
-        ci = bootstrap_ci(rec, n_boot=n_boot, seed=seed)
+        ci = bootstrap_ci(rec, n_boot=n_boot, seed=seed, recall_ks=recall_ks_of(rec))
         out[rec.name] = {"metrics": metrics, "intervals": {k: list(v) for k, v in ci.items()}}
     return out
 
@@ -190,7 +198,10 @@ def tolerance_rule(k: float = TOLERANCE_K, seeds: tuple[int, ...] = TOLERANCE_SE
 
 
 def _floor(metric: str, queries: int | None) -> float:
-    if metric.endswith(("_MdR", "_MnR", "_ties")):
+    """One query's share for percentages (recalls, registered percent metrics, order_acc), 1.0 for
+    ranks and counts (the metric's definition says which)."""
+    found = find_metric(metric)
+    if found is not None and found[1].unit != "percent":
         return 1.0
     return 100.0 / queries if queries else 1.0
 

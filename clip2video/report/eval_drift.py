@@ -100,7 +100,9 @@ def eval_settings(suite_settings: dict[str, Any]) -> dict[str, Any]:
             f"stride {fixed['stride']}; use --layer train for this suite"
         )
     syn = suite_settings["synthetic"]
+    ks = list(suite_settings["eval"].get("recall_ks") or [1, 5, 10])
     return {
+        **({"recall_ks": ks} if ks != [1, 5, 10] else {}),  # the default leaves the locks as they were
         "models": list(suite_settings["models"]),
         "clip_config": copy.deepcopy(dict(backbone["config"])),
         "model": copy.deepcopy(dict(suite_settings["model"])),
@@ -258,7 +260,7 @@ def _fixed_data(settings: dict[str, Any], data_root: str | Path) -> _FixedData:
     from clip2video.data.protocols import get_protocol
     from clip2video.data.synthetic import generate_synthetic, load_twins
     from clip2video.data.text import CaptionTokenizer
-    from clip2video.settings import FrameSettings, TextSettings
+    from clip2video.settings import FrameSettings, TextSettings, section_defaults
 
     d = settings["data"]
     root = generate_synthetic(
@@ -274,9 +276,9 @@ def _fixed_data(settings: dict[str, Any], data_root: str | Path) -> _FixedData:
     split = load_split(protocol, root / "annotations", "test")
     frames = {**_synthetic_frames(), **settings["frames"]}  # fps and stride: checked by eval_settings
     # Each test video is decoded once for all models.
-    sampler = FrameSampler.from_settings(FrameSettings.from_dict(frames)).attach_cache(
-        FrameCache(FRAME_CACHE_BYTES)
-    )
+    sampler = FrameSampler.from_settings(
+        FrameSettings.from_dict({**section_defaults("frames"), **frames})
+    ).attach_cache(FrameCache(FRAME_CACHE_BYTES))
     tokenizer = CaptionTokenizer.from_settings(TextSettings(max_words=settings["max_words"]))
     twins = load_twins(root / "annotations", split.video_ids)
     return _FixedData(root / "videos", protocol, split, sampler, tokenizer, twins)
@@ -296,6 +298,7 @@ def _evaluate_seeded(data: _FixedData, settings: dict[str, Any], name: str, seed
         protocol=data.protocol,
         tie_policy=settings["tie_policy"],
         v2t=settings["v2t"],
+        recall_ks=settings.get("recall_ks"),
         keep_sim=True,
         batch_size=8,
         device="cpu",
@@ -363,6 +366,11 @@ def compare_eval(locked: dict[str, Any], run: EvalRun) -> list[EvalDrift]:
                 drifts.append(EvalDrift(model, key, repr(value), "absent", "exact"))
             elif not _same(value, new.metrics[key]):
                 drifts.append(EvalDrift(model, key, repr(value), repr(new.metrics[key]), "exact"))
+        for key, got in new.metrics.items():  # a metric the lock does not hold (a new one) is drift
+            if key not in old["metrics"]:
+                drifts.append(
+                    EvalDrift(model, key, "absent", repr(got), "not in the lock: relock with --update")
+                )
         old_sim = np.asarray(old["sim"], dtype=np.float64)
         new_sim = new.sim.astype(np.float64)
         if old_sim.shape != new_sim.shape:

@@ -75,9 +75,17 @@ def group_records(records: list[RunRecord]) -> list[ModelGroup]:
     return out
 
 
+def recall_ks_of(rec: RunRecord) -> tuple[int, ...] | None:
+    """The row's recall cut-offs (its settings' ``eval.recall_ks``; None for records made before the
+    setting existed: 1, 5, 10)."""
+    ev = rec.config.get("eval") if isinstance(rec.config, dict) else None
+    ks = ev.get("recall_ks") if isinstance(ev, dict) else None
+    return tuple(int(k) for k in ks) if ks else None
+
+
 def seed_run(rec: RunRecord) -> SeedRun:
     """What the bootstrap needs of a row: exact ranks, clusters, ``order_wins`` as the per-caption
-    share behind ``order_acc`` where recorded, else the recorded scalars."""
+    share behind ``order_acc`` where recorded, else the recorded scalars, and its recall cut-offs."""
     shares = {}
     if ORDER_WINS in rec.arrays:
         shares[ORDER_KEY] = np.asarray(rec.arrays[ORDER_WINS], dtype=np.float64)
@@ -86,7 +94,9 @@ def seed_run(rec: RunRecord) -> SeedRun:
         value = rec.metrics.get(key, rec.extra.get(key))
         if key not in shares and value is not None:
             scalars[key] = float(value)
-    return SeedRun(rec.query_ranks(), rec.caption_video, shares=shares, scalars=scalars)
+    return SeedRun(
+        rec.query_ranks(), rec.caption_video, shares=shares, scalars=scalars, recall_ks=recall_ks_of(rec)
+    )
 
 
 def summarise(groups: list[ModelGroup], *, n_boot: int, seed: int = 0) -> list[ModelGroup]:
@@ -100,6 +110,7 @@ def summarise(groups: list[ModelGroup], *, n_boot: int, seed: int = 0) -> list[M
                 run.caption_video,
                 shares={k: v for k, v in run.shares.items() if k in keys},
                 scalars={k: v for k, v in run.scalars.items() if k in keys},
+                recall_ks=run.recall_ks,
             )
             for run in runs
         ]

@@ -2,11 +2,15 @@
 
 - ``recall_at_k``: R@K for K = 1 .. gallery size (log-scaled K), the mean over seeds with the
   seeds' range shaded; every value comes from the metrics core (``RunRecord.recall_curve``).
-- ``rank_hist``: share of queries per rank bin (one bin per rank for small galleries, log-spaced
-  above); edges sit at integers minus 1/4, so the half ranks of the ``mean`` tie policy never fall
-  on an edge and share the bin of their whole rank.
-- ``ablation_r1``: R@1 (and order accuracy, with its 50% chance line) per model, mean over seeds
+- ``rank_hist``: queries per rank (% of the queries, averaged over the ranks a bin holds: one
+  bin per rank for small galleries, log-spaced above); edges sit at integers minus 1/4, so the half
+  ranks of the ``mean`` tie policy never fall on an edge and share the bin of their whole rank, and
+  a bin's height does not depend on how many whole ranks it happens to hold.
+- ``<suite>_r1``: R@1 (and order accuracy, with its 50% chance line) per model, mean over seeds
   with the two-level bootstrap interval as error bars.
+
+Every figure's title names the suite and its protocol, and the bar chart's file is named after
+the suite (``ablation_r1.png``, ``eval-msvd-clip2video_r1.png``).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import numpy as np  # noqa: E402
 from matplotlib.ticker import FuncFormatter  # noqa: E402
 
 from clip2video.engine.records import RunRecord  # noqa: E402
+from clip2video.fileio import atomic_path  # noqa: E402
 from clip2video.report.groups import ORDER_KEY, ModelGroup, group_records, summarise  # noqa: E402
 
 DIRECTIONS = ("t2v", "v2t")
@@ -59,9 +64,18 @@ def _groups(items: list[RunRecord] | list[ModelGroup], n_boot: int, seed: int) -
     return summarise(group_records(list(items)), n_boot=n_boot, seed=seed)  # type: ignore[arg-type]
 
 
-def plot_recall_curves(groups: list[ModelGroup], path: str | Path) -> list[Path]:
+def rank_density(ranks: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """% of the queries per whole rank in each bin of ``edges``: a bin's share divided by the number
+    of whole ranks it holds (edges are integers minus 1/4, so that number is the edges' difference)."""
+    share, _ = np.histogram(ranks, bins=edges, weights=np.full(len(ranks), 100.0 / max(len(ranks), 1)))
+    return share / np.diff(edges)
+
+
+def plot_recall_curves(groups: list[ModelGroup], path: str | Path, title: str = "") -> list[Path]:
     """Recall@K over the whole gallery per model (mean over seeds, seed range shaded)."""
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
+    if title:
+        fig.suptitle(title)
     for ax, direction in zip(axes, DIRECTIONS, strict=True):
         gallery = max(r.gallery_size(direction) for g in groups for r in g.records)
         ks = recall_ks(gallery)
@@ -83,29 +97,33 @@ def plot_recall_curves(groups: list[ModelGroup], path: str | Path) -> list[Path]
     return _save(fig, path)
 
 
-def plot_rank_histograms(groups: list[ModelGroup], path: str | Path) -> list[Path]:
-    """Share of queries per rank bin per model (all seeds pooled), one panel per direction."""
+def plot_rank_histograms(groups: list[ModelGroup], path: str | Path, title: str = "") -> list[Path]:
+    """Queries per rank per model (all seeds pooled; % of the queries per whole rank, averaged
+    over a bin's ranks), one panel per direction."""
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    if title:
+        fig.suptitle(title)
     for ax, direction in zip(axes, DIRECTIONS, strict=True):
         top = max(float(np.max(getattr(r.query_ranks(), direction))) for g in groups for r in g.records)
-        bins = rank_bins(top, _LINEAR_RANKS)
+        edges = rank_bins(top, _LINEAR_RANKS)
         for group in groups:
             ranks = np.concatenate([getattr(r.query_ranks(), direction) for r in group.records])
-            weights = np.full(len(ranks), 100.0 / len(ranks))
-            ax.hist(ranks, bins=bins, weights=weights, histtype="step", lw=1.6, label=_legend(group))
-        if top > _LINEAR_RANKS:
+            ax.stairs(rank_density(ranks, edges), edges, lw=1.6, label=_legend(group))
+        wide = top > _LINEAR_RANKS
+        if wide:
             ax.set_xscale("log")
+            ax.set_yscale("log")
         ax.xaxis.set_major_formatter(_PLAIN)
         ax.set_title(f"{_TITLES[direction]}: rank of the ground truth")
-        scale = "log scale; " if top > _LINEAR_RANKS else ""
-        ax.set_xlabel(f"rank ({scale}a bin holds whole ranks with their halves)")
-        ax.set_ylabel("queries (%)")
-        ax.grid(alpha=0.3)
+        scale = "log scales; " if wide else ""
+        ax.set_xlabel(f"rank ({scale}a rank and its half share a bin)")
+        ax.set_ylabel("queries per rank (%)" + (", mean over a bin's ranks" if wide else ""))
+        ax.grid(alpha=0.3, which="both")
         ax.legend(loc="upper right", fontsize=8)
     return _save(fig, path)
 
 
-def plot_ablation(groups: list[ModelGroup], path: str | Path) -> list[Path]:
+def plot_ablation(groups: list[ModelGroup], path: str | Path, title: str = "") -> list[Path]:
     """R@1 per model (t2v, v2t) and order accuracy where recorded: mean over seeds with 95%
     two-level bootstrap intervals; order accuracy's 50% chance line."""
     plain = [g for g in groups if not g.postprocess] or groups
@@ -134,7 +152,8 @@ def plot_ablation(groups: list[ModelGroup], path: str | Path) -> list[Path]:
     ax.set_ylabel("%")
     ax.set_ylim(0, 100)
     n_seeds = max(g.summary.n_seeds for g in plain if g.summary is not None)
-    ax.set_title(f"Mean over {n_seeds} seed(s) with 95% two-level bootstrap intervals")
+    spread = f"Mean over {n_seeds} seeds" if n_seeds > 1 else "One run per row"
+    ax.set_title((f"{title}\n" if title else "") + f"{spread} with 95% two-level bootstrap intervals")
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize=8)
     return _save(fig, path)
@@ -146,28 +165,44 @@ def _legend(group: ModelGroup) -> str:
 
 
 def _save(fig: plt.Figure, path: str | Path) -> list[Path]:
-    """Save ``path`` as PNG and PDF (same stem); returns both paths."""
+    """Save ``path`` as PNG and PDF (same stem, each written atomically); returns both paths."""
     out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
     paths = []
-    for ext in FORMATS:
-        target = out.with_suffix(f".{ext}")
-        fig.savefig(target, dpi=110)
-        paths.append(target)
-    plt.close(fig)
+    try:
+        for ext in FORMATS:
+            target = out.with_suffix(f".{ext}")
+            with atomic_path(target) as tmp:
+                fig.savefig(tmp, dpi=110, format=ext)
+            paths.append(target)
+    finally:
+        plt.close(fig)
     return paths
 
 
+def plot_names(suite: str) -> tuple[str, str, str]:
+    """The three figures' file stems: ``recall_at_k``, ``rank_hist`` and ``<suite>_r1``."""
+    return "recall_at_k", "rank_hist", f"{suite}_r1"
+
+
 def write_plots(
-    items: list[ModelGroup] | list[RunRecord], out_dir: str | Path, *, n_boot: int = 1000, seed: int = 0
+    items: list[ModelGroup] | list[RunRecord],
+    out_dir: str | Path,
+    *,
+    n_boot: int = 1000,
+    seed: int = 0,
+    suite: str = "ablation",
+    protocol: str = "",
 ) -> list[Path]:
-    """``recall_at_k``, ``rank_hist``, ``ablation_r1`` as PNG and PDF in ``out_dir``. ``items``:
-    the table's summarised model groups, or records (grouped and bootstrapped here)."""
+    """``recall_at_k``, ``rank_hist`` and ``<suite>_r1`` as PNG and PDF in ``out_dir``, each
+    titled with the suite (and protocol). ``items``: the table's summarised model groups, or
+    records (grouped and bootstrapped here)."""
     groups = _groups(items, n_boot, seed)
     out = Path(out_dir)
+    title = f"suite {suite}" + (f", protocol {protocol}" if protocol else "")
+    recall, hist, bars = plot_names(suite)
     return [
-        *plot_recall_curves(groups, out / "recall_at_k.png"),
-        *plot_rank_histograms(groups, out / "rank_hist.png"),
-        *plot_ablation(groups, out / "ablation_r1.png"),
+        *plot_recall_curves(groups, out / f"{recall}.png", title),
+        *plot_rank_histograms(groups, out / f"{hist}.png", title),
+        *plot_ablation(groups, out / f"{bars}.png", title),
     ]

@@ -1,7 +1,8 @@
-"""Results tables in the paper's layout: one row per model, columns t2v/v2t R@1 R@5 R@10 MdR MnR.
+r"""Results tables in the paper's layout: one row per model, columns t2v/v2t R@1 R@5 R@10 MdR MnR.
 
 Every reproduced number is ``mean ± std [lo, hi]``: the mean and sample standard deviation over
-the model's seeds (``n/a`` with one seed) and the 95% two-level bootstrap interval (seeds resampled
+the model's seeds (no ``±`` part for a row run once: its ``seeds`` column says ``1 checkpoint`` or
+``seed N``) and the 95% two-level bootstrap interval (seeds resampled
 with replacement, videos resampled as clusters with all their captions; ``clip2video.metrics.
 bootstrap``). ``*`` marks a difference from ``meanp`` whose paired bootstrap p-value (same
 resamples for both models) stays below 0.05 after Holm's adjustment across the table's
@@ -9,7 +10,11 @@ comparisons. A footnote gives the minimum detectable R@1 difference at 80% power
 per-query bootstrap that papers use is a separate, labelled section. Published reference rows from
 ``clip2video/paper/*.csv`` (package data; ``tables --paper-dir`` adds others) sit beside the matching reproduced row with the difference; post-processed
 rows (DSL, QB-Norm) form a separate, marked block. pandas builds the frames; tabulate
-(``DataFrame.to_markdown``) formats Markdown, ``_latex_table`` LaTeX (booktabs).
+(``DataFrame.to_markdown``) formats Markdown; ``latex_tables`` writes LaTeX for a paper:
+booktabs floats scaled to ``\linewidth`` (a column in a two-column paper), one caption in words
+and one ``\label`` each, and the notes as table notes under the tabular. The floats are column-wide
+``table`` environments; ``\newcommand{\ClipVideoTableEnv}{table*}`` before ``\input{table.tex}``
+makes them page-wide ``table*`` floats (same labels).
 """
 
 from __future__ import annotations
@@ -32,16 +37,19 @@ from clip2video.engine.records import (
     unlisted_rows,
 )
 from clip2video.errors import Clip2VideoError
+from clip2video.fileio import atomic_path, atomic_write_text
 from clip2video.metrics import METRIC_KEYS as CORE_KEYS
+from clip2video.metrics import is_metric_key, metric_label
 from clip2video.metrics.bootstrap import PairedDiff, holm, minimum_detectable_difference, paired_difference
 from clip2video.report.groups import ORDER_KEY, ORDER_WINS, ModelGroup, group_records, summarise
+from clip2video.report.result_file import runs_label, write_result_file
 
 # Package data (clip2video/paper/*.csv), so a non-editable install has the published rows too.
 PAPER_DIR = Path(str(resources.files("clip2video").joinpath("paper")))
 REFERENCE_MODEL = "meanp"
-METRIC_KEYS = tuple(k for k in CORE_KEYS if not k.endswith("_ties"))
-_DISPLAY = {"R1": "R@1", "R5": "R@5", "R10": "R@10", "MdR": "MdR", "MnR": "MnR"}
-COLUMN_LABELS = {key: f"{key[:3]} {_DISPLAY[key[4:]]}" for key in METRIC_KEYS}
+# The default metric columns; a table shows the metric keys its rows' summaries hold (``table_keys``):
+# other recall cut-offs (``[eval] recall_ks``) and registered metrics, labelled by their definitions.
+METRIC_KEYS = tuple(k for k in CORE_KEYS if is_metric_key(k, table=True))
 NO_PUBLISHED = "no published number"
 SIG_MARK = "*"
 POST_MARK = "‡"
@@ -79,17 +87,21 @@ def load_published(paper_dir: str | Path = PAPER_DIR) -> pd.DataFrame:
             raise TableError(
                 f"{path}: missing column(s) {', '.join(sorted(missing))}; see clip2video/paper/clip2video.csv in the package"
             )
-        unknown = set(frame.columns) - {"protocol", "model", "source", "note", *METRIC_KEYS}
+        unknown = {
+            c
+            for c in frame.columns
+            if c not in ("protocol", "model", "source", "note") and not is_metric_key(c)
+        }
         if unknown:
             raise TableError(
-                f"{path}: unknown column(s) {', '.join(sorted(unknown))}; metric keys are {', '.join(METRIC_KEYS)}"
+                f"{path}: unknown column(s) {', '.join(sorted(unknown))}; metric keys are {', '.join(METRIC_KEYS)}, ..."
             )
         frame["file"] = path.name
         frames.append(frame)
     if not frames:
         return pd.DataFrame(columns=["protocol", "model", *METRIC_KEYS, "source", "note", "file"])
     out = pd.concat(frames, ignore_index=True)
-    for key in METRIC_KEYS:
+    for key in dict.fromkeys([*METRIC_KEYS, *(c for c in out.columns if is_metric_key(c))]):
         out[key] = pd.to_numeric(out[key], errors="coerce") if key in out else np.nan
     for col in ("source", "note"):
         out[col] = out[col].fillna("") if col in out else ""
@@ -112,7 +124,7 @@ def fmt(value: float | None) -> str:
 def fmt_cell(
     value: float, interval: tuple[float, float] | None = None, mark: str = "", std: float | None = None
 ) -> str:
-    """``45.6 ± 1.2 [44.1, 47.0]`` (``± n/a`` for one seed; without ``std``, no ``±`` part)."""
+    """``45.6 ± 1.2 [44.1, 47.0]`` (without ``std``, no ``±`` part: a row run once)."""
     text = fmt(value)
     if std is not None:
         text += f" ± {fmt(std)}"
@@ -169,6 +181,16 @@ def _ties(group: ModelGroup) -> str:
     return f"{fmt_int(means[0])}/{fmt_int(means[1])}"
 
 
+def table_keys(groups: list[ModelGroup]) -> tuple[str, ...]:
+    """The metric columns of a table: every table metric its rows' summaries hold (the run's recall
+    cut-offs and the registered metrics), in key order."""
+    keys: dict[str, None] = {}
+    for group in groups:
+        if group.summary is not None:
+            keys.update(dict.fromkeys(k for k in group.summary.keys if is_metric_key(k, table=True)))
+    return tuple(keys) or METRIC_KEYS
+
+
 @dataclass
 class _Tests:
     """Paired comparisons against the reference with Holm-adjusted p-values."""
@@ -198,7 +220,9 @@ def _tests(groups: list[ModelGroup], reference: str) -> _Tests:
                 skipped.append(group.label)
                 continue
             tested = paired_difference(group.summary, ref.summary)
-            diffs[group.label] = {k: v for k, v in tested.items() if k in (*METRIC_KEYS, ORDER_KEY)}
+            diffs[group.label] = {
+                k: v for k, v in tested.items() if is_metric_key(k, table=True) or k == ORDER_KEY
+            }
     family = [(label, key) for label, d in diffs.items() for key in d]
     adjusted_p = holm([diffs[label][key].p for label, key in family])
     adjusted: dict[str, dict[str, float]] = {}
@@ -213,8 +237,10 @@ def _cell(group: ModelGroup, key: str, mark: str = "") -> str:
     scalar of a single seed)."""
     s = group.summary
     assert s is not None
+    if key not in s.keys:
+        return "n/a"
     interval = s.interval(key) if s.resampled(key) else None
-    return fmt_cell(s.point(key), interval, mark, std=s.std(key))
+    return fmt_cell(s.point(key), interval, mark, std=s.std(key) if len(group.records) > 1 else None)
 
 
 def build_suite_table(
@@ -236,6 +262,7 @@ def build_suite_table(
     n_boot = n_boot or resamples_of(records)
     protocol = info.protocol or records[0].protocol
     groups = summarise(group_records(records), n_boot=n_boot, seed=seed)
+    keys = table_keys(groups)
     tests = _tests(groups, reference)
     has_order = any(g.has(ORDER_KEY) for g in groups)
     has_reversal = any(g.has("order_changed_share") for g in groups)
@@ -246,9 +273,9 @@ def build_suite_table(
 
     for group in groups:
         row: dict[str, Any] = {"row": _label(group)}
-        for key in METRIC_KEYS:
+        for key in keys:
             mark = SIG_MARK if tests.significant(group.label, key) else ""
-            row[COLUMN_LABELS[key]] = _cell(group, key, mark)
+            row[metric_label(key)] = _cell(group, key, mark)
         row["ties t2v/v2t"] = _ties(group)
         if has_order:
             mark = SIG_MARK if tests.significant(group.label, ORDER_KEY) else ""
@@ -260,7 +287,7 @@ def build_suite_table(
             row["reversal changes %"] = (
                 _cell(group, "order_changed_share") if group.has("order_changed_share") else "n/a"
             )
-        row["seeds"] = ",".join("?" if s is None else str(s) for s in group.seeds)
+        row["seeds"] = runs_label(group)
         if group.postprocess:
             row["note"] = f"post-processed: {group.postprocess}"
             post_rows.append(row)
@@ -272,26 +299,30 @@ def build_suite_table(
             continue
         any_published = True
         main_rows.append({**row, "note": "published row below"})
-        main_rows.extend(_published_rows(group, match.iloc[0], footnotes))
+        main_rows.extend(_published_rows(group, match.iloc[0], footnotes, keys))
 
-    footnotes.extend(_footnotes(groups, tests, info, protocol, reference, n_boot, any_published, unlisted))
+    footnotes.extend(
+        _footnotes(groups, tests, info, protocol, reference, n_boot, any_published, unlisted, keys)
+    )
     return SuiteTable(
         suite=info.suite,
         protocol=protocol,
         main=_frame(main_rows),
         postprocessed=_frame(post_rows),
         significance=_frame(_significance_rows(tests)),
-        per_query=_frame(_per_query_rows(groups, has_order)),
+        per_query=_frame(_per_query_rows(groups, has_order, keys)),
         values=_values(groups, tests, reference),
         footnotes=footnotes,
         groups=groups,
     )
 
 
-def _published_rows(group: ModelGroup, pub: pd.Series, footnotes: list[str]) -> list[dict[str, Any]]:
+def _published_rows(
+    group: ModelGroup, pub: pd.Series, footnotes: list[str], keys: tuple[str, ...]
+) -> list[dict[str, Any]]:
     """The legacy-ties row (where recorded), the published row and the difference row."""
     assert group.summary is not None
-    means = {k: group.summary.point(k) for k in METRIC_KEYS}
+    means = {k: group.summary.point(k) for k in keys if k in group.summary.keys}
     legacy = group.legacy_mean()
     rows: list[dict[str, Any]] = []
     compared = means
@@ -301,9 +332,9 @@ def _published_rows(group: ModelGroup, pub: pd.Series, footnotes: list[str]) -> 
             "row": f"{group.label} (legacy ties)",
             "note": "official tie handling, compare with published",
         }
-        legacy_row.update({COLUMN_LABELS[k]: fmt(legacy.get(k, np.nan)) for k in METRIC_KEYS})
+        legacy_row.update({metric_label(k): fmt(legacy.get(k, np.nan)) for k in keys})
         rows.append(legacy_row)
-        differ = [k for k in METRIC_KEYS if k in legacy and not np.isclose(legacy[k], means[k])]
+        differ = [k for k in keys if k in legacy and k in means and not np.isclose(legacy[k], means[k])]
         if differ:
             parts = ", ".join(f"{k} {fmt(means[k])} (legacy {fmt(legacy[k])})" for k in differ)
             footnotes.append(
@@ -312,10 +343,10 @@ def _published_rows(group: ModelGroup, pub: pd.Series, footnotes: list[str]) -> 
             )
     note = "; ".join(x for x in (str(pub.source), str(pub.note)) if x)
     pub_row = {"row": f"{group.label} (published)", "note": note}
-    pub_row.update({COLUMN_LABELS[k]: fmt(pub[k]) for k in METRIC_KEYS})
+    pub_row.update({metric_label(k): fmt(pub.get(k, np.nan)) for k in keys})
     diff_label = "legacy - published" if legacy else "ours - published"
     diff_row = {"row": f"{group.label} ({diff_label})", "note": ""}
-    diff_row.update({COLUMN_LABELS[k]: fmt_delta(compared.get(k, np.nan) - pub[k]) for k in METRIC_KEYS})
+    diff_row.update({metric_label(k): fmt_delta(compared.get(k, np.nan) - pub.get(k, np.nan)) for k in keys})
     return [*rows, pub_row, diff_row]
 
 
@@ -341,6 +372,7 @@ def _footnotes(
     n_boot: int,
     any_published: bool,
     unlisted: list[str] | None,
+    keys: tuple[str, ...] = METRIC_KEYS,
 ) -> list[str]:
     """The table's footnotes: row marks, the method and its power, what was left out, the suite's notes."""
     notes = _row_mark_notes(groups)
@@ -350,7 +382,7 @@ def _footnotes(
             "(TDB/TAB variants, K, w) could not be obtained in a citable form, so nothing is filled from memory; "
             "pass a folder of CSVs with columns protocol, model and metric keys to `clip2video tables --paper-dir` to add reference rows."
         )
-    notes += _method_notes(groups, tests, reference, n_boot)
+    notes += _method_notes(groups, tests, reference, n_boot, keys)
     notes += _coverage_notes(groups, unlisted)
     notes.append(
         "Single-seed per-query bootstrap (its own section, as papers report it): the first seed of each model, "
@@ -385,14 +417,17 @@ def _row_mark_notes(groups: list[ModelGroup]) -> list[str]:
     return notes
 
 
-def _method_notes(groups: list[ModelGroup], tests: _Tests, reference: str, n_boot: int) -> list[str]:
+def _method_notes(
+    groups: list[ModelGroup], tests: _Tests, reference: str, n_boot: int, keys: tuple[str, ...] = METRIC_KEYS
+) -> list[str]:
     """How cells, intervals and significance marks are computed, and the minimum detectable R@1 difference."""
     base = groups[0].summary
     assert base is not None
     n_seeds = sorted({g.summary.n_seeds for g in groups if g.summary is not None})
     seeds_text = "/".join(str(n) for n in n_seeds)
     notes = [
-        f"Cells: mean ± sample std over {seeds_text} seed(s) (n/a with one seed) [95% two-level bootstrap "
+        f"Cells: mean ± sample std over {seeds_text} seed(s) (no ± part for a row run once: one checkpoint or "
+        f"one seed) [95% two-level bootstrap "
         f"interval: seeds resampled with replacement and test videos resampled as clusters with all their "
         f"captions, {n_boot} resamples; statistic = mean over the drawn seeds]. Queries: "
         f"{base.resampling.num_captions} text-to-video (captions) in {base.resampling.num_videos} clusters "
@@ -406,10 +441,11 @@ def _method_notes(groups: list[ModelGroup], tests: _Tests, reference: str, n_boo
             f"seed draws, same video clusters), two-sided p-value adjusted by Holm's method across this table's "
             f"{tests.family} comparisons; marked only when the adjusted p < {ALPHA:g}."
         )
-    mdes = [(direction, *_mde(tests, groups, f"{direction}_R1")) for direction in ("t2v", "v2t")]
+    firsts = [next((k for k in keys if k.startswith(f"{d}_R")), f"{d}_R1") for d in ("t2v", "v2t")]
+    mdes = [(metric_label(key), *_mde(tests, groups, key)) for key in firsts]
     notes.append(
         f"Minimum detectable difference at {POWER:.0%} power (two-sided alpha {ALPHA:g}, before Holm): "
-        + "; ".join(f"{d} R@1 {fmt(v)} points ({how})" for d, v, how in mdes)
+        + "; ".join(f"{label} {fmt(v)} points ({how})" for label, v, how in mdes)
         + f", for these {base.resampling.num_captions} queries, {base.resampling.num_videos} clusters and "
         f"the measured spread over {seeds_text} seed(s)."
     )
@@ -443,7 +479,7 @@ def _significance_rows(tests: _Tests) -> list[dict[str, Any]]:
         for key, d in diffs.items():
             p_holm = tests.adjusted[label][key]
             mark = SIG_MARK if tests.significant(label, key) else ""
-            column = COLUMN_LABELS.get(key, "order acc")
+            column = metric_label(key) if is_metric_key(key) else "order acc"
             row[column] = (
                 f"{fmt_delta(d.delta)} [{fmt_delta(d.lo)}, {fmt_delta(d.hi)}] {fmt_p(d.p)} "
                 f"(Holm {fmt_p(p_holm)}){mark}"
@@ -452,14 +488,14 @@ def _significance_rows(tests: _Tests) -> list[dict[str, Any]]:
     return rows
 
 
-def _per_query_rows(groups: list[ModelGroup], has_order: bool) -> list[dict[str, Any]]:
+def _per_query_rows(groups: list[ModelGroup], has_order: bool, keys: tuple[str, ...]) -> list[dict[str, Any]]:
     rows = []
     for group in groups:
         s = group.per_query
         assert s is not None
         row: dict[str, Any] = {"row": f"{_label(group)} (seed {group.first.seed})"}
-        for key in METRIC_KEYS:
-            row[COLUMN_LABELS[key]] = fmt_cell(s.point(key), s.interval(key))
+        for key in keys:
+            row[metric_label(key)] = fmt_cell(s.point(key), s.interval(key)) if key in s.keys else "n/a"
         if has_order:
             if ORDER_KEY not in s.keys:
                 row["order acc"] = "n/a"
@@ -485,7 +521,7 @@ def _values(groups: list[ModelGroup], tests: _Tests, reference: str) -> pd.DataF
             "block": "post-processed" if group.postprocess else "plain",
         }
         for key in s.keys:
-            if key not in (*METRIC_KEYS, *[k for k in s.keys if k.startswith("order_")]):
+            if not (is_metric_key(key, table=True) or key.startswith("order_")):
                 continue
             for i, rec in enumerate(group.records):
                 lines.append(
@@ -573,45 +609,148 @@ def latex_escape(text: str) -> str:
     return "".join(out)
 
 
-def _latex_table(frame: pd.DataFrame, caption: str) -> str:
-    """A booktabs tabular of ``frame`` (index = first column), small type, scaled down to
-    ``\textwidth`` only when wider."""
+_LATEX_HEADER = (
+    r"% Requires \usepackage{booktabs} and \usepackage{graphicx} in the preamble (pdflatex); nothing else."
+)
+LATEX_ENV_MACRO = r"\ClipVideoTableEnv"  # the float environment: table (default) or table*
+_DIRECTION_WORDS = {"t2v": "Text-to-video", "v2t": "Video-to-text"}
+_CELL = re.compile(r"^(?P<head>.*?) (?P<interval>\[[^\]]*\])(?P<tail>.*)$")
+
+
+@dataclass
+class LatexTable:
+    """One float: its label suffix, its caption in words, its frame and the notes under it."""
+
+    key: str
+    caption: str
+    frame: pd.DataFrame
+    notes: list[str] = field(default_factory=list)
+
+
+def latex_label(suite: str, key: str) -> str:
+    """``tab:<suite>-<key>`` with only characters every LaTeX label accepts."""
+    return "tab:" + re.sub(r"[^A-Za-z0-9.:-]+", "-", f"{suite}-{key}")
+
+
+def _latex_cell(text: str) -> str:
+    """A cell as LaTeX: ``mean ± std`` over ``[lo, hi]`` (a paired difference: ``delta``, ``[lo, hi]``,
+    ``p`` and Holm's ``p``, one per line), so that a column stays narrow; anything else on one line."""
+    match = _CELL.match(text)
+    if not match:
+        return latex_escape(text)
+    head, interval, tail = match["head"], match["interval"], match["tail"].strip()
+    mark = ""
+    while tail and tail[-1] in (SIG_MARK, POST_MARK, TEST_SELECTED_MARK):
+        mark, tail = tail[-1] + mark, tail[:-1].rstrip()
+    lead = tail[: len(tail) - len(tail.lstrip("*‡§"))]
+    tail = tail[len(lead) :].strip()
+    lines = [latex_escape(f"{head}{lead}{mark}"), latex_escape(interval)]
+    p_values = re.match(r"^(p[=<]\S+) \((Holm p[=<][^)]+)\)$", tail)
+    if p_values:  # "p=0.012 (Holm p=0.048)": one p-value per line
+        lines += [latex_escape(p_values[1]), latex_escape(p_values[2])]
+    elif tail:
+        lines.append(latex_escape(tail))
+    return r"\begin{tabular}[t]{@{}r@{}}" + r"\\{}".join(lines) + r"\end{tabular}"
+
+
+def latex_float(item: LatexTable, suite: str, *, notes_at: str | None) -> str:
+    """A booktabs float: caption and ``\\label`` above; the tabular, scaled down to ``\\linewidth``
+    only when wider (a column in a two-column paper, the page in ``table*``); then its notes as
+    table notes under the tabular (a table without notes points to ``notes_at``)."""
+    env = LATEX_ENV_MACRO
+    frame = item.frame
+    caption = latex_escape(item.caption)
+    if not item.notes and notes_at:
+        caption += rf" Notes: see Table~\ref{{{notes_at}}}."
     columns = [str(frame.index.name or "row"), *map(str, frame.columns)]
     lines = [
-        rf"% {latex_escape(caption)}",
-        r"\begin{table}[htbp]",
-        r"\centering\small\setlength{\tabcolsep}{4pt}",
-        rf"\caption{{{latex_escape(caption)}}}",
-        r"\resizebox{\ifdim\width>\textwidth\textwidth\else\width\fi}{!}{%",
+        rf"% {latex_escape(item.caption)}",
+        rf"\begin{{{env}}}[tbp]",
+        r"\centering\footnotesize\setlength{\tabcolsep}{3pt}",
+        rf"\caption{{{caption}}}\label{{{latex_label(suite, item.key)}}}",
+        r"\resizebox{\ifdim\width>\linewidth\linewidth\else\width\fi}{!}{%",
         r"\begin{tabular}{l" + "r" * len(frame.columns) + "}",
         r"\toprule",
         " & ".join(latex_escape(c) for c in columns) + r" \\",
         r"\midrule",
     ]
     for label, row in frame.iterrows():
-        lines.append(" & ".join(latex_escape(str(x)) for x in [label, *row.tolist()]) + r" \\")
-    lines += [r"\bottomrule", r"\end{tabular}}", r"\end{table}", ""]
+        cells = [latex_escape(str(label)), *(_latex_cell(str(x)) for x in row.tolist())]
+        lines.append(" & ".join(cells) + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}}"]
+    if item.notes:
+        lines.append(r"\par\smallskip{\scriptsize\raggedright")
+        lines += [rf"\noindent{{}}{latex_escape(note)}\par" for note in item.notes]
+        lines.append("}")
+    lines += [rf"\end{{{env}}}", ""]
     return "\n".join(lines)
 
 
-def _latex_sections(table: SuiteTable) -> list[str]:
-    """The LaTeX tables: t2v and v2t columns apart (so each fits the text width), then extras."""
-    title = f"suite {table.suite} (protocol {table.protocol})"
-    blocks = []
-    for heading, frame in (
-        ("", table.main),
-        (f"post-processed rows {POST_MARK}", table.postprocessed),
-        ("single-seed per-query bootstrap", table.per_query),
-    ):
-        if frame.empty:
-            continue
-        prefix = f"{title}, {heading}" if heading else title
+def _where(table: SuiteTable) -> str:
+    """``on the `synthetic` protocol (suite `ablation`)`` for the captions."""
+    return f"on the `{table.protocol}` protocol (suite `{table.suite}`)"
+
+
+def _spread(table: SuiteTable) -> str:
+    """How the cells summarise runs: over N seeds, or a single run per row."""
+    seeds = sorted({g.summary.n_seeds for g in table.groups if g.summary is not None}) or [1]
+    if seeds == [1]:
+        return "one run per row [95% two-level bootstrap interval]"
+    return f"mean ± std over {'/'.join(map(str, seeds))} seeds [95% two-level bootstrap interval]"
+
+
+_OTHER_WORDS = {
+    "order acc": "order accuracy",
+    "reversal changes %": "reversal sensitivity",
+    "ties t2v/v2t": "ties",
+}
+
+
+def _route_notes(notes: list[str], keys: list[str]) -> dict[str, list[str]]:
+    """Each note under the table it explains: the order-accuracy notes under the table with that
+    column, the per-query note under the per-query table, everything else under the first table."""
+    out: dict[str, list[str]] = {k: [] for k in keys}
+    for note in notes:
+        if note.startswith("Single-seed per-query") and "per-query-t2v" in out:
+            out["per-query-t2v"].append(note)
+        elif note.startswith(("order_acc", "order acc")) and "other" in out:
+            out["other"].append(note)
+        else:
+            out[keys[0]].append(note)
+    return out
+
+
+def latex_tables(table: SuiteTable) -> list[LatexTable]:
+    """The suite's LaTeX tables: each direction's metrics apart (so that each fits a column), the
+    other columns, post-processed rows, the paired tests and the per-query section."""
+    where, spread = _where(table), _spread(table)
+    sig = f"{SIG_MARK} differs from `{REFERENCE_MODEL}` after Holm's adjustment"
+    items: list[LatexTable] = []
+
+    def split(frame: pd.DataFrame, prefix: str, what: str, extra: str) -> None:
         for direction in ("t2v", "v2t"):
             cols = [c for c in frame.columns if str(c).startswith(direction)]
-            blocks.append(_latex_table(frame[cols].rename_axis("model"), f"{prefix}: {direction}"))
+            if cols:
+                part = frame[cols].rename(columns=lambda c: str(c)[4:]).rename_axis("model")
+                caption = f"{_DIRECTION_WORDS[direction]} retrieval{what} {where}: {spread}{extra}."
+                items.append(LatexTable(f"{prefix}{direction}", caption, part))
         other = [c for c in frame.columns if not str(c).startswith(("t2v", "v2t"))]
         if other:
-            blocks.append(_latex_table(frame[other].rename_axis("model"), f"{prefix}: other columns"))
+            named = [_OTHER_WORDS[c] for c in other if c in _OTHER_WORDS]
+            subject = (
+                ", ".join(named[:-1]) + (" and " if len(named) > 1 else "") + (named[-1] if named else "")
+            )
+            caption = f"{(subject or 'runs and notes').capitalize()}{what} {where}: {spread}{extra}."
+            items.append(LatexTable(f"{prefix}other", caption, frame[other].rename_axis("model")))
+
+    split(table.main, "", "", f"; {sig}")
+    if not table.postprocessed.empty:
+        split(
+            table.postprocessed,
+            "post-",
+            f" of the post-processed rows {POST_MARK}",
+            "; not comparable with the plain rows",
+        )
     if not table.significance.empty:
         for direction in ("t2v", "v2t", "other"):
             cols = [
@@ -622,20 +761,68 @@ def _latex_sections(table: SuiteTable) -> list[str]:
             ]
             if not cols:
                 continue
-            blocks.append(
-                _latex_table(
-                    table.significance[cols].rename_axis("model"),
-                    f"{title}: paired bootstrap vs {REFERENCE_MODEL} ({direction}, row minus {REFERENCE_MODEL})",
-                )
+            part = table.significance[cols].rename_axis("model")
+            if direction != "other":
+                part = part.rename(columns=lambda c: str(c)[4:])
+            what = f"{_DIRECTION_WORDS[direction]} retrieval" if direction != "other" else "Order accuracy"
+            caption = (
+                f"{what} {where}: paired two-level bootstrap difference from `{REFERENCE_MODEL}` (row minus "
+                f"{REFERENCE_MODEL}) [95% interval], p-value (Holm-adjusted p-value); {sig}."
             )
-    return blocks
+            items.append(LatexTable(f"paired-{direction}", caption, part))
+    if not table.per_query.empty:
+        for direction in ("t2v", "v2t", "other"):
+            cols = [
+                c
+                for c in table.per_query.columns
+                if str(c).startswith(direction)
+                or (direction == "other" and not str(c).startswith(("t2v", "v2t")))
+            ]
+            if not cols:
+                continue
+            part = table.per_query[cols].rename_axis("model")
+            if direction == "other":
+                what = "order accuracy"
+            else:
+                what = f"{_DIRECTION_WORDS[direction].lower()} retrieval"
+                part = part.rename(columns=lambda c: str(c)[4:])
+            caption = (
+                f"Single-seed per-query bootstrap of {what} {where}: the first seed of each row, queries "
+                "resampled independently (as papers report it) [95% interval]."
+            )
+            items.append(LatexTable(f"per-query-{direction}", caption, part))
+    keys = [i.key for i in items]
+    routed = _route_notes(
+        table.footnotes, [k for k in ("t2v", "other", "per-query-t2v") if k in keys] or keys[:1]
+    )
+    for item in items:
+        item.notes = routed.get(item.key, [])
+    return items
+
+
+def latex_source(table: SuiteTable) -> str:
+    """``table.tex``: the suite's floats (``table``, or ``table*`` where the document defines
+    ``\\ClipVideoTableEnv`` as ``table*`` before the ``\\input``), captions, labels and notes."""
+    items = latex_tables(table)
+    notes_at = latex_label(table.suite, items[0].key) if items else None
+    labels = ", ".join(latex_label(table.suite, i.key) for i in items)
+    head = [
+        f"% Suite `{table.suite}` (protocol `{table.protocol}`): generated by `clip2video tables`; do not edit.",
+        _LATEX_HEADER,
+        f"% Labels: {labels}.",
+        "% Column-wide table floats; for page-wide table* floats put \\newcommand{\\ClipVideoTableEnv}{table*}",
+        "% before \\input{table.tex} (\\renewcommand between suites to mix both).",
+        "\\providecommand{\\ClipVideoTableEnv}{table}",
+        "",
+    ]
+    return "\n".join(head + [latex_float(i, table.suite, notes_at=notes_at) for i in items])
 
 
 def write_suite_tables(table: SuiteTable, out_dir: str | Path) -> list[Path]:
-    """``table.md``, ``table.tex``, ``table.csv`` (display cells) and ``values.csv`` (tidy numbers,
-    one line per seed and a summary line per metric) in ``out_dir``."""
+    """``table.md``, ``table.tex`` (LaTeX floats, see :func:`latex_source`), ``table.csv`` (display
+    cells) and ``values.csv`` (tidy numbers, one line per seed and a summary line per metric) in
+    ``out_dir``, each written atomically."""
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     title = f"Suite `{table.suite}` (protocol `{table.protocol}`)"
     md = [f"# {title}", "", table.main.to_markdown(), ""]
     for heading, frame in (
@@ -652,23 +839,16 @@ def write_suite_tables(table: SuiteTable, out_dir: str | Path) -> list[Path]:
         if not frame.empty:
             md += [f"## {heading}", "", frame.to_markdown(), ""]
     md += ["Notes:", ""] + [f"- {note}" for note in table.footnotes] + [""]
-    tex = [
-        f"% {title}: generated by `clip2video tables`; do not edit.",
-        r"% Requires \usepackage{booktabs} and \usepackage{graphicx} in the preamble (pdflatex).",
-        *_latex_sections(table),
-        r"\begin{itemize}\small",
-        *[rf"\item {latex_escape(note)}" for note in table.footnotes],
-        r"\end{itemize}",
-        "",
-    ]
-    paths = [out / "table.md", out / "table.tex", out / "table.csv", out / "values.csv"]
-    paths[0].write_text("\n".join(md))
-    paths[1].write_text("\n".join(tex))
+    paths = [out / n for n in ("table.md", "table.tex", "table.csv", "values.csv")]
+    atomic_write_text(paths[0], "\n".join(md))
+    atomic_write_text(paths[1], latex_source(table))
     frames = [table.main.assign(block="plain")]
     if not table.postprocessed.empty:
         frames.append(table.postprocessed.assign(block="post-processed"))
-    pd.concat(frames).to_csv(paths[2])
-    table.values.to_csv(paths[3], index=False)
+    with atomic_path(paths[2]) as tmp:
+        pd.concat(frames).to_csv(tmp)
+    with atomic_path(paths[3]) as tmp:
+        table.values.to_csv(tmp, index=False)
     return paths
 
 
@@ -702,9 +882,25 @@ def results_frame(runs_dir: str | Path, suite: str) -> pd.DataFrame:
     meta = summary.drop_duplicates("row").set_index("row")[["model", "postprocess", "n_seeds"]]
     meta = meta.astype({"n_seeds": int})
     order = [g.label for g in table.groups]
-    keys = [k for k in (*METRIC_KEYS, ORDER_KEY, "order_changed_share") if k in out.columns]
+    keys = [k for k in (*table_keys(table.groups), ORDER_KEY, "order_changed_share") if k in out.columns]
     columns = keys + [f"{k}_{s}" for k in keys for s in ("std", "lo", "hi")]
     return meta.join(out[columns]).loc[order].rename_axis("row")
+
+
+def suite_metrics(table: SuiteTable) -> dict[str, float]:
+    """Each row's summary as flat metrics for the suite's MLflow run: ``<row>/<metric>`` (the mean
+    over seeds), ``<row>/<metric>_lo`` / ``_hi`` (the 95% two-level interval) and ``_std``."""
+    out: dict[str, float] = {}
+    values = table.values
+    if values.empty:
+        return out
+    for _, line in values[values.seed == "mean"].iterrows():
+        row = re.sub(r"[^A-Za-z0-9_\-. /]", "_", str(line.row))
+        for suffix, column in (("", "value"), ("_lo", "lo"), ("_hi", "hi"), ("_std", "std")):
+            value = line.get(column)
+            if value is not None and np.isfinite(float(value)):
+                out[f"{row}/{line.metric}{suffix}"] = float(value)
+    return out
 
 
 def regenerate(
@@ -716,7 +912,9 @@ def regenerate(
     plots: bool = True,
     tracker: Any = None,
 ) -> dict[str, list[Path]]:
-    """Rewrite ``results/<suite>/`` (tables and, with ``plots``, PNG + PDF figures) from ``runs_dir``."""
+    """Rewrite ``results/<suite>/`` from ``runs_dir``: tables, ``result.json`` and, with ``plots``,
+    PNG + PDF figures. With ``tracker`` (``clip2video.tracking``), the suite's MLflow run gets each
+    row's mean and interval as metrics and every written file as an artifact (``results/``)."""
     names = suites or list_suites(runs_dir)
     if not names:
         raise TableError(f"no recorded suites under {runs_dir}; run `clip2video ablation` first")
@@ -724,13 +922,14 @@ def regenerate(
     written: dict[str, list[Path]] = {}
     for suite in names:
         table = suite_table(runs_dir, suite, published=published)
-        files = write_suite_tables(table, Path(out_dir) / suite)
+        folder = Path(out_dir) / suite
+        files = write_suite_tables(table, folder)
         if plots:
             from clip2video.report.plots import write_plots
 
-            files += write_plots(table.groups, Path(out_dir) / suite)
+            files += write_plots(table.groups, folder, suite=suite, protocol=table.protocol)
+        files.append(write_result_file(table, folder, records_dir=runs_dir))
         if tracker is not None:
-            for path in files:
-                tracker.log_artifact(path, artifact_path=f"results/{suite}")
+            tracker.log_suite_results(suite, suite_metrics(table), [(path, "results") for path in files])
         written[suite] = files
     return written

@@ -1,4 +1,5 @@
-"""A plugin package: importing it registers one model and one protocol (entry points name it)."""
+"""A plugin package: importing it registers one model and one protocol (entry points name it);
+``negate`` is a post-processor factory that the ``clip2video.postprocessors`` entry point names."""
 
 from __future__ import annotations
 
@@ -46,3 +47,18 @@ register_protocol(
     ),
     overwrite=True,
 )
+
+
+class Negate:
+    """A post-processed row: the negated similarity (what an installed post-processor looks like)."""
+
+    row_name = "+negate"
+    directions = ("t2v", "v2t")
+
+    def apply(self, sim: Tensor, score_texts=None) -> Tensor:
+        return -sim
+
+
+def negate(ctx, model) -> Negate:
+    """``factory(ctx, model)``: registered under the entry point's name by the post-processor registry."""
+    return Negate()
