@@ -27,7 +27,6 @@ from tests.support.protocol_fixtures import (
     TINY_BACKBONE,
     smoke_overrides,
     source_clips,
-    synthetic_source,  # noqa: F401 (a fixture)
 )
 from tests.support.tiny_clip import tiny_official_checkpoint
 
@@ -352,7 +351,7 @@ def msrvtt_test_only(root: Path, splits_dir: Path, source: Path) -> Path:
 def test_eval_of_msrvtt_1k_a_needs_only_the_test_csv_and_the_test_videos(
     tmp_path,
     splits_dir,
-    synthetic_source,  # noqa: F811 (a fixture)
+    synthetic_source,
 ):
     data = msrvtt_test_only(tmp_path / "data", splits_dir, synthetic_source)
     ckpt = tiny_official_checkpoint(
@@ -424,7 +423,7 @@ def test_a_failed_check_is_one_exception_listing_every_problem(tmp_path):
     assert info.value.report().count("\n") == 3
 
 
-def test_a_missing_train_file_is_named_with_flags_the_verb_has(tmp_path, capsys, synthetic_source):  # noqa: F811
+def test_a_missing_train_file_is_named_with_flags_the_verb_has(tmp_path, capsys, synthetic_source):
     """Training on 1k-A needs MSRVTT_train.9k.csv: the advice names --data-root / --set, not --annotations."""
     ann, videos = tmp_path / "data" / "msrvtt" / "annotations", tmp_path / "data" / "msrvtt" / "videos"
     ann.mkdir(parents=True)
