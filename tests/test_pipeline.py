@@ -442,3 +442,15 @@ def test_a_missing_train_file_is_named_with_flags_the_verb_has(tmp_path, capsys,
     assert "train split: protocol 'msrvtt-1k-a' needs MSRVTT_train.9k.csv" in err
     assert "--annotations" not in err and advised_flags(err) <= verb_flags("ablation")
     assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("decoder", ["decord", "pyav"])
+def test_the_check_opens_train_and_val_videos_with_either_decoder(tmp_path, monkeypatch, decoder):
+    """Train and val videos: opened, first frame decoded; a broken train video is named before work."""
+    monkeypatch.setenv("CLIP2VIDEO_DECODER", decoder)
+    checked = runner.prepare_data(check(smoke_options(tmp_path)))  # generates the data, then checks it
+    assert set(checked.data.video_paths) == {"train", "val", "test"}
+    broken = checked.data.video_paths["train"][3]
+    broken.write_bytes(b"\x00not a video" * 100)
+    with pytest.raises(CheckFailed, match=rf"train video\(s\) cannot be decoded: {broken.stem} \({broken}"):
+        check(smoke_options(tmp_path))
