@@ -15,7 +15,7 @@ import pytest
 
 import clip2video
 from clip2video.cli import main
-from clip2video.experiments.suite import list_suites, suite_file_settings
+from clip2video.experiments.suite import shipped_suites, suite_file_settings
 from clip2video.report.tables import regenerate
 from tests.test_tables import compile_paper, make_suite
 
@@ -70,7 +70,7 @@ def test_models_lists_an_import_module_with_its_options(capsys):
 def test_suites_lists_each_shipped_suite_with_protocol_rows_and_seeds(capsys):
     assert main(["suites", "--json"]) == 0
     rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
-    assert set(rows) == set(list_suites())
+    assert set(rows) == set(shipped_suites())
     for name, row in rows.items():
         settings = suite_file_settings(name)
         assert row["protocol"] == settings["protocol"] and row["description"] == settings["description"]

@@ -12,7 +12,7 @@ import pytest
 
 import clip2video
 from clip2video.cli import build_parser, main
-from clip2video.experiments.suite import list_suites, load_suite
+from clip2video.experiments.suite import load_suite, shipped_suites
 from tests.support.protocol_fixtures import (
     TINY_BACKBONE,
     build_protocol_data,
@@ -53,7 +53,7 @@ def test_old_tables_flags_still_work(tmp_path, capsys):
 def test_shipped_suites_and_paper_rows_are_package_data():
     package = Path(str(resources.files("clip2video")))
     assert {"ablation", "smoke", "msrvtt-1k-a", "msrvtt-full", "msvd", "vatex-1k5", "vatex-hgr"} <= set(
-        list_suites()
+        shipped_suites()
     )
     assert load_suite("smoke").path.parent == package / "suites"
     assert load_suite("msrvtt-full").protocol == "msrvtt-full"

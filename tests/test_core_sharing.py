@@ -9,11 +9,11 @@ import tomllib
 import pytest
 
 import clip2video.data.datasets as datasets
-import clip2video.experiments.runner as runner
+import clip2video.experiments.preflight as preflight
 from clip2video.cli import main
 from clip2video.commands.eval import eval_suite_settings
 from clip2video.data.datasets import resolve_num_workers
-from clip2video.experiments.runner import resolve_threads
+from clip2video.experiments.preflight import resolve_threads
 from clip2video.experiments.suite import load_suite, suites_dir
 
 REAL_SUITES = ("msrvtt-1k-a", "msrvtt-full", "msvd", "vatex-1k5", "vatex-hgr")
@@ -21,7 +21,7 @@ REAL_SUITES = ("msrvtt-1k-a", "msrvtt-full", "msvd", "vatex-1k5", "vatex-hgr")
 
 def with_cores(monkeypatch: pytest.MonkeyPatch, cores: int) -> None:
     monkeypatch.setattr(datasets, "available_cores", lambda: cores)
-    monkeypatch.setattr(runner, "available_cores", lambda: cores)
+    monkeypatch.setattr(preflight, "available_cores", lambda: cores)
 
 
 @pytest.mark.parametrize(("cores", "cpu", "cuda"), [(1, 1, 1), (2, 1, 2), (8, 2, 8), (16, 4, 8), (64, 8, 8)])

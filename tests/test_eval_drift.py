@@ -39,7 +39,7 @@ def _subset(lock: dict, models: list[str]) -> tuple[dict, dict]:
     sub["models"] = {m: sub["models"][m] for m in models}
     sub["settings"]["models"] = list(models)
     sub["settings"]["weights_seeds"] = {m: sub["settings"]["weights_seeds"][m] for m in models}
-    settings = copy.deepcopy(load_suite("smoke").settings)
+    settings = load_suite("smoke").settings.to_dict()
     settings["models"] = list(models)
     return sub, settings
 
@@ -50,7 +50,7 @@ def _run(lock: dict, settings: dict, data_root: Path) -> list[ed.EvalDrift]:
 
 
 def test_seeded_weights_do_not_depend_on_torch_rng():
-    settings = ed.eval_settings(load_suite("smoke").settings)
+    settings = ed.eval_settings(load_suite("smoke").settings.to_dict())
     torch.manual_seed(1)
     a = ed.build_seeded_model("clip2video", settings, 7).state_dict()
     torch.manual_seed(2)
@@ -66,7 +66,9 @@ def test_seeded_weights_do_not_depend_on_torch_rng():
 
 
 def test_the_committed_lock_matches(lock, data_root):
-    run = ed.run_eval_layer(load_suite("smoke").settings, data_root, seeds=lock["settings"]["weights_seeds"])
+    run = ed.run_eval_layer(
+        load_suite("smoke").settings.to_dict(), data_root, seeds=lock["settings"]["weights_seeds"]
+    )
     assert ed.compare_eval(lock, run) == []
     assert set(run.models) == {"meanp", "seqtransf", "tdb", "tab", "clip2video"}
     for name, model in run.models.items():
@@ -186,7 +188,7 @@ def test_missing_or_malformed_lock_is_one_clear_error(tmp_path):
 
 
 def test_a_suite_without_a_tiny_backbone_is_refused():
-    settings = copy.deepcopy(load_suite("smoke").settings)
+    settings = load_suite("smoke").settings.to_dict()
     settings["backbone"]["clip"] = "ViT-B-32"
     with pytest.raises(ed.EvalDriftError, match="--layer train"):
         ed.eval_settings(settings)
@@ -194,7 +196,7 @@ def test_a_suite_without_a_tiny_backbone_is_refused():
 
 def test_a_suite_with_other_frame_sampling_is_refused():
     """The lock records max_frames and image_size; fps and stride are the synthetic protocol's."""
-    settings = copy.deepcopy(load_suite("smoke").settings)
+    settings = load_suite("smoke").settings.to_dict()
     assert settings["frames"]["stride"] == 1 and settings["frames"]["extraction_fps"] == 5.0
     settings["frames"]["stride"] = 2
     with pytest.raises(ed.EvalDriftError, match="frames.stride = 2"):

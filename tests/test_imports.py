@@ -35,6 +35,7 @@ ROOT = Path(__file__).resolve().parents[1] / PACKAGE
 # Groups of equal rank are siblings and must not import each other.
 LAYERS: dict[str, tuple[str, ...]] = {
     "cli": ("clip2video.cli", "clip2video.__main__", "clip2video.commands"),
+    "pipeline": ("clip2video.pipeline",),
     "report": ("clip2video.report",),
     "experiments": ("clip2video.experiments",),
     "engine": ("clip2video.engine",),
@@ -43,11 +44,18 @@ LAYERS: dict[str, tuple[str, ...]] = {
     "data": ("clip2video.data",),
     "models": ("clip2video.models",),
     "tracking": ("clip2video.tracking",),
-    "shared": ("clip2video.errors", "clip2video.fingerprint", "clip2video.fileio", "clip2video.registry"),
+    "shared": (
+        "clip2video.errors",
+        "clip2video.fingerprint",
+        "clip2video.fileio",
+        "clip2video.registry",
+        "clip2video.settings",
+    ),
     "root": ("clip2video",),
 }
 RANK: dict[str, int] = {
-    "cli": 4,
+    "cli": 5,
+    "pipeline": 4,
     "report": 3,
     "experiments": 3,
     "engine": 2,
@@ -306,6 +314,43 @@ def test_imports_only_point_down() -> None:
         )
 
 
+# Modules of clip2video/commands/ that are not verbs: what verbs share (flags, option parsing).
+COMMAND_HELPERS = ("clip2video.commands", "clip2video.commands.common")
+
+
+def verb_import(edge: Edge) -> str | None:
+    """Why ``edge`` is a verb importing another verb (verbs share code through commands/common.py)."""
+    verbs = "clip2video.commands."
+    if not (edge.importer.startswith(verbs) and edge.imported.startswith(verbs)):
+        return None
+    if edge.importer == edge.imported or edge.imported in COMMAND_HELPERS or edge.importer in COMMAND_HELPERS:
+        return None
+    return f"a verb imports another verb ({edge.importer} -> {edge.imported}); move what they share to commands/common.py"
+
+
+def test_verbs_never_import_each_other() -> None:
+    """Each verb only parses its flags, calls down and prints: no verb module imports another."""
+    problems = [(e, why) for e in collect_edges() if (why := verb_import(e))]
+    if problems:
+        pytest.fail("\n".join(_describe(e, why) for e, why in problems), pytrace=False)
+
+
+@pytest.mark.parametrize(
+    ("importer", "imported", "allowed"),
+    [
+        ("clip2video.commands.eval", "clip2video.commands.ablation", False),
+        ("clip2video.commands.drift", "clip2video.commands.tables", False),
+        ("clip2video.commands.eval", "clip2video.commands.common", True),
+        ("clip2video.commands.common", "clip2video.pipeline", True),
+        ("clip2video.cli", "clip2video.commands.ablation", True),
+    ],
+)
+def test_the_verb_rule_itself(importer: str, imported: str, allowed: bool) -> None:
+    """The verb rule on hand-picked edges (so a wrong rule cannot pass silently)."""
+    edge = Edge(importer, imported, "x.py", 1)
+    assert (verb_import(edge) is None and layer_violation(edge) is None) is allowed
+
+
 def test_no_import_cycles() -> None:
     """No module reaches itself through imports, function-local ones included."""
     graph = nx.DiGraph()
@@ -331,6 +376,11 @@ def test_no_import_cycles() -> None:
     ("importer", "imported", "allowed"),
     [
         ("clip2video.commands.ablation", "clip2video.report.tables", True),
+        ("clip2video.commands.ablation", "clip2video.pipeline", True),
+        ("clip2video.pipeline", "clip2video.report.tables", True),
+        ("clip2video.pipeline", "clip2video.experiments.runner", True),
+        ("clip2video.experiments.runner", "clip2video.pipeline", False),
+        ("clip2video.report.tables", "clip2video.pipeline", False),
         ("clip2video.experiments.runner", "clip2video.report.tables", False),
         ("clip2video.report.drift", "clip2video.experiments.runner", False),
         ("clip2video.engine.evaluate", "clip2video.metrics", True),

@@ -19,7 +19,7 @@ import torch
 from clip2video.data.protocols import get_protocol
 from clip2video.data.verify import verify
 from clip2video.engine.records import read_run_record, read_suite_info
-from clip2video.errors import ProtocolError
+from clip2video.experiments.preflight import CheckFailed
 from clip2video.experiments.runner import ZERO_SHOT_ROW, SuiteResult
 from clip2video.experiments.suite import load_suite
 from clip2video.metrics import retrieval_metrics
@@ -303,7 +303,7 @@ def test_missing_test_videos_are_named_before_any_training(tmp_path, synthetic_s
     gone = [data.test_ids[1], data.test_ids[5]]
     for vid in gone:
         (data.videos / f"{vid}.mp4").unlink()
-    with pytest.raises(ProtocolError) as info:
+    with pytest.raises(CheckFailed) as info:  # the check before work, one problem
         run_suite_with_tables(
             "vatex-hgr",
             data_root=data.data_root,

@@ -91,11 +91,11 @@ def in_process(capsys: pytest.CaptureFixture, *argv: object) -> tuple[int, str, 
 @pytest.fixture(scope="module")
 def smoke_data(tmp_path_factory) -> Path:
     """The reduced smoke suite's generated data, made once for every run of this module."""
-    from clip2video.experiments.runner import resolve_data
+    from clip2video.data.synthetic import prepare_data
     from clip2video.experiments.suite import load_suite
 
     root = tmp_path_factory.mktemp("smoke-data")
-    resolve_data(load_suite("smoke", smoke_overrides(["meanp"])), root)
+    prepare_data(load_suite("smoke", smoke_overrides(["meanp"])).settings.to_dict(), root)
     return root
 
 

@@ -242,14 +242,23 @@ def test_shipped_suites_run_three_seeds_and_smoke_one():
     assert load_suite("smoke")["seeds"] == [0]
 
 
+def plan_names(suite, *, eval_only=False, checkpoints=None) -> list[tuple]:
+    """(record name, model, trained, checkpoint) of each planned row, seed after seed."""
+    from clip2video.experiments.options import RunOptions
+    from clip2video.experiments.preflight import plan_rows
+
+    options = RunOptions(suite=suite, eval_only=eval_only, checkpoints=checkpoints or {})
+    return [(p.name, p.model, p.trained, p.checkpoint) for p in plan_rows(suite, options)]
+
+
 def test_rows_of_several_seeds_are_named_model_s_seed():
     from clip2video.experiments.suite import load_suite
 
     suite = load_suite("smoke", {"models": ["meanp", "tdb"], "seeds": [0, 2]})
-    names = [row[0] for seed in suite["seeds"] for row in runner.row_plan(suite, False, {}, seed)]
+    names = [row[0] for row in plan_names(suite)]
     assert names == ["meanp-s0", "tdb-s0", "meanp-s2", "tdb-s2"]
     one = load_suite("smoke", {"models": ["tdb"]})
-    assert [row[0] for row in runner.row_plan(one, False, {}, 0)] == ["tdb"]
+    assert [row[0] for row in plan_names(one)] == ["tdb"]
 
 
 def test_summary_and_progress_bars_use_readable_names():
@@ -267,16 +276,13 @@ def test_summary_and_progress_bars_use_readable_names():
 
 def test_untrained_rows_run_once_whatever_the_seeds():
     """Zero-shot and --eval-only rows depend on no seed: one row each, for the first seed only."""
-    from clip2video.experiments.runner import row_plan
     from clip2video.experiments.suite import load_suite
 
     suite = load_suite("msvd", {"seeds": [3, 4]})
-    trained = [row_plan(suite, False, {}, seed) for seed in (3, 4)]
-    assert [r[0] for r in trained[0]] == ["meanp-zeroshot"] + [f"{m}-s3" for m in suite.models]
-    assert [r[0] for r in trained[1]] == [f"{m}-s4" for m in suite.models]
+    trained = plan_names(suite)
+    assert [r[0] for r in trained] == ["meanp-zeroshot"] + [f"{m}-s{s}" for s in (3, 4) for m in suite.models]
     ckpt = {"tdb": Path("tdb.pt")}
-    assert row_plan(suite, True, ckpt, 3) == [
+    assert plan_names(suite, eval_only=True, checkpoints=ckpt) == [
         ("meanp-zeroshot", "meanp", False, None),
         ("tdb", "tdb", False, Path("tdb.pt")),
     ]
-    assert row_plan(suite, True, ckpt, 4) == []

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from clip2video.experiments.suite import SuiteError, list_suites, load_suite
+from clip2video.experiments.suite import SuiteError, load_suite, shipped_suites
 
 PAPER_K = {"msrvtt-1k-a": 5, "msvd": 5, "vatex-1k5": 7, "vatex-hgr": 7}
 
 
 def test_every_shipped_suite_loads():
-    names = list_suites()
+    names = shipped_suites()
     for required in ("ablation", "smoke", *PAPER_K):
         assert required in names
     for name in names:
@@ -76,7 +76,7 @@ def test_missing_suite_lists_known():
 def test_validation_selection_only_where_the_protocol_has_a_validation_split():
     from clip2video.data.protocols import get_protocol
 
-    for name in list_suites():
+    for name in shipped_suites():
         s = load_suite(name)
         if s["train"]["select_on"] == "val":
             assert get_protocol(s.protocol).val_split, f"suite {name} selects on a validation split it lacks"
@@ -108,6 +108,7 @@ def test_a_suite_that_omits_the_protocol_keys_gets_the_protocols_values(tmp_path
     p = get_protocol(protocol)
     s = load_suite(_write(tmp_path, f'protocol = "{protocol}"\n'))
     assert s["frames"] == {
+        "decode": "direct",  # not a protocol key: defaults.toml's
         "extraction_fps": p.extraction_fps,
         "stride": p.stride,
         "max_frames": p.max_frames,
@@ -161,7 +162,7 @@ def test_shipped_suites_name_a_protocol_key_only_where_they_differ():
     from clip2video.data.protocols import get_protocol
     from clip2video.experiments.suite import suite_file_settings
 
-    for name in list_suites():
+    for name in shipped_suites():
         declared = suite_file_settings(name)
         s = load_suite(name)
         defaults = get_protocol(s.protocol).settings()
@@ -191,4 +192,4 @@ SHIPPED_PROTOCOL_VALUES = {
 def test_every_shipped_suite_resolves_to_the_values_it_always_had(name):
     s = load_suite(name)
     assert tuple(s[section][key] for section, key in PROTOCOL_KEYS) == SHIPPED_PROTOCOL_VALUES[name]
-    assert set(SHIPPED_PROTOCOL_VALUES) == set(list_suites())
+    assert set(SHIPPED_PROTOCOL_VALUES) == set(shipped_suites())

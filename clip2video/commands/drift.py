@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from clip2video.commands.tables import hidden_alias
+from clip2video.commands.common import hidden_alias, run_pipeline
 from clip2video.errors import Clip2VideoError
 from clip2video.fileio import safe_name
 
@@ -54,17 +54,21 @@ def _command() -> str:
 def _run_suite(
     suite: str, runs: Path, args: argparse.Namespace, overrides: dict[str, Any] | None = None
 ) -> None:
-    """Run the suite (records land in ``runs``), CPU or ``--device``, without tracking."""
-    from clip2video.experiments.runner import run_suite
+    """Run the suite through the pipeline (the check before work first; records land in ``runs``),
+    CPU or ``--device``, without tracking or tables."""
+    from clip2video.pipeline import RunOptions
 
-    run_suite(
-        suite,
-        runs_dir=runs,
-        data_root=args.data_root,
-        device=args.device,
-        tracking=False,
-        overrides=overrides,
-        progress=False,
+    run_pipeline(
+        RunOptions(
+            suite=suite,
+            runs_dir=runs,
+            data_root=args.data_root,
+            device=args.device,
+            tracking=False,
+            overrides=overrides or {},
+            progress=False,
+            results_dir=None,
+        )
     )
 
 
@@ -78,7 +82,7 @@ def eval_layer(args: argparse.Namespace, suite: Any) -> int:
 
     path = ed.eval_lock_path(args.baselines, suite.name)
     if args.update:
-        run = ed.run_eval_layer(suite.settings, args.data_root)
+        run = ed.run_eval_layer(suite.settings.to_dict(), args.data_root)
         ed.write_eval_lock(
             path, run, message=args.message, suite=suite.name, command=_command(), commit=_git_commit()
         )
@@ -86,7 +90,9 @@ def eval_layer(args: argparse.Namespace, suite: Any) -> int:
         return 0
     locked = ed.load_eval_lock(path)
     seeds = (locked.get("settings") or {}).get("weights_seeds")
-    run = ed.run_eval_layer(suite.settings, args.data_root, seeds=seeds if isinstance(seeds, dict) else None)
+    run = ed.run_eval_layer(
+        suite.settings.to_dict(), args.data_root, seeds=seeds if isinstance(seeds, dict) else None
+    )
     fp = run.fingerprint
     where = f"cpu_capability={fp['cpu_capability']}, threads={fp['threads']}"
     drifts = ed.compare_eval(locked, run)

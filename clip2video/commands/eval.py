@@ -13,6 +13,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from clip2video.commands.common import add_run_options, run_options, run_pipeline
 from clip2video.errors import ConfigError
 
 
@@ -20,9 +21,9 @@ def eval_suite_settings(protocol: str, model: str, *, zero_shot: bool) -> dict[s
     """The one row's suite as a suite file would say it: the protocol's shipped suite when there is
     one, reduced to one model and seed. ``suite_from_settings`` resolves it by the suites' one rule
     (defaults < the protocol's defaults < this < ``--set``)."""
-    from clip2video.experiments.suite import list_suites, suite_file_settings
+    from clip2video.experiments.suite import shipped_suites, suite_file_settings
 
-    settings: dict[str, Any] = suite_file_settings(protocol) if protocol in list_suites() else {}
+    settings: dict[str, Any] = suite_file_settings(protocol) if protocol in shipped_suites() else {}
     # one row: automatic threads give it every core (a shipped suite or --set may say otherwise)
     settings.setdefault("run", {}).setdefault("threads", 0)
     settings.update(
@@ -36,8 +37,7 @@ def eval_suite_settings(protocol: str, model: str, *, zero_shot: bool) -> dict[s
 
 
 def run_eval(args: argparse.Namespace) -> int:
-    """Evaluate one model on one protocol; print the table and the result file."""
-    from clip2video.commands.ablation import merge_overrides, run_checked_suite
+    """Evaluate one model on one protocol (only its test split is read); print the table and the result file."""
     from clip2video.experiments.suite import suite_from_settings
 
     if args.checkpoint is None and not args.zero_shot:
@@ -51,10 +51,8 @@ def run_eval(args: argparse.Namespace) -> int:
     suite = suite_from_settings(
         name, eval_suite_settings(args.protocol, args.model, zero_shot=args.zero_shot), f"eval {name}"
     )
-    args.eval_only = True
-    args.nproc = 1
-    args.checkpoint = [f"{args.model}={args.checkpoint}"] if args.checkpoint else []
-    result = run_checked_suite(suite, merge_overrides(args.set or []), args)
+    checkpoints = {args.model: Path(args.checkpoint)} if args.checkpoint else {}
+    result = run_pipeline(run_options(args, suite=suite, eval_only=True, checkpoints=checkpoints))
     if int(os.environ.get("RANK", "0")) != 0:
         return 0
     out = Path(args.results_dir) / result.suite.name / "result.json"  # written with the tables (report layer)
@@ -65,7 +63,6 @@ def run_eval(args: argparse.Namespace) -> int:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``eval`` to the ``clip2video`` command."""
-    from clip2video.commands.ablation import add_run_options
     from clip2video.data.protocols import list_protocols
 
     p = subparsers.add_parser(

@@ -10,10 +10,10 @@ from typing import Any
 def suite_rows() -> list[dict[str, Any]]:
     """One dict per shipped suite: name, description, protocol, rows (plain model rows, then the
     names of ``[[rows]]`` variant rows) and seeds, as its file says them (before defaults)."""
-    from clip2video.experiments.suite import list_suites, suite_file_settings
+    from clip2video.experiments.suite import shipped_suites, suite_file_settings
 
     rows = []
-    for name in list_suites():
+    for name in shipped_suites():
         settings = suite_file_settings(name)
         variants = [str(r.get("name", "?")) for r in settings.get("rows", []) if isinstance(r, dict)]
         rows.append(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from clip2video.commands.common import hidden_alias
 from clip2video.errors import check_writable_dir
 
 
@@ -15,11 +16,6 @@ def suite_name(name_or_path: str) -> str:
 
         return load_suite(name_or_path).name
     return name_or_path
-
-
-def hidden_alias(parser: argparse.ArgumentParser, flag: str, dest: str) -> None:
-    """An old spelling of a path flag, still accepted but not shown in --help."""
-    parser.add_argument(flag, dest=dest, type=Path, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
 
 
 def run_tables(args: argparse.Namespace) -> int:

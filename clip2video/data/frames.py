@@ -36,6 +36,7 @@ import torch
 from clip2video.data.frame_cache import FrameCache
 from clip2video.data.videos import PyAVReader, decoder_threads, frame_files, open_video
 from clip2video.errors import VideoReadError
+from clip2video.settings import FrameSettings, section_defaults
 
 CLIP_MEAN: tuple[float, float, float] = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD: tuple[float, float, float] = (0.26862954, 0.26130258, 0.27577711)
@@ -127,6 +128,20 @@ class FrameSampler:
     image_size: int = 224
     train: bool = False
     decode: str = "direct"
+
+    @classmethod
+    def from_settings(cls, frames: FrameSettings, *, train: bool = False) -> FrameSampler:
+        """The sampler a suite's ``[frames]`` section describes: the one place a sampler is built
+        from settings (rows, the evaluation-drift layer, the engine's protocol default)."""
+        return cls(**frames.to_dict(), train=train)
+
+    @classmethod
+    def for_protocol(cls, protocol: Any) -> FrameSampler:
+        """The sampler of a suite on ``protocol`` that sets no ``[frames]`` key (its published settings)."""
+        from clip2video.data.protocols import get_protocol
+
+        values = {**section_defaults("frames"), **get_protocol(protocol).settings()["frames"]}
+        return cls.from_settings(FrameSettings.from_dict(values))
 
     def __post_init__(self) -> None:
         if self.stride < 1 or self.max_frames < 1 or self.image_size < 1 or self.extraction_fps <= 0:

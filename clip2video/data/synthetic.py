@@ -486,6 +486,36 @@ def _generate_into(folder: Path, seed: int, settings: SyntheticSettings) -> None
     _write_text(annotations / META_FILE, json.dumps(meta, indent=1) + "\n")  # written last
 
 
+def _complete_or_refuse(root: Path, seed: int, settings: SyntheticSettings, overwrite: bool) -> bool:
+    """True when ``root`` holds a complete dataset of ``seed`` and ``settings``; False when it can be
+    written there; Clip2VideoError when something else is there (and not ``overwrite``). Reads only."""
+    meta = _existing_meta(root)
+    wanted = {"generator_version": GENERATOR_VERSION, "seed": seed, "settings": settings.as_json()}
+    if meta is not None and all(meta.get(k) == v for k, v in wanted.items()) and _is_complete(root, meta):
+        return True
+    if root.exists() and any(root.iterdir()) and not overwrite:
+        if meta is None:
+            what = "files but no synthetic dataset"
+        else:
+            differing = [
+                f"{k} ({meta.get(k)!r} there, {v!r} wanted)" for k, v in wanted.items() if meta.get(k) != v
+            ]
+            if not differing:
+                absent = _missing_files(root, meta)
+                shown = ", ".join(str(p) for p in absent[:5]) + (" ..." if len(absent) > 5 else "")
+                differing = [f"{len(absent)} missing file(s): {shown}"]
+            what = f"a synthetic dataset that differs in {'; '.join(differing)}"
+        size = settings.size
+        raise Clip2VideoError(
+            f"{root} already holds {what}; regenerate it with `clip2video data synthetic {root} "
+            f"--seed {seed} --num-train {settings.num_train} --num-val {settings.num_val} "
+            f"--num-test-pairs {settings.num_test_pairs} --captions-per-video {settings.captions_per_video} "
+            f"--size {size[0]} {size[1]} --overwrite` "
+            "(generate_synthetic(..., overwrite=True)), or choose an empty folder"
+        )
+    return False
+
+
 def generate_synthetic(
     root: str | Path,
     *,
@@ -510,28 +540,8 @@ def generate_synthetic(
     settings = SyntheticSettings(num_train, num_val, num_test_pairs, captions_per_video, tuple(size))
     settings.validate()
     root = Path(root)
-    meta = _existing_meta(root)
-    wanted = {"generator_version": GENERATOR_VERSION, "seed": seed, "settings": settings.as_json()}
-    if meta is not None and all(meta.get(k) == v for k, v in wanted.items()) and _is_complete(root, meta):
+    if _complete_or_refuse(root, seed, settings, overwrite):
         return root
-    if root.exists() and any(root.iterdir()) and not overwrite:
-        if meta is None:
-            what = "files but no synthetic dataset"
-        else:
-            differing = [
-                f"{k} ({meta.get(k)!r} there, {v!r} wanted)" for k, v in wanted.items() if meta.get(k) != v
-            ]
-            if not differing:
-                absent = _missing_files(root, meta)
-                shown = ", ".join(str(p) for p in absent[:5]) + (" ..." if len(absent) > 5 else "")
-                differing = [f"{len(absent)} missing file(s): {shown}"]
-            what = f"a synthetic dataset that differs in {'; '.join(differing)}"
-        raise Clip2VideoError(
-            f"{root} already holds {what}; regenerate it with `clip2video data synthetic {root} "
-            f"--seed {seed} --num-train {num_train} --num-val {num_val} --num-test-pairs {num_test_pairs} "
-            f"--captions-per-video {captions_per_video} --size {size[0]} {size[1]} --overwrite` "
-            "(generate_synthetic(..., overwrite=True)), or choose an empty folder"
-        )
     root.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{root.name}.partial-", dir=root.parent))
     try:
@@ -549,13 +559,34 @@ def generate_synthetic(
 # (``Protocol.hooks = "clip2video.data.synthetic"``: the runner calls these, with no branch of its own)
 
 
-def prepare_data(settings: dict[str, Any], root: str | Path) -> Path:
-    """Generate (once) the suite's ``[synthetic]`` data under ``root``; returns its folder."""
+def data_folder(settings: dict[str, Any], root: str | Path) -> Path:
+    """Where :func:`prepare_data` keeps the suite's ``[synthetic]`` data under ``root``."""
     syn = settings["synthetic"]
-    folder = Path(root) / (
+    return Path(root) / (
         f"synthetic-s{syn['seed']}-{syn['num_train']}-{syn['num_val']}-{syn['num_test_pairs']}"
         f"-c{syn['captions_per_video']}-{syn['height']}x{syn['width']}"
     )
+
+
+def data_ready(settings: dict[str, Any], root: str | Path) -> bool:
+    """Whether :func:`prepare_data` would write nothing (the data is there, complete); raises
+    Clip2VideoError when its folder holds something it would refuse to replace. Reads only."""
+    syn = settings["synthetic"]
+    wanted = SyntheticSettings(
+        syn["num_train"],
+        syn["num_val"],
+        syn["num_test_pairs"],
+        syn["captions_per_video"],
+        (syn["height"], syn["width"]),
+    )
+    wanted.validate()
+    return _complete_or_refuse(data_folder(settings, root), syn["seed"], wanted, overwrite=False)
+
+
+def prepare_data(settings: dict[str, Any], root: str | Path) -> Path:
+    """Generate (once) the suite's ``[synthetic]`` data under ``root``; returns its folder."""
+    syn = settings["synthetic"]
+    folder = data_folder(settings, root)
     generate_synthetic(
         folder,
         seed=syn["seed"],

@@ -8,10 +8,13 @@ open_clip's ``SimpleTokenizer``, which ships its vocabulary and works offline.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import lru_cache
+from typing import Any
 
 import torch
 
 from clip2video.errors import Clip2VideoError
+from clip2video.settings import TextSettings
 
 EMPTY_POLICIES = ("error", "keep")
 
@@ -41,6 +44,20 @@ class CaptionTokenizer:
         self._bpe = SimpleTokenizer()
         self.sot_id: int = self._bpe.encoder["<start_of_text>"]
         self.eot_id: int = self._bpe.encoder["<end_of_text>"]
+
+    @classmethod
+    def from_settings(cls, text: TextSettings) -> CaptionTokenizer:
+        """The tokenizer a suite's ``[text]`` section describes: the one place a tokenizer is built
+        from settings. One instance per ``max_words`` and process (its BPE vocabulary takes ~0.4 s
+        to build; encoding keeps no state between calls)."""
+        return _shared_tokenizer(int(text.max_words))
+
+    @classmethod
+    def for_protocol(cls, protocol: Any) -> CaptionTokenizer:
+        """The tokenizer of a suite on ``protocol`` that sets no ``[text] max_words``."""
+        from clip2video.data.protocols import get_protocol
+
+        return cls.from_settings(TextSettings.from_dict(get_protocol(protocol).settings()["text"]))
 
     @property
     def vocab_size(self) -> int:
@@ -82,3 +99,8 @@ class CaptionTokenizer:
         if self.eot_id in row:
             row = row[: row.index(self.eot_id)]
         return self._bpe.decode(row).strip()
+
+
+@lru_cache(maxsize=8)
+def _shared_tokenizer(max_words: int) -> CaptionTokenizer:
+    return CaptionTokenizer(max_words=max_words)

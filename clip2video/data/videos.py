@@ -306,5 +306,7 @@ def probe_video(path: str | Path, video_id: str | None = None) -> VideoInfo:
             width, height = img.size
         return VideoInfo(num_frames=len(files), fps=0.0, width=width, height=height)
     reader = open_video(path, video_id)
-    height, width = reader[0].shape[:2] if len(reader) else (0, 0)
+    # the first frame decoded (decord: indexing; PyAVReader has get_batch only)
+    first = reader[0] if hasattr(reader, "__getitem__") else reader.get_batch([0]).asnumpy()[0]
+    height, width = first.shape[:2] if len(reader) else (0, 0)
     return VideoInfo(num_frames=len(reader), fps=float(reader.get_avg_fps()), width=width, height=height)

@@ -10,7 +10,6 @@ from one decode of each video. Under ``torch.distributed`` every rank encodes it
 from __future__ import annotations
 
 import dataclasses
-import functools
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -78,24 +77,15 @@ def _protocol_name(protocol: Any) -> str:
 def _default_sampler(protocol: Any) -> Any:
     """The frame sampler a suite on ``protocol`` gets when it sets no ``[frames]`` key."""
     from clip2video.data.frames import FrameSampler
-    from clip2video.data.protocols import get_protocol
 
-    return FrameSampler(**get_protocol(protocol).settings()["frames"])
+    return FrameSampler.for_protocol(protocol)
 
 
 def _default_tokenizer(protocol: Any) -> Any:
     """The tokenizer a suite on ``protocol`` gets when it sets no ``[text] max_words``."""
-    from clip2video.data.protocols import get_protocol
-
-    return _caption_tokenizer(int(get_protocol(protocol).settings()["text"]["max_words"]))
-
-
-@functools.lru_cache(maxsize=8)
-def _caption_tokenizer(max_words: int) -> Any:
-    """One CaptionTokenizer per max_words and process: building the BPE vocabulary takes ~0.4 s."""
     from clip2video.data.text import CaptionTokenizer
 
-    return CaptionTokenizer(max_words=max_words)
+    return CaptionTokenizer.for_protocol(protocol)
 
 
 def _video_dataset(paths: Sequence[Path], video_ids: Sequence[str], sampler: Any) -> Dataset:

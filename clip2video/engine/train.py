@@ -48,6 +48,7 @@ from clip2video.engine.checkpoint import (
 from clip2video.engine.evaluate import progress_desc
 from clip2video.engine.losses import co_learning_loss
 from clip2video.engine.optim import BertAdam, build_optimizer, warmup_cosine
+from clip2video.settings import TrainSettings
 
 SELECT_ON = ("final", "val", "test")
 LAST_CHECKPOINT = "last.pt"
@@ -66,32 +67,43 @@ def without_wall_clock(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [{k: v for k, v in entry.items() if k != WALL_CLOCK} for entry in history]
 
 
+# The [train] defaults of defaults.toml (a suite's training settings): the one place they are written.
+_TRAIN = TrainSettings.defaults()
+
+
 @dataclass
 class TrainConfig:
-    """Every training setting; the defaults reproduce CLIP4Clip's recipe (models.md)."""
+    """Every training setting. The suite's ``[train]`` keys default to ``defaults.toml``'s (CLIP4Clip's
+    recipe, models.md); the rest are the optimizer's constants and the run's own values."""
 
-    epochs: int = 5
-    batch_size: int = 128  # the global batch: all ranks and micro-batches together
-    grad_accum: int = 1  # micro-batches per optimizer step (per rank)
-    lr: float = 1e-4
-    coef_lr: float = 1e-3  # clip.* parameters train at lr * coef_lr
-    weight_decay: float = 0.2
+    epochs: int = _TRAIN.epochs
+    batch_size: int = _TRAIN.batch_size  # the global batch: all ranks and micro-batches together
+    grad_accum: int = _TRAIN.grad_accum  # micro-batches per optimizer step (per rank)
+    lr: float = _TRAIN.lr
+    coef_lr: float = _TRAIN.coef_lr  # clip.* parameters train at lr * coef_lr
+    weight_decay: float = _TRAIN.weight_decay
     betas: tuple[float, float] = (0.9, 0.98)
     eps: float = 1e-6
     bias_correction: bool = False  # BertAdam has none; True (with clip_grad_per_param=0) is AdamW
-    warmup: float = 0.1  # fraction of the whole run
-    clip_grad: float = 1.0  # global gradient-norm clipping; 0 disables
+    warmup: float = _TRAIN.warmup  # fraction of the whole run
+    clip_grad: float = _TRAIN.clip_grad  # global gradient-norm clipping; 0 disables
     clip_grad_per_param: float = 1.0  # BertAdam's per-parameter clipping inside its step; 0 disables
     logit_scale_max: float | None = 100.0  # CLIP4Clip clamps logit_scale.exp() at 100 after each step
     seed: int = 42
     device: str = "auto"  # "auto": CUDA when available, else CPU
     amp: bool = True  # bf16 autocast on CUDA; the CPU always runs float32
     num_workers: int = 0
-    select_on: str = "final"  # "final" | "val" | "test" (test only when asked; the result is marked)
+    select_on: str = _TRAIN.select_on  # "final" | "val" | "test" (test only when asked; the result is marked)
     select_metric: str = "t2v_R1"  # higher is better
-    val_every: int = 1
+    val_every: int = _TRAIN.val_every
     log_every: int = 10  # tracker steps
     progress: bool | str = True  # a string names the bars, e.g. "tdb s0"
+
+    @classmethod
+    def from_settings(cls, train: TrainSettings, **run: Any) -> TrainConfig:
+        """A suite's ``[train]`` section plus the row's own values (``seed``, ``device``, ``progress``,
+        ``num_workers``)."""
+        return cls(**train.to_dict(), **run)
 
     def __post_init__(self) -> None:
         self.betas = tuple(self.betas)  # type: ignore[assignment]

@@ -1,11 +1,13 @@
-"""One (model, seed) row of a suite, run from its resolved settings alone (a worker process's job).
+"""One row of a suite (a model, or a variant row, and a seed), run from its spec alone (a worker's job).
 
-A :class:`RowSpec` is plain, picklable data: the row's resolved settings, its name, model, seed,
-checkpoint, data paths, device and thread count. :func:`run_row_spec` runs it in a fresh process
-(see :mod:`clip2video.experiments.runner`): it seeds every generator from the row's seed, sets
-torch's thread count, then goes through named steps (context, model, training, encoding,
-scoring, record). Nothing a row computes depends on which rows ran before it in the process,
-so a record is bitwise identical alone, after other rows, or with several rows at once.
+A :class:`RowSpec` is plain, picklable data: the row's resolved settings (one :class:`Settings`),
+its name, model, seed, checkpoint, device, thread count and its data: the folders, the splits the
+check before work loaded and their videos' paths, so a worker reads no annotation file again.
+:func:`run_row_spec` runs it in a fresh process (see :mod:`clip2video.experiments.runner`): it
+seeds every generator from the row's seed, sets torch's thread count, then goes through named
+steps (context, model, training, encoding, scoring, record). Nothing a row computes depends on
+which rows ran before it in the process, so a record is bitwise identical alone, after other rows,
+or with several rows at once.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import random
 import re
 import shutil
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,14 +26,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from clip2video.data.annotations import SplitData, load_split
+from clip2video.data.annotations import SplitData
 from clip2video.data.datasets import PairDataset
 from clip2video.data.frame_cache import FrameCache
 from clip2video.data.frames import FrameSampler
 from clip2video.data.protocols import Protocol, get_protocol
 from clip2video.data.text import CaptionTokenizer
-from clip2video.data.verify import require_test_videos
-from clip2video.data.videos import find_videos
 from clip2video.engine import distributed as ddp
 from clip2video.engine.cache import EmbeddingCache
 from clip2video.engine.evaluate import (
@@ -44,10 +45,12 @@ from clip2video.engine.postprocess import build_postprocessors
 from clip2video.engine.scoring import similarity_part_matrices
 from clip2video.engine.train import WALL_CLOCK, TrainConfig, TrainResult, train
 from clip2video.errors import Clip2VideoError
+from clip2video.experiments.preflight import check_frame_size, model_kwargs
 from clip2video.metrics import retrieval_metrics
+from clip2video.settings import Settings
 
 # Settings that decide how a suite is scheduled, not what a row computes.
-SCHEDULING_KEYS = ("name", "description", "models", "seeds", "zero_shot")
+SCHEDULING_KEYS = ("name", "description", "models", "seeds", "zero_shot", "rows", "tables")
 # Settings that change speed only, never a number (left out of the row settings and their digest).
 SPEED_ONLY = {"run": ("jobs",), "data": ("num_workers", "frame_cache_mb", "allow_outside_links")}
 
@@ -62,23 +65,34 @@ class DataPaths:
 
 
 @dataclass(frozen=True)
+class RowData:
+    """A row's data as the check before work resolved it: folders, splits, each split's video paths."""
+
+    protocol: str
+    annotations: str
+    videos: str
+    splits: Mapping[str, SplitData] = field(default_factory=dict)
+    video_paths: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class RowSpec:
     """Everything one row needs, as plain values: a worker runs it with no other input."""
 
     suite: str
-    row: str
+    row: str  # the record's folder: the row's name, with -s<seed> when the suite has several seeds
     model: str
     seed: int
     trained: bool
-    settings: dict[str, Any]  # the resolved suite settings (speed-only keys included)
-    row_settings: dict[str, Any]  # what decides the row's numbers (digested into the fingerprint)
-    protocol: str
-    annotations: str
-    videos: str
+    settings: Settings  # the row's resolved settings (the suite's plus its own set)
+    data: RowData
     runs_dir: str
+    base_row: str = ""  # the row's name without the seed ("" = the model's name)
+    variant: bool = False  # a [[rows]] variant: its name is part of its settings
     device: str = "cpu"
     threads: int = 1
     checkpoint: str | None = None
+    checkpoint_id: dict[str, str] | None = None  # path and sha256 of the checkpoint (its settings)
     clip_weights: str | None = None
     progress: bool = False
     resume: bool = False  # continue this row's last.pt (the parent checked that its settings match)
@@ -89,9 +103,33 @@ class RowSpec:
     def row_dir(self) -> Path:
         return Path(self.runs_dir) / self.suite / self.row
 
+    @property
+    def row_name(self) -> str:
+        """The row's name without the seed (what tables, MLflow and ``extra["row"]`` key on)."""
+        return self.base_row or self.model
+
+    @property
+    def protocol(self) -> str:
+        return self.data.protocol
+
+    @property
+    def row_settings(self) -> dict[str, Any]:
+        """What decides the row's numbers (digested into its fingerprint, stored as ``config.json``)."""
+        return resolved_row_settings(
+            self.settings,
+            model=self.model,
+            seed=self.seed,
+            trained=self.trained,
+            checkpoint=self.checkpoint_id,
+            clip_weights=self.clip_weights,
+            device=self.device,
+            threads=self.threads,
+            name=self.row_name if self.variant else None,
+        )
+
 
 def resolved_row_settings(
-    settings: dict[str, Any],
+    settings: Settings | Mapping[str, Any],
     *,
     model: str,
     seed: int,
@@ -100,25 +138,30 @@ def resolved_row_settings(
     clip_weights: str | None,
     device: str,
     threads: int,
+    name: str | None = None,
 ) -> dict[str, Any]:
     """The settings that decide one row's numbers: the suite's sections plus the row's own values.
 
-    Scheduling keys (the model and seed lists, other rows), speed-only keys (``run.jobs``,
+    Scheduling keys (the model and seed lists, other rows, tables), speed-only keys (``run.jobs``,
     ``data.num_workers``, ``data.frame_cache_mb``), ``[train]`` for an untrained row and
     ``[synthetic]`` for a protocol that is not generated are left out, so adding a model to a
-    suite or running with more jobs keeps the other rows' records valid.
+    suite or running with more jobs keeps the other rows' records valid. ``name``: a variant row's
+    name (``row.name``; plain rows are named after their model and carry none).
     """
-    out = {k: _copy(v) for k, v in settings.items() if k not in SCHEDULING_KEYS}
+    if not isinstance(settings, Settings):
+        settings = Settings.from_dict(settings)
+    out = {k: v for k, v in settings.to_dict().items() if k not in SCHEDULING_KEYS}
     for section, keys in SPEED_ONLY.items():
         for key in keys:
             out.get(section, {}).pop(key, None)
     if not trained:
         out.pop("train", None)  # an evaluated-only row does not depend on the training recipe
-    if get_protocol(settings["protocol"]).hook("prepare_data") is None:
+    if get_protocol(settings.protocol).hook("prepare_data") is None:
         out.pop("synthetic", None)  # generator settings matter only for generated data
     out.setdefault("run", {})["threads"] = int(threads)
-    weights = clip_weights if clip_weights is not None else settings["backbone"]["clip_weights"]
-    out["backbone"]["clip_weights"] = weights
+    out["backbone"]["clip_weights"] = (
+        clip_weights if clip_weights is not None else settings.backbone.clip_weights
+    )
     out["row"] = {
         "model": model,
         "seed": int(seed),
@@ -126,15 +169,9 @@ def resolved_row_settings(
         "checkpoint": checkpoint,
         "device": device,
     }
+    if name is not None:
+        out["row"]["name"] = name
     return out
-
-
-def _copy(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _copy(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_copy(v) for v in value]
-    return value
 
 
 # ----------------------------------------------------------------------------- the worker
@@ -147,9 +184,10 @@ def run_row_spec(spec: RowSpec) -> str:
     set_threads(spec)
     ctx = row_context(spec)
     model = build_row_model(spec)
-    check_frame_size(model, spec.settings["frames"]["image_size"])
+    check_frame_size(model, spec.settings.frames.image_size)
     extra: dict[str, Any] = {
         "model": spec.model,
+        "row": spec.row_name,
         "device": spec.device,
         "seed": spec.seed,
         "trained": spec.trained,
@@ -203,7 +241,7 @@ class RowContext:
     cache: EmbeddingCache
 
     @property
-    def settings(self) -> dict[str, Any]:
+    def settings(self) -> Settings:
         return self.spec.settings
 
     def encode_captions(self, model: torch.nn.Module, split: str) -> torch.Tensor:
@@ -215,63 +253,28 @@ class RowContext:
 
 
 def row_context(spec: RowSpec) -> RowContext:
-    """Load the splits and build the sampler, tokenizer and embedding cache from the spec."""
-    protocol = get_protocol(spec.protocol)
-    paths = DataPaths(protocol, Path(spec.annotations), Path(spec.videos))
+    """The row's data (as the check before work loaded it), sampler, tokenizer and embedding cache."""
+    protocol = get_protocol(spec.data.protocol)
+    paths = DataPaths(protocol, Path(spec.data.annotations), Path(spec.data.videos))
     settings = spec.settings
-    splits = load_splits(paths, allow_missing=settings["data"]["allow_missing"])
-    frames = settings["frames"]  # the protocol's, where the suite does not set them (suite.py)
-    sampler = FrameSampler(
-        extraction_fps=frames["extraction_fps"],
-        stride=frames["stride"],
-        max_frames=frames["max_frames"],
-        image_size=frames["image_size"],
-        train=False,
-        decode=frames.get("decode", "direct"),
-    )
-    cache_mb = settings["data"]["frame_cache_mb"]
+    sampler = FrameSampler.from_settings(settings.frames)
+    cache_mb = settings.data.frame_cache_mb
     sampler.attach_cache(FrameCache(cache_mb * 2**20) if cache_mb > 0 else None)
-    tokenizer = CaptionTokenizer(max_words=settings["text"]["max_words"])
+    tokenizer = CaptionTokenizer.from_settings(settings.text)
     cache = EmbeddingCache(Path(spec.runs_dir) / ".embedding-cache")
-    return RowContext(spec, paths, splits, sampler, tokenizer, cache)
-
-
-def load_splits(paths: DataPaths, *, allow_missing: bool) -> dict[str, SplitData]:
-    """Train, validation (when the protocol has one) and test splits; missing test videos are errors."""
-    proto = paths.protocol
-    splits = {"train": load_split(proto, paths.annotations, "train")}
-    if proto.val_split:
-        splits["val"] = require_test_videos(
-            load_split(proto, paths.annotations, "val"), paths.videos, allow_missing=allow_missing
-        )
-    splits["test"] = require_test_videos(
-        load_split(proto, paths.annotations, "test"), paths.videos, allow_missing=allow_missing
-    )
-    return splits
-
-
-def model_options(settings: dict[str, Any], clip_weights: str | None) -> dict[str, Any]:
-    """``create_model`` keyword arguments shared by every row of the suite."""
-    backbone = settings["backbone"]
-    clip: Any = dict(backbone["config"]) if backbone["clip"] == "tiny" else backbone["clip"]
-    weights = clip_weights if clip_weights is not None else backbone["clip_weights"]
-    return {
-        "clip": clip,
-        "clip_weights": None if weights in ("none", "", None) else weights,
-        **settings["model"],
-    }
+    return RowContext(spec, paths, dict(spec.data.splits), sampler, tokenizer, cache)
 
 
 def build_row_model(spec: RowSpec) -> torch.nn.Module:
-    """A fresh model for the row: from a checkpoint when given, else from the suite's options.
+    """A fresh model for the row: from a checkpoint when given, else from the row's settings.
 
-    A model receives only the options its factory declares (``models.registry.model_options``).
+    A model receives only the options its factory declares (``models.registry``).
     """
     from clip2video.models import from_official_checkpoint
     from clip2video.models.registry import create_model_from_options
 
     torch.manual_seed(spec.seed)
-    options = model_options(spec.settings, spec.clip_weights)
+    options = model_kwargs(spec.settings, spec.clip_weights)
     if spec.checkpoint is not None:
         path = Path(spec.checkpoint)
         if not path.is_file():
@@ -280,25 +283,9 @@ def build_row_model(spec: RowSpec) -> torch.nn.Module:
         if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
             state = state["model"]  # a checkpoint written by this harness' trainer
         return from_official_checkpoint(
-            state, variant=spec.model, center_weight=options.get("center_weight", 0.5)
+            state, variant=spec.model, center_weight=spec.settings.model.center_weight
         )
     return create_model_from_options(spec.model, options)
-
-
-def check_frame_size(model: torch.nn.Module, image_size: int) -> None:
-    """Frames must be the size the model's CLIP backbone takes; checked before any frame is decoded.
-
-    A model without an open_clip backbone (``model.clip.visual.image_size``) is not checked.
-    """
-    size = getattr(getattr(getattr(model, "clip", None), "visual", None), "image_size", None)
-    if size is None:
-        return
-    side = int(size[0] if isinstance(size, tuple | list) else size)
-    if side != int(image_size):
-        raise Clip2VideoError(
-            f"frames.image_size = {image_size} but the model's CLIP backbone takes {side} px images; "
-            f"pass --set frames.image_size={side} (or a backbone made for {image_size} px frames)"
-        )
 
 
 # ----------------------------------------------------------------------------- steps
@@ -314,8 +301,8 @@ def progress_label(ctx: RowContext, what: str = "") -> bool | str:
 def encode_kwargs(ctx: RowContext, split: str = "test") -> dict[str, Any]:
     """Batching, device and precision of every encoding pass (bf16 autocast on CUDA only)."""
     return {
-        "batch_size": ctx.settings["eval"]["batch_size"],
-        "num_workers": ctx.settings["data"]["num_workers"],
+        "batch_size": ctx.settings.eval.batch_size,
+        "num_workers": ctx.settings.data.num_workers,
         "device": ctx.spec.device,
         "amp": ctx.spec.device.startswith("cuda"),
         "progress": progress_label(ctx, split),
@@ -324,18 +311,18 @@ def encode_kwargs(ctx: RowContext, split: str = "test") -> dict[str, Any]:
 
 def train_config(ctx: RowContext) -> TrainConfig:
     """The suite's [train] table as a TrainConfig for this row."""
-    return TrainConfig(
+    return TrainConfig.from_settings(
+        ctx.settings.train,
         seed=ctx.spec.seed,
         device=ctx.spec.device,
         progress=progress_label(ctx),
-        num_workers=ctx.settings["data"]["num_workers"],
-        **ctx.settings["train"],
+        num_workers=ctx.settings.data.num_workers,
     )
 
 
 def make_val_fn(ctx: RowContext) -> Any:
     """Validation after each epoch: the protocol's val split, or test if asked (marked)."""
-    select_on = ctx.settings["train"]["select_on"]
+    select_on = ctx.settings.train.select_on
     split_name = "test" if select_on == "test" else "val"
     if split_name not in ctx.splits:
         if select_on == "val":
@@ -344,7 +331,7 @@ def make_val_fn(ctx: RowContext) -> Any:
             )
         return None
     split = ctx.splits[split_name]
-    e = ctx.settings["eval"]
+    e = ctx.settings.eval
 
     def val_fn(model: torch.nn.Module, epoch: int) -> dict[str, float]:
         result = evaluate(
@@ -354,9 +341,9 @@ def make_val_fn(ctx: RowContext) -> Any:
             ctx.sampler,
             ctx.tokenizer,
             split_name=split_name,
-            tie_policy=e["tie_policy"],
-            v2t=e["v2t"],
-            recall_ks=e["recall_ks"],
+            tie_policy=e.tie_policy,
+            v2t=e.v2t,
+            recall_ks=list(e.recall_ks),
             keep_sim=False,
             protocol=ctx.paths.protocol,
             **encode_kwargs(ctx, split_name),
@@ -369,7 +356,7 @@ def make_val_fn(ctx: RowContext) -> Any:
 def train_dataset(ctx: RowContext) -> PairDataset:
     """The training pairs with a training-mode sampler; data order depends on the row's seed only."""
     split = ctx.splits["train"]
-    paths = find_videos(ctx.paths.videos, split.video_ids)
+    paths = [Path(p) for p in ctx.spec.data.video_paths["train"]]
     pairs = [(int(v), c) for v, c in zip(split.caption_video, split.captions, strict=True)]
     sampler = dataclasses.replace(ctx.sampler, train=True).attach_cache(ctx.sampler.cache)
     return PairDataset(pairs, paths, split.video_ids, sampler, ctx.tokenizer, ctx.spec.seed)
@@ -413,7 +400,7 @@ class Scored:
 
 def score_test_split(ctx: RowContext, model: torch.nn.Module, extra: dict[str, Any]) -> Scored:
     """Encode the test split (and its reversal), rank, and fill ``extra`` with the diagnostics."""
-    e, test = ctx.settings["eval"], ctx.splits["test"]
+    e, test = ctx.settings.eval, ctx.splits["test"]
 
     emb, rev_emb = encode_split_pair(  # each test video decoded once for both passes
         model,
@@ -423,26 +410,31 @@ def score_test_split(ctx: RowContext, model: torch.nn.Module, extra: dict[str, A
         sampler=ctx.sampler,
         tokenizer=ctx.tokenizer,
         cache=ctx.cache,
-        time_reversal=bool(e["time_reversal"]),
+        time_reversal=bool(e.time_reversal),
         **encode_kwargs(ctx, "test"),
     )
-    plain = evaluate_embeddings(
-        model, emb, tie_policy=e["tie_policy"], v2t=e["v2t"], keep_sim=True, recall_ks=e["recall_ks"]
-    )
+    ks = list(e.recall_ks)
+    plain = evaluate_embeddings(model, emb, tie_policy=e.tie_policy, v2t=e.v2t, keep_sim=True, recall_ks=ks)
     sim = plain.sim.float().cpu().numpy()
     metrics = dict(plain.metrics)
-    if e["legacy"]:
+    if e.legacy:
         extra["legacy"] = retrieval_metrics(
-            sim, emb.caption_video, tie_policy="legacy", v2t=e["v2t"], recall_ks=e["recall_ks"]
+            sim, emb.caption_video, tie_policy="legacy", v2t=e.v2t, recall_ks=ks
         )
     protocol_extra = protocol_extra_metrics(ctx, sim, emb.caption_video)
     arrays = protocol_extra.pop("arrays", {})
     extra.update(protocol_extra)
-    if e["time_reversal"]:
+    if e.time_reversal:
         diag = time_reversal_diagnostic(
-            model, test, ctx.paths.videos, emb=emb, rev_emb=rev_emb, tie_policy=e["tie_policy"], v2t=e["v2t"],
-            recall_ks=e["recall_ks"],
-        )  # fmt: skip
+            model,
+            test,
+            ctx.paths.videos,
+            emb=emb,
+            rev_emb=rev_emb,
+            tie_policy=e.tie_policy,
+            v2t=e.v2t,
+            recall_ks=ks,
+        )
         extra["time_reversal"] = {k: v for k, v in diag.items() if k.startswith("rev_") or "change" in k}
         extra["order_changed_share"] = diag["order_changed_share"]
     extra["dropped"] = test.dropped
@@ -462,7 +454,7 @@ def write_row_records(ctx: RowContext, model: torch.nn.Module, scored: Scored, e
     """The row's record, and one marked record per post-processor."""
     from clip2video.engine.records import write_run_record
 
-    spec, e = ctx.spec, ctx.settings["eval"]
+    spec, e = ctx.spec, ctx.settings.eval
     for stale in spec.row_dir.parent.glob(f"{glob.escape(spec.row)}+*"):
         shutil.rmtree(stale)  # post-processed rows of an earlier run of this row
     config = {**spec.row_settings, "model_config": getattr(model, "config", {})}
@@ -478,11 +470,16 @@ def write_row_records(ctx: RowContext, model: torch.nn.Module, scored: Scored, e
         **common,
         **record_kwargs(spec.fingerprint, scored.arrays, scored.emb.caption_video, extra),
     )
-    for post in build_postprocessors(e["postprocess"], ctx=ctx, model=model):
+    for post in build_postprocessors(list(e.postprocess), ctx=ctx, model=model):
         row = evaluate_embeddings(
-            model, scored.emb, tie_policy=e["tie_policy"], v2t=e["v2t"], post=post, keep_sim=False,
-            recall_ks=e["recall_ks"],
-        )  # fmt: skip
+            model,
+            scored.emb,
+            tie_policy=e.tie_policy,
+            v2t=e.v2t,
+            post=post,
+            keep_sim=False,
+            recall_ks=list(e.recall_ks),
+        )
         post_name = f"{spec.row}+{_slug(post.row_name.lstrip('+'))}"
         post_extra = {**extra, "postprocess": post.row_name, "base_row": spec.row}
         write_run_record(
@@ -507,11 +504,4 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._+-]+", "", text.replace("=", "-").replace(",", "_"))
 
 
-__all__ = [
-    "DataPaths",
-    "RowSpec",
-    "resolved_row_settings",
-    "run_row_spec",
-    "load_splits",
-    "model_options",
-]
+__all__ = ["DataPaths", "RowData", "RowSpec", "resolved_row_settings", "run_row_spec"]

@@ -1,11 +1,12 @@
-"""Run an experiment suite end to end: data -> one worker process per (model, seed) row -> records.
+"""Run an experiment suite's rows from what the check before work resolved: data -> one worker per row -> records.
 
-The parent process prepares what rows share (generates synthetic data, loads and checks the
-splits, fingerprints the data once), decides which rows ``--resume`` keeps, then runs each row in
-its own worker (:mod:`clip2video.experiments.row`), ``jobs`` at a time. Everything lands on disk
-first (``runs/<suite>/<row>/``: metrics, per-query ranks, the similarity matrix, config,
-fingerprint, checkpoints); the parent logs MLflow from those records
-(:mod:`clip2video.experiments.sync`) and ``results/`` is regenerated from them.
+The parent process gets a :class:`~clip2video.experiments.preflight.Checked` (the suite, the data
+and its splits, the row plan), writes generated data when it is not there yet (then checks it),
+fingerprints the data once, decides which rows ``--resume`` keeps, then runs each row in its own
+worker (:mod:`clip2video.experiments.row`), ``jobs`` at a time. Everything lands on disk first
+(``runs/<suite>/<row>/``: metrics, per-query ranks, the similarity matrix, config, fingerprint,
+checkpoints); the parent logs MLflow from those records (:mod:`clip2video.experiments.sync`).
+The whole run, check and tables included, is :func:`clip2video.pipeline.run`.
 """
 
 from __future__ import annotations
@@ -14,30 +15,32 @@ import os
 import sys
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from clip2video import fingerprint as fp
-from clip2video.data.annotations import SplitData
-from clip2video.data.datasets import available_cores
-from clip2video.data.protocols import Protocol, data_folders, get_protocol
-from clip2video.data.videos import find_videos, outside_links
+from clip2video.data.videos import outside_links
 from clip2video.engine import distributed as ddp
-from clip2video.errors import Clip2VideoError, ProtocolError
+from clip2video.errors import Clip2VideoError
 from clip2video.experiments.generation import suite_generation
-from clip2video.experiments.row import (
-    DataPaths,
-    RowSpec,
-    load_splits,
-    resolved_row_settings,
+from clip2video.experiments.options import RunOptions
+from clip2video.experiments.preflight import (
+    Checked,
+    CheckedData,
+    CheckFailed,
+    Problems,
+    auto_jobs,
+    check,
+    check_data,
+    data_check_options,
+    resolve_threads,
 )
-from clip2video.experiments.suite import Suite, load_suite, validate_settings
+from clip2video.experiments.row import RowData, RowSpec
+from clip2video.experiments.suite import ZERO_SHOT_ROW, Suite
 from clip2video.experiments.workers import RowFailed, run_rows, run_rows_in_process
 from clip2video.plugins import imported_modules
 
-ZERO_SHOT_ROW = "meanp-zeroshot"
-REVERSAL_KEYS = ("order_changed_share", "mean_abs_score_change", "rev_t2v_R1", "rev_v2t_R1")
 # Headline columns of the summary, labelled as in the results tables.
 SUMMARY_COLUMNS = {
     "t2v_R1": "t2v R@1",
@@ -59,6 +62,7 @@ class SuiteResult:
     results_files: list[Path] = field(default_factory=list)
     elapsed_s: float = 0.0
     jobs: int = 1
+    verdict: Any = None  # report.verdict.Verdict against the shipped reference, where there is one
 
     def summary(self) -> str:
         """A short text table of the headline metrics, with the results tables' column names."""
@@ -82,86 +86,53 @@ class SuiteResult:
 # ----------------------------------------------------------------------------- data
 
 
-def resolve_data(suite: Suite, data_root: str | Path, *, rank: int = 0) -> DataPaths:
-    """Locate (or, for ``synthetic``, generate) the suite's annotations and videos."""
-    protocol = get_protocol(suite.protocol)
-    root = Path(data_root)
-    prepare = protocol.hook("prepare_data")
-    if prepare is not None:  # generated data (synthetic): rank 0 writes it, the others wait
-        folder = prepare(suite.settings, root) if rank == 0 else None
-        folder = ddp.broadcast_object(str(folder) if folder is not None else None)
-        return DataPaths(protocol, Path(folder) / "annotations", Path(folder) / "videos")
-    data = suite["data"]
-    annotations, videos = data_folders(
-        protocol, root, annotations=data["annotations"], videos=data["videos"]
-    )  # DATA/<protocol>/ or the dataset's shared DATA/<msrvtt|msvd|vatex>/
-    for what, path in (("annotations", annotations), ("videos", videos)):
-        if not path.is_dir():
-            raise ProtocolError(
-                f"suite {suite.name!r} (protocol {protocol.name}): the {what} folder {path} does not "
-                f"exist; pass --data-root DIR holding {protocol.name}/ (or "
-                f"{protocol.subfolder or protocol.name}/) with annotations/ and videos/, or set "
-                f"data.{what} in the suite (--set data.{what}=PATH)"
-            )
-    return DataPaths(protocol, annotations, videos)
+def prepare_data(checked: Checked) -> Checked:
+    """Write generated data the check found absent (rank 0; the other ranks wait), then check it as
+    the check before work checks data, once. Data that is there passes through."""
+    if not checked.data.pending:
+        return checked
+    suite, options = checked.suite, checked.options
+    rank, _ = ddp.rank_and_world()
+    prepare = checked.data.protocol.hook("prepare_data")
+    folder = prepare(suite.settings.to_dict(), options.data_root) if rank == 0 else None
+    ddp.broadcast_object(str(folder) if folder is not None else None)
+    problems = Problems()
+    data = check_data(
+        suite, options.data_root, problems=problems, **data_check_options(checked.plan, options, suite, rank)
+    )
+    if problems or data.pending:
+        raise CheckFailed(problems.items or [f"{suite.protocol}: the generated data is not complete"])
+    return replace(checked, data=data)
 
 
-def _under(root: Path, value: str) -> Path | None:
-    if not value:
-        return None
-    path = Path(value)
-    return path if path.is_absolute() else root / path
+def data_fingerprint(data: CheckedData) -> dict[str, Any]:
+    """Content hashes of the annotation files and the identity of the videos of the splits the run uses.
 
-
-def data_fingerprint(paths: DataPaths, splits: dict[str, SplitData]) -> dict[str, Any]:
-    """Content hashes of every annotation file, and the identity of each split's videos.
-
-    A frame folder's identity covers every image inside (``fingerprint.video_identity``), so an
-    overwritten jpg changes it. Computed once per suite, in the parent.
+    A run that trains covers every file of the annotations folder (as it always did); an evaluation
+    leaves out the split files of the splits it does not read. A frame folder's identity covers
+    every image inside (``fingerprint.video_identity``), so an overwritten jpg changes it. Computed
+    once per suite, in the parent.
     """
-    files = sorted(p for p in paths.annotations.rglob("*") if p.is_file())
-    out: dict[str, Any] = {
-        "annotations": {p.relative_to(paths.annotations).as_posix(): fp.file_digest(p) for p in files}
+    unused = {data.protocol.split_file(s) for s in ("train", "val") if s not in data.uses} - {
+        data.protocol.split_file(s) for s in data.uses
     }
-    for name, split in splits.items():
-        videos = find_videos(paths.videos, split.video_ids)
+    files = sorted(p for p in data.annotations.rglob("*") if p.is_file() and p.name not in unused)
+    out: dict[str, Any] = {
+        "annotations": {p.relative_to(data.annotations).as_posix(): fp.file_digest(p) for p in files}
+    }
+    for name, split in data.splits.items():
+        if name not in data.video_paths:
+            continue  # a split read for its captions only
         out[f"videos.{name}"] = fp.digest(
-            [[vid, fp.video_identity(p)] for vid, p in zip(split.video_ids, videos, strict=True)]
+            [
+                [vid, fp.video_identity(p)]
+                for vid, p in zip(split.video_ids, data.video_paths[name], strict=True)
+            ]
         )
     return out
 
 
 # ----------------------------------------------------------------------------- the plan
-
-
-def row_plan(suite: Suite, eval_only: bool, checkpoints: dict[str, Path], seed: int) -> list[tuple]:
-    """(row name, registry model, train?, checkpoint) for each row of the suite and seed.
-
-    Rows that do not train (the zero-shot row, ``--eval-only`` checkpoints) depend on no seed: they
-    run once, with the first seed, and carry no ``-s<seed>`` suffix (repeating them would only
-    repeat the same numbers and understate the spread over seeds).
-    """
-    first = seed == suite["seeds"][0]
-    suffix = "" if len(suite["seeds"]) == 1 else f"-s{seed}"
-    plan: list[tuple] = []
-    if suite["zero_shot"] and first:
-        plan.append((ZERO_SHOT_ROW, "meanp", False, None))
-    for model in suite.models:
-        ckpt = checkpoints.get(model, checkpoints.get("*"))
-        if not eval_only:
-            plan.append((model + suffix, model, True, ckpt))
-        elif first and ckpt is None:
-            warnings.warn(f"--eval-only: no checkpoint for {model!r}; its row is skipped", stacklevel=2)
-        elif first:
-            plan.append((model, model, False, ckpt))
-    return plan
-
-
-def planned_rows(suite: Suite, eval_only: bool, checkpoints: dict[str, Path] | None) -> int:
-    """How many rows the suite plans over all seeds (``row_plan``'s warnings are left to ``build_specs``)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return sum(len(row_plan(suite, eval_only, dict(checkpoints or {}), s)) for s in suite["seeds"])
 
 
 def _checkpoint_identity(path: Path | None) -> dict[str, str] | None:
@@ -172,64 +143,48 @@ def _checkpoint_identity(path: Path | None) -> dict[str, str] | None:
     return {"path": str(path.resolve()), "sha256": fp.file_digest(path)}
 
 
-def build_specs(
-    suite: Suite,
-    paths: DataPaths,
-    data_fp: dict[str, Any],
-    *,
-    eval_only: bool,
-    checkpoints: dict[str, Path],
-    clip_weights: str | None,
-    device: str,
-    threads: int,
-    runs_dir: Path,
-    progress: bool,
-) -> list[RowSpec]:
-    """One picklable spec per (seed, row), with its resolved settings and fingerprint."""
-    specs: list[RowSpec] = []
+def build_specs(checked: Checked, data_fp: dict[str, Any], *, progress: bool) -> list[RowSpec]:
+    """One picklable spec per planned row, with its resolved settings, data and fingerprint."""
+    options, data = checked.options, checked.data
+    row_data = RowData(  # every row gets the splits the check loaded (a worker reads no annotation file)
+        protocol=data.protocol.name,
+        annotations=str(data.annotations),
+        videos=str(data.videos),
+        splits=dict(data.splits),
+        video_paths={k: tuple(str(p) for p in v) for k, v in data.video_paths.items()},
+    )
     ckpt_ids: dict[Path, dict[str, str] | None] = {}
-    for seed in suite["seeds"]:
-        for name, model, trained, ckpt in row_plan(suite, eval_only, checkpoints, seed):
-            if ckpt is not None and ckpt not in ckpt_ids:
-                ckpt_ids[ckpt] = _checkpoint_identity(ckpt)
-            settings = resolved_row_settings(
-                suite.settings,
-                model=model,
-                seed=seed,
-                trained=trained,
-                checkpoint=ckpt_ids.get(ckpt) if ckpt is not None else None,
-                clip_weights=clip_weights,
-                device=device,
-                threads=threads,
-            )
-            fingerprint = {
-                "platform": fp.platform_fingerprint(device, threads),
-                "code": fp.code_version(),
-                "settings": fp.digest(settings),
-                "data": data_fp,
-            }
-            specs.append(
-                RowSpec(
-                    suite=suite.name,
-                    row=name,
-                    model=model,
-                    seed=int(seed),
-                    trained=trained,
-                    settings=suite.settings,
-                    row_settings=settings,
-                    protocol=paths.protocol.name,
-                    annotations=str(paths.annotations),
-                    videos=str(paths.videos),
-                    runs_dir=str(runs_dir),
-                    device=device,
-                    threads=threads,
-                    checkpoint=str(ckpt) if ckpt is not None else None,
-                    clip_weights=clip_weights,
-                    progress=progress,
-                    fingerprint=fingerprint,
-                    imports=imported_modules(),
-                )
-            )
+    specs: list[RowSpec] = []
+    for planned in checked.plan:
+        ckpt = planned.checkpoint
+        if ckpt is not None and ckpt not in ckpt_ids:
+            ckpt_ids[ckpt] = _checkpoint_identity(ckpt)
+        spec = RowSpec(
+            suite=checked.suite.name,
+            row=planned.name,
+            base_row=planned.row,
+            variant=planned.variant,
+            model=planned.model,
+            seed=int(planned.seed),
+            trained=planned.trained,
+            settings=planned.settings,
+            data=row_data,
+            runs_dir=str(options.runs_dir),
+            device=options.device,
+            threads=checked.threads,
+            checkpoint=str(ckpt) if ckpt is not None else None,
+            checkpoint_id=ckpt_ids.get(ckpt) if ckpt is not None else None,
+            clip_weights=options.clip_weights,
+            progress=progress,
+            imports=imported_modules(),
+        )
+        fingerprint = {
+            "platform": fp.platform_fingerprint(options.device, checked.threads),
+            "code": fp.code_version(),
+            "settings": fp.digest(spec.row_settings),
+            "data": data_fp,
+        }
+        specs.append(replace(spec, fingerprint=fingerprint))
     return specs
 
 
@@ -315,129 +270,73 @@ def resume_plan(specs: list[RowSpec]) -> tuple[list[RowSpec], dict[str, Any]]:
 # ----------------------------------------------------------------------------- execution
 
 
-def auto_jobs(device: str, threads: int, rows: int) -> int:
-    """Rows at once when ``[run] jobs = 0``: one per GPU with CUDA; on a CPU, one per ``threads``
-    cores (measured on 2 cores: 2 rows x 1 thread beat 1 row x 2 threads, see the README)."""
-    if rows <= 1:
-        return 1
-    if device.startswith("cuda"):
-        import torch
-
-        return max(1, min(rows, torch.cuda.device_count()))
-    return max(1, min(rows, available_cores() // max(1, threads)))
-
-
-def resolve_threads(threads: int, jobs: int, device: str, rows: int) -> int:
-    """torch threads per row for ``[run] threads``; ``0`` = automatic.
-
-    Automatic gives each row its share of the cores: ``cores // (rows at once)``, where the rows
-    at once are ``jobs`` or, with ``jobs = 0``, as many rows as there are cores (one per GPU with
-    CUDA). So a one-row evaluation uses every core, and a many-row suite on a CPU gets one thread
-    per row, as ``threads = 1`` would. ``rows`` counts every planned row, not only those left to
-    run, so that ``--resume`` resolves the same count (it is part of each row's fingerprint).
-    """
-    if threads > 0:
-        return int(threads)
-    at_once = jobs if jobs > 0 else auto_jobs(device, 1, rows)
-    return max(1, available_cores() // max(1, at_once))
-
-
 # ----------------------------------------------------------------------------- the suite
 
 
-def run_suite(
-    suite_name: str | Path,
-    *,
-    data_root: str | Path = "data",
-    clip_weights: str | None = None,
-    device: str = "cpu",
-    eval_only: bool = False,
-    checkpoints: dict[str, Path] | None = None,
-    runs_dir: str | Path = "runs",
-    tracking_uri: str | None = None,
-    tracking: bool = True,
-    overrides: dict[str, Any] | None = None,
-    nproc: int = 1,
-    progress: bool | None = None,
-    resume: bool = False,
-    jobs: int | None = None,
-    wait_lock: bool = False,
-) -> SuiteResult:
-    """Run every row of a suite (tables are the ``ablation`` verb's job); see ``clip2video ablation --help``.
+def run_checked(checked: Checked) -> SuiteResult:
+    """Run every row of a checked suite (:func:`~clip2video.experiments.preflight.check`).
 
     Rows run in worker processes, ``jobs`` at a time (None: ``[run] jobs``; 0: automatic). Under
     torchrun (``WORLD_SIZE`` set) rows run one after another in-process, every rank training and
     encoding its shard, rank 0 writing records and MLflow runs. ``progress=None`` shows progress
     bars only when stdout is a terminal. ``resume`` keeps rows whose record matches the current
     settings, data and code, and continues an interrupted row whose checkpoint has exactly these
-    settings. The run holds ``runs_dir/<suite>`` (a second run refuses, or with ``wait_lock``
-    waits) and is a new generation of it (``experiments.generation``).
+    settings. Generated data the check found absent is written first (:func:`prepare_data`). The
+    run holds ``runs_dir/<suite>`` (a second run refuses, or with ``options.wait_lock`` waits) and
+    is a new generation of it (:mod:`clip2video.experiments.generation`).
     """
-    from clip2video.experiments.sync import RowLogger
-
     start = time.perf_counter()
-    suite = _validated_suite(suite_name, overrides)
-    rank, world = ddp.init_distributed_from_env()
-    show = sys.stdout.isatty() if progress is None else bool(progress)
-    runs = Path(runs_dir)
+    suite, options = checked.suite, checked.options
     # Video files may be links out of the videos folder only where the suite allows it.
-    with outside_links(suite["data"]["allow_outside_links"]):
-        # The data every row shares, checked and fingerprinted once.
-        paths = resolve_data(suite, data_root, rank=rank)
-        splits = load_splits(paths, allow_missing=suite["data"]["allow_missing"])
-        split_notes = _split_file_notes(paths) if rank == 0 else []
-        # The plan: one spec per row, then the rows --resume keeps and how many run at once.
-        n_jobs = suite["run"]["jobs"] if jobs is None else int(jobs)
-        threads = resolve_threads(
-            suite["run"]["threads"], n_jobs, device, planned_rows(suite, eval_only, checkpoints)
-        )
-        specs = build_specs(
-            suite,
-            paths,
-            data_fingerprint(paths, splits),
-            eval_only=eval_only,
-            checkpoints=dict(checkpoints or {}),
-            clip_weights=clip_weights,
-            device=device,
-            threads=threads,
-            runs_dir=runs,
-            progress=show and rank == 0,
-        )
+    with outside_links(suite.settings.data.allow_outside_links):
+        checked = prepare_data(checked)
+        rank, world = ddp.rank_and_world()
+        show = sys.stdout.isatty() if options.progress is None else bool(options.progress)
+        runs = options.runs_dir
+        # The plan: one spec per row.
+        specs = build_specs(checked, data_fingerprint(checked.data), progress=show and rank == 0)
         # One writer per runs folder, and this run is a new generation of it (rank 0 holds it).
-        with suite_generation(runs, suite.name, enabled=rank == 0, wait=wait_lock):
-            to_run, kept = resume_plan(specs) if resume else (specs, {})
-            distributed = _under_torchrun(world)
-            n_jobs = auto_jobs(device, threads, len(to_run)) if n_jobs <= 0 else n_jobs
-            result = SuiteResult(suite=suite, runs_dir=runs, jobs=1 if distributed else n_jobs)
-            # Execution: records on disk, MLflow from them; then the suite's row list and notes.
-            logger = RowLogger(suite, runs, tracking_uri=tracking_uri, enabled=tracking and rank == 0)
-            with logger:
-                logger.ensure_logged(kept.keys())
-                done = _reporting(logger.row_done, len(to_run), start) if rank == 0 else logger.row_done
-                if rank == 0:
-                    print(_plan_line(suite, len(to_run), len(kept), distributed, n_jobs, threads), flush=True)
-                if distributed:
-                    run_rows_in_process(to_run, done)
-                else:
-                    run_rows(to_run, n_jobs, done)
-                if rank == 0:
-                    notes = _suite_notes(suite, paths.protocol, splits) + split_notes
-                    result.rows = _write_suite_summary(suite, runs, specs, paths.protocol, notes)
+        with suite_generation(runs, suite.name, enabled=rank == 0, wait=options.wait_lock):
+            result = _execute(checked, specs, rank, world, start)
     result.elapsed_s = time.perf_counter() - start
     return result
 
 
-def _validated_suite(suite: str | Path | Suite, overrides: dict[str, Any] | None) -> Suite:
-    """The resolved suite, validated before any work (model names, post-processors, ranges, ...).
+def _execute(checked: Checked, specs: list[RowSpec], rank: int, world: int, start: float) -> SuiteResult:
+    """The rows --resume keeps, the rows run ``jobs`` at a time, MLflow from their records, and the
+    suite's row list (``suite.json``, which completes the generation)."""
+    from clip2video.experiments.sync import RowLogger
 
-    A name or path is loaded and validated by :func:`~clip2video.experiments.suite.load_suite`, as
-    is a :class:`Suite` with ``overrides``; a :class:`Suite` passed as is was validated when
-    ``load_suite`` / ``suite_from_settings`` built it, unless it was built by hand: it is
-    validated here (``load_suite`` passes a Suite without overrides through unchecked).
-    """
-    if isinstance(suite, Suite) and not overrides:
-        validate_settings(suite.settings, f"suite {suite.name!r}")
-    return load_suite(suite, overrides)
+    suite, options, runs = checked.suite, checked.options, checked.options.runs_dir
+    to_run, kept = resume_plan(specs) if options.resume else (specs, {})
+    distributed = _under_torchrun(world)
+    n_jobs = suite.settings.run.jobs if options.jobs is None else int(options.jobs)
+    n_jobs = auto_jobs(options.device, checked.threads, len(to_run)) if n_jobs <= 0 else n_jobs
+    result = SuiteResult(suite=suite, runs_dir=runs, jobs=1 if distributed else n_jobs)
+    # Execution: records on disk, MLflow from them; then the suite's row list and notes.
+    logger = RowLogger(suite, runs, tracking_uri=options.tracking_uri, enabled=options.tracking and rank == 0)
+    with logger:
+        logger.ensure_logged(kept.keys())
+        done = _reporting(logger.row_done, len(to_run), start) if rank == 0 else logger.row_done
+        if rank == 0:
+            for note in checked.data.notes:
+                warnings.warn(note, stacklevel=2)
+            print(_plan_line(suite, len(to_run), len(kept), distributed, n_jobs, checked.threads), flush=True)
+        if distributed:
+            run_rows_in_process(to_run, done)
+        else:
+            run_rows(to_run, n_jobs, done)
+        if rank == 0:
+            notes = _suite_notes(suite, checked.data) + list(checked.data.notes)
+            result.rows = _write_suite_summary(suite, runs, specs, checked.data, notes)
+    return result
+
+
+def run_suite(suite: str | Path | Suite, **options: Any) -> SuiteResult:
+    """Check the suite before work and run its rows; no tables (:func:`clip2video.pipeline.run_suite`
+    adds them). ``options``: the fields of :class:`~clip2video.experiments.options.RunOptions`."""
+    options.setdefault("results_dir", None)
+    return run_checked(check(RunOptions(suite=suite, **options)))
 
 
 def _under_torchrun(world: int) -> bool:
@@ -459,7 +358,7 @@ def _plan_line(suite: Suite, to_run: int, kept: int, distributed: bool, jobs: in
 
 
 def _write_suite_summary(
-    suite: Suite, runs: Path, specs: list[RowSpec], protocol: Protocol, notes: list[str]
+    suite: Suite, runs: Path, specs: list[RowSpec], data: CheckedData, notes: list[str]
 ) -> dict[str, dict[str, float]]:
     """Write ``suite.json`` (the finished rows in plan order, notes, settings); returns each plain
     row's headline metrics."""
@@ -470,10 +369,10 @@ def _write_suite_summary(
     write_suite_info(
         runs,
         suite.name,
-        protocol=protocol.name,
+        protocol=data.protocol.name,
         rows=rows,
         notes=notes,
-        extra={"settings": suite.settings},
+        extra={"settings": suite.settings.to_dict()},
     )
     return headlines
 
@@ -514,40 +413,27 @@ def _rows_in_order(specs: list[RowSpec], folder: Path) -> list[str]:
     return rows
 
 
-def _split_file_notes(paths: DataPaths) -> list[str]:
-    """Warn, and footnote the tables, when a split file is not the public one (``data verify``)."""
-    from clip2video.data.verify import check_split_files
-
-    proto = paths.protocol
-    if not proto.split_sha256 and not proto.split_counts:
-        return []
-    bad = [c for c in check_split_files(proto, paths.annotations) if not c.ok]
-    if not bad:
-        return []
-    files = "; ".join(
-        f"{c.file} ({c.status}: {c.actual_count if c.actual_count is not None else '?'} ids, "
-        f"the public file has {c.expected_count if c.expected_count is not None else '?'})"
-        for c in bad
-    )
-    note = (
-        f"split files in {paths.annotations} are not the public {proto.name} files: {files}; these "
-        f"numbers are not comparable with the published ones "
-        f"(`clip2video data verify --protocol {proto.name}` shows the details)"
-    )
-    warnings.warn(note, stacklevel=3)
-    return [note]
-
-
-def _suite_notes(suite: Suite, proto: Protocol, splits: dict[str, SplitData]) -> list[str]:
-    hook = proto.hook("notes")
+def _suite_notes(suite: Suite, data: CheckedData) -> list[str]:
+    hook = data.protocol.hook("notes")
     notes = list(hook()) if hook is not None else []
-    test = splits["test"]
+    test = data.splits["test"]
+    s = suite.settings
     notes.append(
         f"test split: {test.num_videos} videos, {test.num_captions} captions; tie policy "
-        f"{suite['eval']['tie_policy']}, v2t {suite['eval']['v2t']}; model selection: "
-        f"{suite['train']['select_on']} epoch"
+        f"{s.eval.tie_policy}, v2t {s.eval.v2t}; model selection: {s.train.select_on} epoch"
     )
     return notes
 
 
-__all__ = ["run_suite", "SuiteResult", "resolve_data", "load_splits", "data_fingerprint", "RowFailed"]
+__all__ = [
+    "RowFailed",
+    "SuiteResult",
+    "ZERO_SHOT_ROW",
+    "auto_jobs",
+    "build_specs",
+    "data_fingerprint",
+    "prepare_data",
+    "resolve_threads",
+    "run_checked",
+    "run_suite",
+]

@@ -49,6 +49,7 @@ def row_params(record: Any) -> dict[str, str]:
     params = flatten({k: v for k, v in config.items() if isinstance(v, dict) and k not in NOT_PARAMS})
     backbone = config.get("backbone") if isinstance(config.get("backbone"), dict) else {}
     params["model"] = str(record.extra.get("model", record.name))
+    params["row"] = str(record.extra.get("row", params["model"]))
     params["seed"] = str(record.extra.get("seed", ""))
     params["protocol"] = str(record.protocol or config.get("protocol", ""))
     params["backbone"] = str(backbone.get("clip", ""))
@@ -124,6 +125,7 @@ def log_row(
         RECORD_TAG: f"{suite}/{record.name}",
         RECORD_ID_TAG: rid,
         "model": str(record.extra.get("model", record.name)),
+        "row": str(record.extra.get("row", record.extra.get("model", record.name))),
         "seed": str(record.extra.get("seed", "")),
     }
     if suite_run is not None:
@@ -194,11 +196,12 @@ class RowLogger:
             spec.row,
             tags={
                 "model": spec.model,
+                "row": getattr(spec, "row_name", spec.model),
                 "seed": spec.seed,
                 "clip2video.suite_run": self.parent,
                 "error": f"{type(error).__name__}: {error}"[:5000],
             },
-            params={"model": spec.model, "seed": spec.seed},
+            params={"model": spec.model, "row": getattr(spec, "row_name", spec.model), "seed": spec.seed},
             metrics={},
             status="FAILED",
         )

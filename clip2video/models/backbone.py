@@ -250,8 +250,9 @@ def _offline_reason() -> str | None:
     return None
 
 
-def fetch_pretrained(name: str, tag: str) -> str:
-    """Local path of open_clip's pretrained ``tag`` for ``name``; fails fast when offline."""
+def check_pretrained(name: str, tag: str) -> str | None:
+    """The cached file of open_clip's pretrained ``tag`` for ``name`` (None: not cached, but the hub
+    answers); WeightsError naming what to pass when it cannot be had now. Downloads nothing."""
     if not open_clip.get_pretrained_cfg(name, tag):
         raise WeightsError(f"open_clip has no pretrained weights {tag!r} for {name!r}")
     cached = _cached_pretrained(name, tag)
@@ -264,6 +265,14 @@ def fetch_pretrained(name: str, tag: str) -> str:
             f"clip_weights='/path/to/{name}.pt' (OpenAI's archive, {open_clip.get_pretrained_url(name, tag)}) "
             "or an open_clip checkpoint"
         )
+    return None
+
+
+def fetch_pretrained(name: str, tag: str) -> str:
+    """Local path of open_clip's pretrained ``tag`` for ``name``; fails fast when offline."""
+    cached = check_pretrained(name, tag)
+    if cached:
+        return cached
     path = open_clip.pretrained.download_pretrained(open_clip.get_pretrained_cfg(name, tag))
     if not path:
         raise WeightsError(f"open_clip could not download {name}/{tag}: pass a local file as clip_weights")

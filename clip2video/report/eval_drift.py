@@ -261,6 +261,7 @@ def _fixed_data(settings: dict[str, Any], data_root: str | Path) -> _FixedData:
     from clip2video.data.protocols import get_protocol
     from clip2video.data.synthetic import generate_synthetic, load_twins
     from clip2video.data.text import CaptionTokenizer
+    from clip2video.settings import FrameSettings, TextSettings, section_defaults
 
     d = settings["data"]
     root = generate_synthetic(
@@ -276,8 +277,10 @@ def _fixed_data(settings: dict[str, Any], data_root: str | Path) -> _FixedData:
     split = load_split(protocol, root / "annotations", "test")
     frames = {**_synthetic_frames(), **settings["frames"]}  # fps and stride: checked by eval_settings
     # Each test video is decoded once for all models.
-    sampler = FrameSampler(**frames, train=False).attach_cache(FrameCache(FRAME_CACHE_BYTES))
-    tokenizer = CaptionTokenizer(max_words=settings["max_words"])
+    sampler = FrameSampler.from_settings(
+        FrameSettings.from_dict({**section_defaults("frames"), **frames})
+    ).attach_cache(FrameCache(FRAME_CACHE_BYTES))
+    tokenizer = CaptionTokenizer.from_settings(TextSettings(max_words=settings["max_words"]))
     twins = load_twins(root / "annotations", split.video_ids)
     return _FixedData(root / "videos", protocol, split, sampler, tokenizer, twins)
 
