@@ -26,6 +26,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "clip2video.commands.tables",
     "clip2video.commands.drift",
     "clip2video.commands.sync",
+    "clip2video.commands.pretrain",
 )
 EXIT_ERROR = 1
 EXIT_INTERRUPTED = 130
