@@ -145,3 +145,31 @@ def test_the_shipped_backbone_matches_its_recipe_and_checksum():
         model, _ = build_clip(name, "shipped")
         assert state_dict_hash(model.state_dict()) == state_dict_hash(state)
         assert Path(entry.path).stat().st_size < 20 * 2**20
+
+
+def test_cli_verb_writes_the_weights_and_recipe(tmp_path, capsys):
+    from clip2video.cli import main
+
+    clip = json.dumps(TINY, separators=(",", ":"))
+    code = main(
+        [
+            "pretrain",
+            "--out",
+            str(tmp_path),
+            "--no-progress",
+            "--set",
+            "name=cli-tiny",
+            "num_clips=16",
+            "epochs=1",
+            "batch_size=8",
+            f"clip={clip}",
+        ]
+    )
+    assert code == 0
+    recipe = json.loads((tmp_path / "cli-tiny.json").read_text())
+    assert recipe["sha256"] == file_sha256(tmp_path / "cli-tiny.npz")
+    assert recipe["recipe"]["clip"] == TINY and recipe["recipe"]["epochs"] == 1
+    assert recipe["command"].startswith("clip2video pretrain --out ")
+    assert "sha256" in capsys.readouterr().out
+    assert main(["pretrain", "--out", str(tmp_path), "--set", "bogus=1"]) == 1
+    assert "bogus=1" in capsys.readouterr().err

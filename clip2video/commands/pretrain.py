@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -41,12 +40,8 @@ def run_pretrain(args: argparse.Namespace) -> int:
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"--set: {exc}") from None
     result = pretrain(recipe, progress=False if args.no_progress else f"pretrain {recipe.name}")
-    argv = (
-        ["clip2video", "pretrain", *sys.argv[sys.argv.index("pretrain") + 1 :]]
-        if "pretrain" in sys.argv
-        else None
-    )
-    weights, recipe_path = save_pretrained(result, args.out, command=argv)
+    command = ["clip2video", "pretrain", "--out", str(args.out), *(["--set", *args.set] if args.set else [])]
+    weights, recipe_path = save_pretrained(result, args.out, command=command)
     digest = file_sha256(weights)
     print(f"{weights} ({weights.stat().st_size / 2**20:.1f} MiB, sha256 {digest})")
     print(
