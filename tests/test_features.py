@@ -26,6 +26,7 @@ from clip2video.engine.evaluate import encode_split, evaluate_embeddings
 from clip2video.engine.features import (
     FeatureBank,
     FeatureModel,
+    compute_features,
     compute_split_features,
     encode_features,
     feature_cache_key,
@@ -75,12 +76,7 @@ def _short_videos(data, split: str) -> list[str]:
 
 def _features(model, data, tokenizer, **kwargs):
     root, splits = data
-    return {
-        name: compute_split_features(
-            model, split, root / "videos", SAMPLER, tokenizer, split_name=name, **kwargs
-        )
-        for name, split in splits.items()
-    }
+    return compute_features(model, splits, root / "videos", SAMPLER, tokenizer, **kwargs)
 
 
 def test_text_and_video_heads_alone_equal_the_full_encoders_bitwise(data, tokenizer):

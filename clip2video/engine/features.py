@@ -59,6 +59,7 @@ __all__ = [
     "HeadsResult",
     "SplitFeatures",
     "backbone_digest",
+    "compute_features",
     "compute_split_features",
     "encode_features",
     "feature_cache_key",
@@ -298,6 +299,22 @@ def compute_split_features(
         "seconds": time.perf_counter() - start,
     }
     return features
+
+
+def compute_features(
+    model: nn.Module,
+    splits: Mapping[str, Any],
+    videos_dir: str | Path,
+    sampler: Any,
+    tokenizer: Any,
+    **kwargs: Any,
+) -> dict[str, SplitFeatures]:
+    """:func:`compute_split_features` of every split (``{name: SplitData}``), e.g. train, val and
+    test once per suite; keyword arguments (``cache``, batch sizes, ``progress``) as there."""
+    return {
+        name: compute_split_features(model, split, videos_dir, sampler, tokenizer, split_name=name, **kwargs)
+        for name, split in splits.items()
+    }
 
 
 # ----------------------------------------------------------------------------- the bank
