@@ -31,6 +31,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "clip2video.commands.models",
     "clip2video.commands.suites",
     "clip2video.commands.build",
+    "clip2video.commands.pretrain",
 )
 EXIT_ERROR = 1
 EXIT_INTERRUPTED = 130  # 128 + SIGINT; SIGTERM gives 143, SIGHUP 129 (the shell's convention)

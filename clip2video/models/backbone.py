@@ -36,6 +36,7 @@ import torch
 from open_clip.model import CLIP
 
 from clip2video.errors import WeightsError
+from clip2video.models import shipped
 
 # Entries of OpenAI / TorchScript archives that are not weights (attn_mask: a fixed causal-mask buffer).
 NON_WEIGHT_KEYS = ("input_resolution", "context_length", "vocab_size", "attn_mask")
@@ -54,7 +55,11 @@ PROBE_TIMEOUT_S = 2.0
 
 def is_url_or_tag(value: str) -> bool:
     """True for an open_clip pretrained tag (no path separator, not an existing file)."""
-    return not Path(value).exists() and os.sep not in value and not value.endswith((".pt", ".bin"))
+    return (
+        not Path(value).exists()
+        and os.sep not in value
+        and not value.endswith((".pt", ".bin", ".npz", ".safetensors"))
+    )
 
 
 def infer_clip_config(state_dict: dict[str, torch.Tensor], prefix: str = "") -> dict[str, Any]:
@@ -97,7 +102,9 @@ def infer_clip_config(state_dict: dict[str, torch.Tensor], prefix: str = "") -> 
 
 
 def named_clip_config(name: str) -> dict[str, Any]:
-    """open_clip's config dict for a model name such as ``ViT-B-32``."""
+    """open_clip's config dict for a model name such as ``ViT-B-32`` (or a shipped backbone's)."""
+    if shipped.is_shipped_name(name):
+        return copy.deepcopy(dict(shipped.get_shipped(name).config))
     cfg = open_clip.get_model_config(name)
     if cfg is None:
         vits = [m for m in open_clip.list_models() if m.startswith("ViT-B")]
@@ -118,7 +125,7 @@ def build_clip_from_config(cfg: dict[str, Any], quick_gelu: bool = True) -> CLIP
 
 
 def read_clip_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """Tensors of a CLIP file: TorchScript archive, torch.save'd state dict, or safetensors."""
+    """Tensors of a CLIP file: TorchScript archive, torch.save'd state dict, safetensors or ``.npz``."""
     path = Path(path)
     if not path.is_file():
         raise WeightsError(
@@ -128,6 +135,8 @@ def read_clip_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         "pass OpenAI's ViT-B-32.pt (TorchScript archive), a torch.save'd CLIP state dict, an open_clip "
         "checkpoint or a .safetensors file"
     )
+    if path.suffix == ".npz":  # a zip of .npy arrays, read without pickle (clip2video pretrain writes these)
+        return clean_state_dict(shipped.read_npz(path), source=f"CLIP weights {path}")
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
@@ -281,6 +290,8 @@ def fetch_pretrained(name: str, tag: str) -> str:
 
 def name_activation(clip: str | dict[str, Any]) -> bool | None:
     """QuickGELU (True) or GELU (False) as the model name or config dict states it (None: unstated)."""
+    if shipped.is_shipped_name(clip):
+        return shipped.get_shipped(clip).quick_gelu
     if isinstance(clip, str):
         cfg = open_clip.get_model_config(clip)
         return bool(cfg.get("quick_gelu", False)) if cfg is not None else None
@@ -296,6 +307,9 @@ def weights_activation(clip: str | dict[str, Any], clip_weights: str | Path | No
     """
     if clip_weights is None:
         return None
+    name = shipped.shipped_weights_name(clip, clip_weights)
+    if name is not None:
+        return shipped.get_shipped(name).quick_gelu
     weights = str(clip_weights)
     if is_url_or_tag(weights):
         if weights == "openai":
@@ -358,13 +372,22 @@ def build_clip(
     """The CLIP backbone and its architecture dict (JSON-serialisable, with its ``quick_gelu``).
 
     With weights from a file, the architecture comes from the file's tensors. The activation comes
-    from :func:`resolve_activation`.
+    from :func:`resolve_activation`. A shipped backbone (:mod:`clip2video.models.shipped`) is
+    ``clip="tiny-synthetic"`` (its architecture) with ``clip_weights="shipped"`` (its checked
+    weights), or ``clip_weights="shipped:tiny-synthetic"`` with any ``clip``.
     """
     act = resolve_activation(clip, clip_weights, quick_gelu)
     if clip_weights is None:
         cfg = named_clip_config(clip) if isinstance(clip, str) else copy.deepcopy(clip)
         cfg.pop("quick_gelu", None)
         return build_clip_from_config(cfg, act), {**cfg, "quick_gelu": act}
+    name = shipped.shipped_weights_name(clip, clip_weights)
+    if name is not None:
+        state = shipped.shipped_state_dict(name)
+        cfg = infer_clip_config(state)
+        model = build_clip_from_config(cfg, act)
+        load_clip_weights(model, state, f"shipped backbone {name!r} ({shipped.get_shipped(name).path})")
+        return model, {**cfg, "quick_gelu": act}
     weights = str(clip_weights)
     if is_url_or_tag(weights):
         if not isinstance(clip, str):

@@ -159,10 +159,23 @@ class RetrievalModel(nn.Module):
         return proj(x) if isinstance(proj, nn.Linear) else x @ proj
 
     def encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """Caption embeddings [N, E]; the EOT token is the one with the largest id."""
-        hidden = self.text_hidden(input_ids)
-        eot = hidden[torch.arange(hidden.shape[0], device=hidden.device), input_ids.argmax(dim=-1)]
-        out = normalize(eot)
+        """Caption embeddings [N, E]; the EOT token is the one with the largest id.
+
+        The backbone part (:meth:`text_hidden`) then the head part (:meth:`text_head`), so a
+        frozen backbone's hidden states can be computed once and fed to the head alone.
+        """
+        return self.text_head(self.text_hidden(input_ids), eot_index(input_ids), attention_mask)
+
+    def text_head(
+        self, hidden: torch.Tensor, eot: torch.Tensor, attention_mask: torch.Tensor
+    ) -> torch.Tensor:
+        """Caption embeddings [N, E] from the projected hidden states [N, L, D] (no backbone call).
+
+        ``eot`` [N] is the EOT position of each caption (:func:`eot_index` of its ids); the
+        global part is the normalised EOT state, TAB adds its aligned text embedding (which reads
+        every token's state and ``attention_mask``).
+        """
+        out = normalize(hidden[torch.arange(hidden.shape[0], device=hidden.device), eot])
         if self.tab is not None:
             out = torch.cat((out, self.tab.text(hidden, attention_mask)), dim=-1)
         return out
@@ -192,22 +205,33 @@ class RetrievalModel(nn.Module):
         zeros = torch.zeros(1, 3, *size, device=device or self.logit_scale.device)
         return self.clip.encode_image(zeros)[0]
 
-    def fill_padding(self, x: torch.Tensor, video_mask: torch.Tensor) -> torch.Tensor:
+    def fill_padding(
+        self, x: torch.Tensor, video_mask: torch.Tensor, pad: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Replace padded slots so that their pixels never matter.
 
         TDB's difference ``x_{f+1} - x_f`` at the last real frame reads the first padded slot
         (the official model sees an all-zero frame there), so TDB models get the zero frame's
-        embedding; other heads ignore padded slots and get zeros.
+        embedding (``pad`` when given, e.g. stored with frozen features; else
+        :meth:`pad_embedding`, one backbone call); other heads ignore padded slots and get zeros.
         """
         real = video_mask.bool().unsqueeze(-1)
         if bool(real.all()):
             return x
-        pad = self.pad_embedding(x.device).to(x.dtype) if self.tdb is not None else x.new_zeros(())
+        if self.tdb is None:
+            pad = x.new_zeros(())
+        elif pad is None:
+            pad = self.pad_embedding(x.device).to(x.dtype)
+        else:
+            pad = pad.to(device=x.device, dtype=x.dtype)
         return torch.where(real, x, pad)
 
-    def pool_video(self, x: torch.Tensor, video_mask: torch.Tensor) -> torch.Tensor:
-        """Video embeddings [M, E] from frame embeddings x [M, F, D] (the heads only)."""
-        x = self.fill_padding(x, video_mask)
+    def pool_video(
+        self, x: torch.Tensor, video_mask: torch.Tensor, pad: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Video embeddings [M, E] from frame embeddings x [M, F, D] (the heads only; ``pad``:
+        the zero frame's embedding, see :meth:`fill_padding`)."""
+        x = self.fill_padding(x, video_mask, pad)
         if self.transformerClip is None:
             out = mean_pool(x, video_mask)
         else:
@@ -248,6 +272,11 @@ class RetrievalModel(nn.Module):
     def official_state_dict(self, clip_dtype: torch.dtype = torch.float16) -> dict[str, torch.Tensor]:
         """The state dict in the official CLIP2Video / CLIP4Clip layout (``clip.*`` in ``clip_dtype``)."""
         return to_official_layout(self.state_dict(), clip_dtype=clip_dtype)
+
+
+def eot_index(input_ids: torch.Tensor) -> torch.Tensor:
+    """Position of each caption's EOT token: the one with the largest id (CLIP's rule) -> [N]."""
+    return input_ids.argmax(dim=-1)
 
 
 def _copy_blocks(source: nn.ModuleList, target: nn.ModuleList) -> None:
