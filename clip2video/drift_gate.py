@@ -1,11 +1,12 @@
 """The drift gate, end to end: what ``clip2video drift`` runs, callable from Python.
 
-It sits in the pipeline layer, beside :mod:`clip2video.pipeline`: it sequences the experiments
+It sits in the pipeline layer, beside :mod:`clip2video.pipeline`, and sequences: the experiments
 layer, which runs (:mod:`clip2video.experiments.drift_runs`: the evaluation layer's seeded models,
-the ``--rerun`` suite run, the seed-spread run of ``--update``), and the report layer, which reads
-and writes the locks, compares and words the result (:mod:`clip2video.report.eval_drift`,
-:mod:`clip2video.report.drift`). The verb only parses its flags into :class:`GateOptions` and
-prints.
+the seed-spread plan of ``--update``), the pipeline, which runs the suite (``--rerun`` and the
+seed-spread run: :func:`clip2video.pipeline.check`, then :func:`clip2video.pipeline.run` without
+tables), and the report layer, which reads and writes the locks, compares and words the result
+(:mod:`clip2video.report.eval_drift`, :mod:`clip2video.report.drift`). The verb only parses its
+flags into :class:`GateOptions` and prints.
 
 Before any work, :func:`run_gate` reads the suite once (with ``--set``) and runs the check before
 work of every suite run it will make (the rerun and the seed-spread run), loads the locks it
@@ -23,8 +24,9 @@ from typing import Any
 
 from clip2video.errors import ConfigError, DriftError
 from clip2video.experiments.options import RunOptions
-from clip2video.experiments.preflight import Checked, check, resolve_suite
+from clip2video.experiments.preflight import resolve_suite
 from clip2video.experiments.suite import Suite
+from clip2video.pipeline import Checked, check, run
 from clip2video.settings import FrozenMapping, thaw
 
 LAYERS = ("eval", "train", "both")
@@ -171,8 +173,17 @@ def prepare(options: GateOptions) -> _Prepared:
             prepared.records = read_suite_records(options.runs_dir, suite.name)
         if options.update:
             have = suite.settings.seeds if options.rerun else [r.seed for r in prepared.records or []]
-            prepared.spread = drift_runs.seed_spread_check(run_options, suite, have, rd.TOLERANCE_SEEDS)
+            spread = drift_runs.seed_spread_options(run_options, suite, have, rd.TOLERANCE_SEEDS)
+            prepared.spread = check(spread) if spread is not None else None
     return prepared
+
+
+def run_records(checked: Checked) -> list[Any]:
+    """Run a checked suite through the pipeline (untracked, no tables) and read back its records."""
+    from clip2video.engine.records import read_suite_records
+
+    run(checked.options, checked)
+    return read_suite_records(checked.options.runs_dir, checked.suite.name)
 
 
 # ----------------------------------------------------------------------------- the layers
@@ -215,7 +226,7 @@ def train_layer(options: GateOptions, prepared: _Prepared, echo: Callable[[str],
 
     suite = prepared.suite
     path = train_lock_path(options, suite)
-    records = drift_runs.run_records(prepared.rerun) if prepared.rerun is not None else prepared.records or []
+    records = run_records(prepared.rerun) if prepared.rerun is not None else prepared.records or []
     platform = rd.record_platform(records) or platform_fingerprint(
         options.device, threads=torch.get_num_threads()
     )
@@ -223,7 +234,8 @@ def train_layer(options: GateOptions, prepared: _Prepared, echo: Callable[[str],
     new = rd.suite_metrics(records, n_boot=n_boot)
     settings = suite.settings.to_dict()
     if options.update:
-        spread = drift_runs.seed_spread(records, rd.TOLERANCE_SEEDS, prepared.spread)
+        others = run_records(prepared.spread) if prepared.spread is not None else []
+        spread = drift_runs.seed_spread(records, rd.TOLERANCE_SEEDS, others)
         rd.write_locked(
             path,
             new,

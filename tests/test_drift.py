@@ -109,7 +109,7 @@ def _record_suite(runs, shift: float = 0.0, suite: str = "smoke") -> None:
 
 def no_seed_runs(monkeypatch) -> None:
     """--update measures the spread from the recorded seed 0 alone (no suite run for seeds 1, 2)."""
-    monkeypatch.setattr("clip2video.experiments.drift_runs.seed_spread_check", lambda *a, **k: None)
+    monkeypatch.setattr("clip2video.experiments.drift_runs.seed_spread_options", lambda *a, **k: None)
 
 
 def _train_gate(tmp_path):
@@ -360,7 +360,7 @@ def test_update_runs_only_the_seeds_the_locked_run_lacks(tmp_path, monkeypatch, 
     with --set and --jobs; the tolerances come from all three seeds."""
     from types import SimpleNamespace
 
-    from clip2video.experiments import drift_runs
+    from clip2video import drift_gate
 
     runs, baseline, common = _train_gate(tmp_path)
     asked = []
@@ -388,8 +388,8 @@ def test_update_runs_only_the_seeds_the_locked_run_lacks(tmp_path, monkeypatch, 
                 records.append(read_run_record(options.runs_dir / "smoke" / row))
         return records
 
-    monkeypatch.setattr(drift_runs, "check", fake_check)
-    monkeypatch.setattr(drift_runs, "run_records", fake_run)
+    monkeypatch.setattr(drift_gate, "check", fake_check)
+    monkeypatch.setattr(drift_gate, "run_records", fake_run)
     rerun_dir = tmp_path / "gate-runs"
     extra = ["--set", "train.epochs=1", "--jobs", "2", "--rerun-dir", str(rerun_dir)]
     assert cli_main([*common, *extra, "--update", "--message", "lock"]) == 0, capsys.readouterr().err
@@ -416,9 +416,16 @@ def _tree_bytes(root):
 @pytest.mark.slow
 def test_rerun_writes_its_own_runs_folder_and_keeps_the_users_records(tmp_path, monkeypatch, capsys):
     """drift --rerun (and --update's seed runs) write runs-drift/, untracked: the user's runs/smoke/
-    stays byte-identical and no MLflow store appears; --update runs seed 0 once."""
+    stays byte-identical and no MLflow store appears; --update runs seed 0 once; the suite file is
+    read once per command."""
+    from clip2video.experiments import suite as suite_module
     from tests.support.protocol_fixtures import SMOKE_SETTINGS
 
+    reads = []
+    declared = suite_module._declared
+    monkeypatch.setattr(
+        suite_module, "_declared", lambda path, seen: reads.append(path) or declared(path, seen)
+    )
     monkeypatch.chdir(tmp_path)
     _record_suite(tmp_path / "runs")  # the user's own records of the smoke suite
     before = _tree_bytes(tmp_path / "runs")
@@ -431,6 +438,7 @@ def test_rerun_writes_its_own_runs_folder_and_keeps_the_users_records(tmp_path, 
             for item in ("--set", f"{section}.{key}={json.dumps(value)}")
         ]
     assert cli_main([*argv, "--update", "--message", "first lock"]) == 0, capsys.readouterr().err
+    assert len(reads) == 1, reads  # the rerun, its check and the seed-spread run share one reading
     assert sorted(p.name for p in (tmp_path / "runs-drift" / "smoke").iterdir() if p.is_dir()) == ["meanp"]
     spread = tmp_path / "runs-drift" / "seed-spread" / "smoke"
     assert sorted(p.name for p in spread.iterdir() if p.is_dir()) == ["meanp-s1", "meanp-s2"]  # no seed 0

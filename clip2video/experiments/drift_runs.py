@@ -20,10 +20,10 @@ engine (:func:`clip2video.engine.evaluate.evaluate`) on fixed generated syntheti
   ``extraction_fps`` and ``stride`` (its data is the synthetic protocol's); a suite that resolves
   to others is refused, since the lock does not record them.
 
-**The training layer's runs** (:func:`run_records`, :func:`seed_spread`): the suite run by
-``drift --rerun`` (through the check before work, untracked, into the gate's own runs folder) and
-the run that measures the seed spread for ``--update`` (only the seeds the locked run lacks: seed 0
-is run once).
+**The training layer's seed spread** (:func:`seed_spread_options`, :func:`seed_spread`): the run
+that measures the seed spread for ``--update`` covers only the seeds the locked run lacks (seed 0
+is run once), and the locked run's own records stand for the others. The suite runs themselves
+(``--rerun`` and that one) go through the pipeline (:mod:`clip2video.drift_gate`).
 """
 
 from __future__ import annotations
@@ -39,11 +39,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from clip2video.engine.records import RunRecord, read_suite_records
+from clip2video.engine.records import RunRecord
 from clip2video.errors import DriftError
 from clip2video.experiments.options import RunOptions
-from clip2video.experiments.preflight import Checked, check
-from clip2video.experiments.runner import run_checked
 from clip2video.experiments.suite import Suite
 from clip2video.fingerprint import platform_fingerprint
 
@@ -325,31 +323,24 @@ def _first_clear_seed(data: _FixedData, settings: dict[str, Any], name: str) -> 
 # ----------------------------------------------------------------------------- training layer
 
 
-def run_records(checked: Checked) -> list[RunRecord]:
-    """Run a checked suite (untracked, no tables) and read back its records."""
-    run_checked(checked)
-    return read_suite_records(checked.options.runs_dir, checked.suite.name)
-
-
 def missing_seeds(have: Iterable[int | None], wanted: Iterable[int]) -> list[int]:
     """The seeds of ``wanted`` that ``have`` lacks, in order."""
     present = {int(s) for s in have if s is not None}
     return [int(s) for s in wanted if int(s) not in present]
 
 
-def seed_spread_check(
+def seed_spread_options(
     options: RunOptions, suite: Suite, have: Iterable[int | None], wanted: Iterable[int]
-) -> Checked | None:
-    """The check before work of the run that measures the seed spread: ``suite`` (``options``'
-    ``--set`` kept) under the seeds of ``wanted`` the locked run lacks (``have``), into
-    ``<options.runs_dir>/seed-spread``; None when none is missing."""
+) -> RunOptions | None:
+    """How the seed spread is measured: ``suite`` (as resolved, ``options``' ``--set`` kept: the
+    suite file is not read again) under the seeds of ``wanted`` that the locked run lacks
+    (``have``), into ``<options.runs_dir>/seed-spread``, untracked; None when none is missing."""
     missing = missing_seeds(have, wanted)
     if not missing:
         return None
-    overrides = {**dict(options.plain_overrides()), "seeds": missing}
-    spread = RunOptions(
+    return RunOptions(
         suite=suite,
-        overrides=overrides,
+        overrides={**options.plain_overrides(), "seeds": missing},
         data_root=options.data_root,
         clip_weights=options.clip_weights,
         device=options.device,
@@ -360,15 +351,13 @@ def seed_spread_check(
         jobs=options.jobs,
         reference=None,
     )
-    return check(spread)
 
 
-def seed_spread(records: list[RunRecord], wanted: Iterable[int], spread: Checked | None) -> list[RunRecord]:
+def seed_spread(records: list[RunRecord], wanted: Iterable[int], others: list[RunRecord]) -> list[RunRecord]:
     """Every row's records under the seeds of ``wanted``: those of ``records`` (the run being
-    locked) reused, the others run from ``spread`` (:func:`seed_spread_check`)."""
+    locked) reused, plus ``others`` (the run of :func:`seed_spread_options`)."""
     wanted = [int(s) for s in wanted]
-    reused = [rec for rec in records if rec.seed is not None and int(rec.seed) in wanted]
-    return reused + (run_records(spread) if spread is not None else [])
+    return [rec for rec in records if rec.seed is not None and int(rec.seed) in wanted] + list(others)
 
 
 __all__ = [
@@ -384,8 +373,7 @@ __all__ = [
     "missing_seeds",
     "rank_margin",
     "run_eval_layer",
-    "run_records",
     "seed_spread",
-    "seed_spread_check",
+    "seed_spread_options",
     "seeded_weights_",
 ]
