@@ -120,10 +120,10 @@ def check_options(options: GateOptions) -> None:
         raise ConfigError(f"--mode {options.mode!r}: expected one of {', '.join(MODES)}")
     if options.update and not (options.message and options.message.strip()):
         raise DriftError('--update relocks the baseline: say why with --message "..."')
-    if options.rerun_dir.resolve() == options.runs_dir.resolve():
+    if options.rerun and options.rerun_dir.resolve() == options.runs_dir.resolve():
         raise ConfigError(
-            f"--rerun-dir {options.rerun_dir} is the --runs-dir the gate reads: the gate writes its own "
-            "runs apart from yours; pick another --rerun-dir"
+            f"--rerun-dir {options.rerun_dir} is your runs folder ({options.runs_dir}): the gate keeps its "
+            f"runs apart from your records; pick another --rerun-dir (default {DEFAULT_RERUN_DIR})"
         )
 
 

@@ -249,7 +249,14 @@ def test_an_unwritable_lock_target_is_one_clear_error(tmp_path):
 
 def test_help_shows_the_two_layer_paragraphs_as_written(capsys):
     """cli.py keeps drift's raw description: each layer is its own indented paragraph."""
+    from clip2video import drift_gate
+    from clip2video.commands import drift as verb
     from clip2video.commands.drift import HELP
+
+    assert (verb.DEFAULT_BASELINES, verb.DEFAULT_RERUN_DIR) == (
+        drift_gate.DEFAULT_BASELINES,
+        drift_gate.DEFAULT_RERUN_DIR,
+    )
 
     with pytest.raises(SystemExit) as info:
         cli_main(["drift", "--help"])
@@ -267,6 +274,9 @@ def test_rerun_with_a_runs_dir_is_one_clear_error(tmp_path, capsys):
     code = cli_main(["drift", "--suite", "smoke", "--rerun", "--runs-dir", str(tmp_path / "runs")])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 1 and len(err) == 1 and "--rerun-dir" in err[0] and "runs-drift" in err[0]
+    code = cli_main(["drift", "--suite", "smoke", "--rerun", "--rerun-dir", "runs"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and len(err) == 1 and "is your runs folder" in err[0]
 
 
 def _lock_entry(baseline, model: str, metric: str, delta: float) -> float:

@@ -5,10 +5,15 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from clip2video.commands.common import hidden_alias, overrides_of
 from clip2video.errors import ConfigError
 
+if TYPE_CHECKING:
+    from clip2video.drift_gate import GateOptions
+
+# The gate's defaults (clip2video.drift_gate's, repeated here so that building the parser stays light).
 DEFAULT_BASELINES = Path("baselines") / "locked"
 DEFAULT_RUNS_DIR = Path("runs")
 DEFAULT_RERUN_DIR = Path("runs-drift")
@@ -40,7 +45,7 @@ the command to run. --update measures the seed spread with only the seeds the lo
 """
 
 
-def gate_options(args: argparse.Namespace):  # noqa: ANN201  (a GateOptions: imported lazily)
+def gate_options(args: argparse.Namespace) -> GateOptions:
     """The :class:`~clip2video.drift_gate.GateOptions` of the parsed flags."""
     from clip2video.drift_gate import GateOptions
 
