@@ -50,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(sub)
     for leaf in _leaf_parsers(parser):
-        leaf.formatter_class = DefaultsOnceHelpFormatter
+        leaf.formatter_class = defaults_once(leaf.formatter_class)
         if leaf is not parser:
             _add_common(leaf, suppress=True)
     return parser
@@ -88,6 +88,21 @@ class DefaultsOnceHelpFormatter(argparse.HelpFormatter):
         ):
             return text
         return text + " (default: %(default)s)"
+
+
+class RawDescriptionDefaultsOnceHelpFormatter(
+    argparse.RawDescriptionHelpFormatter, DefaultsOnceHelpFormatter
+):
+    """A verb's description printed as written (its paragraphs and indentation kept), with the
+    defaults appended once as :class:`DefaultsOnceHelpFormatter` does."""
+
+
+def defaults_once(formatter: type[argparse.HelpFormatter]) -> type[argparse.HelpFormatter]:
+    """The formatter a verb gets: the defaults shown once, and a raw description (e.g. drift's two
+    layer paragraphs) kept raw."""
+    if issubclass(formatter, argparse.RawDescriptionHelpFormatter):
+        return RawDescriptionDefaultsOnceHelpFormatter
+    return DefaultsOnceHelpFormatter
 
 
 def _add_common(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
@@ -241,6 +256,7 @@ def _main(argv: list[str], modules: list[str]) -> int:
         import_modules(modules)  # also exported in $CLIP2VIDEO_IMPORT for row workers
         parser = build_parser()
         args = parser.parse_args(argv)
+        args.argv = tuple(argv)  # the command line as typed (drift's relock command is built from it)
         if not getattr(args, "func", None):
             parser.print_help()
             return 2

@@ -89,6 +89,11 @@ class OutputError(Clip2VideoError):
     """An output folder or file cannot be written."""
 
 
+class DriftError(Clip2VideoError):
+    """The drift gate cannot run: a lock is missing or malformed, the suite does not fit a layer,
+    or the gate was misused (shared by its runs in experiments/ and its locks in report/)."""
+
+
 class UnsafePathError(Clip2VideoError):
     """A name or id from user input would make a path that leaves its folder (``..``, an absolute
     path, a symbolic link to elsewhere)."""

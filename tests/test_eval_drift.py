@@ -16,6 +16,8 @@ import numpy as np
 import pytest
 import torch
 
+from clip2video.errors import DriftError
+from clip2video.experiments import drift_runs as dr
 from clip2video.experiments.suite import load_suite
 from clip2video.report import eval_drift as ed
 
@@ -45,41 +47,41 @@ def _subset(lock: dict, models: list[str]) -> tuple[dict, dict]:
 
 
 def _run(lock: dict, settings: dict, data_root: Path) -> list[ed.EvalDrift]:
-    run = ed.run_eval_layer(settings, data_root, seeds=lock["settings"]["weights_seeds"])
+    run = dr.run_eval_layer(settings, data_root, seeds=lock["settings"]["weights_seeds"])
     return ed.compare_eval(lock, run)
 
 
 def test_seeded_weights_do_not_depend_on_torch_rng():
-    settings = ed.eval_settings(load_suite("smoke").settings.to_dict())
+    settings = dr.eval_settings(load_suite("smoke").settings.to_dict())
     torch.manual_seed(1)
-    a = ed.build_seeded_model("clip2video", settings, 7).state_dict()
+    a = dr.build_seeded_model("clip2video", settings, 7).state_dict()
     torch.manual_seed(2)
-    b = ed.build_seeded_model("clip2video", settings, 7).state_dict()
+    b = dr.build_seeded_model("clip2video", settings, 7).state_dict()
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    c = ed.build_seeded_model("meanp", settings, 7).state_dict()
+    c = dr.build_seeded_model("meanp", settings, 7).state_dict()
     # Shared parameters get the same draws in every model; another seed gives other values.
     assert torch.equal(a["clip.visual.proj"], c["clip.visual.proj"])
-    d = ed.build_seeded_model("meanp", settings, 8).state_dict()
+    d = dr.build_seeded_model("meanp", settings, 8).state_dict()
     assert not torch.equal(c["clip.visual.proj"], d["clip.visual.proj"])
-    expected = ed._draw("clip.visual.proj", tuple(c["clip.visual.proj"].shape), 7)
+    expected = dr._draw("clip.visual.proj", tuple(c["clip.visual.proj"].shape), 7)
     assert np.array_equal(c["clip.visual.proj"].numpy(), expected)
 
 
 def test_the_committed_lock_matches(lock, data_root):
-    run = ed.run_eval_layer(
+    run = dr.run_eval_layer(
         load_suite("smoke").settings.to_dict(), data_root, seeds=lock["settings"]["weights_seeds"]
     )
     assert ed.compare_eval(lock, run) == []
     assert set(run.models) == {"meanp", "seqtransf", "tdb", "tab", "clip2video"}
     for name, model in run.models.items():
-        assert ed.rank_margin(model.sim, *_labels(data_root, run.settings)) >= ed.RANK_MARGIN, name
+        assert dr.rank_margin(model.sim, *_labels(data_root, run.settings)) >= dr.RANK_MARGIN, name
 
 
 def _labels(data_root: Path, settings: dict) -> tuple[np.ndarray, np.ndarray]:
     from clip2video.data.annotations import load_split
     from clip2video.data.synthetic import load_twins
 
-    annotations = ed.data_folder(data_root, settings) / "annotations"
+    annotations = dr.data_folder(data_root, settings) / "annotations"
     split = load_split("synthetic", annotations, "test")
     return np.asarray(split.caption_video), load_twins(annotations, split.video_ids)
 
@@ -87,10 +89,10 @@ def _labels(data_root: Path, settings: dict) -> tuple[np.ndarray, np.ndarray]:
 def test_similarity_tolerance_and_exact_metrics(lock):
     settings = copy.deepcopy(lock["settings"])
     models = {
-        name: ed.ModelEval(metrics=dict(m["metrics"]), sim=np.asarray(m["sim"], dtype=np.float32))
+        name: dr.ModelEval(metrics=dict(m["metrics"]), sim=np.asarray(m["sim"], dtype=np.float32))
         for name, m in lock["models"].items()
     }
-    run = ed.EvalRun(settings=settings, models=models)
+    run = dr.EvalRun(settings=settings, models=models)
     assert ed.compare_eval(lock, run) == []
     run.models["tdb"].sim = run.models["tdb"].sim * np.float32(1 + 2e-6)  # rounding noise: passes
     assert ed.compare_eval(lock, run) == []
@@ -176,22 +178,22 @@ def test_a_changed_component_is_drift(monkeypatch, lock, data_root, perturb, mod
 
 
 def test_missing_or_malformed_lock_is_one_clear_error(tmp_path):
-    with pytest.raises(ed.EvalDriftError, match="--update"):
+    with pytest.raises(DriftError, match="--update"):
         ed.load_eval_lock(tmp_path / "absent.json")
     bad = tmp_path / "bad.json"
     bad.write_bytes(b"\xff\xfe not json")
-    with pytest.raises(ed.EvalDriftError, match="bad.json"):
+    with pytest.raises(DriftError, match="bad.json"):
         ed.load_eval_lock(bad)
     bad.write_text('{"models": {"meanp": {"metrics": {}}}}')
-    with pytest.raises(ed.EvalDriftError, match="not an evaluation-drift lock"):
+    with pytest.raises(DriftError, match="not an evaluation-drift lock"):
         ed.load_eval_lock(bad)
 
 
 def test_a_suite_without_a_tiny_backbone_is_refused():
     settings = load_suite("smoke").settings.to_dict()
     settings["backbone"]["clip"] = "ViT-B-32"
-    with pytest.raises(ed.EvalDriftError, match="--layer train"):
-        ed.eval_settings(settings)
+    with pytest.raises(DriftError, match="--layer train"):
+        dr.eval_settings(settings)
 
 
 def test_a_suite_with_other_frame_sampling_is_refused():
@@ -199,8 +201,8 @@ def test_a_suite_with_other_frame_sampling_is_refused():
     settings = load_suite("smoke").settings.to_dict()
     assert settings["frames"]["stride"] == 1 and settings["frames"]["extraction_fps"] == 5.0
     settings["frames"]["stride"] = 2
-    with pytest.raises(ed.EvalDriftError, match="frames.stride = 2"):
-        ed.eval_settings(settings)
+    with pytest.raises(DriftError, match="frames.stride = 2"):
+        dr.eval_settings(settings)
 
 
 def _cpu_has_avx512() -> bool:

@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parents[1] / PACKAGE
 # Groups of equal rank are siblings and must not import each other.
 LAYERS: dict[str, tuple[str, ...]] = {
     "cli": ("clip2video.cli", "clip2video.__main__", "clip2video.commands"),
-    "pipeline": ("clip2video.pipeline",),
+    "pipeline": ("clip2video.pipeline", "clip2video.drift_gate"),
     "report": ("clip2video.report",),
     "experiments": ("clip2video.experiments",),
     "engine": ("clip2video.engine",),
@@ -349,6 +349,50 @@ def test_the_verb_rule_itself(importer: str, imported: str, allowed: bool) -> No
     """The verb rule on hand-picked edges (so a wrong rule cannot pass silently)."""
     edge = Edge(importer, imported, "x.py", 1)
     assert (verb_import(edge) is None and layer_violation(edge) is None) is allowed
+
+
+# The report layer reads records and locks; it never builds or runs a model (docs/ARCHITECTURE.md):
+# of the engine it may use only the records, and nothing of models/ (the drift gate's seeded models
+# are built in experiments/drift_runs.py).
+REPORT_ENGINE_MODULES = ("clip2video.engine.records",)
+
+
+def report_model_import(edge: Edge) -> str | None:
+    """Why ``edge`` lets the report layer hold a live model, or None."""
+    if group_of(edge.importer) != "report" or edge.lazy_export:
+        return None
+    dst = group_of(edge.imported)
+    if dst == "models" or (dst == "engine" and edge.imported not in REPORT_ENGINE_MODULES):
+        return (
+            f"the report layer never builds or runs a model ({edge.importer} -> {edge.imported}); "
+            "run it in experiments/ and hand report/ the numbers"
+        )
+    return None
+
+
+def test_report_never_holds_a_live_model() -> None:
+    """No module of report/ imports models/ or an engine module other than the records."""
+    problems = [(e, why) for e in collect_edges() if (why := report_model_import(e))]
+    if problems:
+        pytest.fail("\n".join(_describe(e, why) for e, why in problems), pytrace=False)
+
+
+@pytest.mark.parametrize(
+    ("importer", "imported", "allowed"),
+    [
+        ("clip2video.report.eval_drift", "clip2video.models", False),
+        ("clip2video.report.eval_drift", "clip2video.engine.evaluate", False),
+        ("clip2video.report.drift", "clip2video.engine.records", True),
+        ("clip2video.experiments.drift_runs", "clip2video.engine.evaluate", True),
+        ("clip2video.drift_gate", "clip2video.experiments.drift_runs", True),
+        ("clip2video.drift_gate", "clip2video.report.drift", True),
+        ("clip2video.experiments.drift_runs", "clip2video.report.drift", False),
+    ],
+)
+def test_the_model_rule_itself(importer: str, imported: str, allowed: bool) -> None:
+    """The report-holds-no-model rule (and the layers) on hand-picked edges."""
+    edge = Edge(importer, imported, "x.py", 1)
+    assert (report_model_import(edge) is None and layer_violation(edge) is None) is allowed
 
 
 def test_no_import_cycles() -> None:

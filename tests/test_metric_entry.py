@@ -203,7 +203,8 @@ def test_a_new_metric_and_a_new_cut_off_reach_tables_intervals_and_drift(tmp_pat
 
 
 def test_the_evaluation_drift_layer_flags_a_metric_its_lock_lacks() -> None:
-    from clip2video.report.eval_drift import EvalRun, ModelEval, compare_eval
+    from clip2video.experiments.drift_runs import EvalRun, ModelEval
+    from clip2video.report.eval_drift import compare_eval
 
     sim = np.eye(3, dtype=np.float32)
     locked = {"settings": {}, "models": {"meanp": {"metrics": {"t2v_R1": 100.0}, "sim": sim.tolist()}}}

@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import argparse
-import shlex
-import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
-from clip2video.commands.common import hidden_alias, run_pipeline
-from clip2video.errors import Clip2VideoError
-from clip2video.fileio import safe_name
+from clip2video.commands.common import hidden_alias, overrides_of
+from clip2video.errors import ConfigError
 
+if TYPE_CHECKING:
+    from clip2video.drift_gate import GateOptions
+
+# The gate's defaults (clip2video.drift_gate's, repeated here so that building the parser stays light).
 DEFAULT_BASELINES = Path("baselines") / "locked"
+DEFAULT_RUNS_DIR = Path("runs")
+DEFAULT_RERUN_DIR = Path("runs-drift")
 LAYERS = ("eval", "train", "both")
 
 HELP = """\
@@ -26,198 +29,65 @@ evaluation drift (--layer eval; lock baselines/locked/eval-<suite>.json): each m
   (ATEN_CPU_CAPABILITY=avx2/avx512/default) and thread count; fails when a model formula, the frame
   sampler, the tokenizer or the ranking core changes.
 
-training drift (--layer train; lock baselines/locked/<suite>.json): the suite's trained metrics
-  (from --runs, or a fresh run with --rerun). Rule: exact (1e-9) when the lock's platform
+training drift (--layer train; lock baselines/locked/<suite>.json): the suite's trained metrics,
+  from your recorded runs (--runs-dir, default runs) or from a fresh run with --rerun, which goes
+  through the check before work into the gate's own folder (--rerun-dir, default runs-drift),
+  untracked: runs/ and MLflow are never written. Rule: exact (1e-9) when the lock's platform
   fingerprint (CPU model, torch CPU capability, versions, threads, device) equals the run's on the
   CPU; otherwise |new - locked| <= the per-metric tolerance stored in the lock,
   max(3 x std over seeds 0, 1, 2, floor) with floor = 100/(t2v queries) for recalls and order_acc and 1.0
-  for MdR, MnR and tie counts. --update runs the suite with seeds 0, 1, 2 to measure that spread.
+  for MdR, MnR and tie counts. The lock also stores the suite's resolved settings: a failure names
+  the settings that differ (train.batch_size: 16 -> 8) before the metrics.
 
-Relock with --update --message "why" (both layers unless --layer says otherwise).
+Relock with --update --message "why" (both layers unless --layer says otherwise); a failure prints
+the command to run. --update measures the seed spread with only the seeds the locked run lacks
+(seed 0 is not run twice), into <rerun-dir>/seed-spread.
 """
 
 
-def _git_commit() -> str | None:
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, check=True
+def gate_options(args: argparse.Namespace) -> GateOptions:
+    """The :class:`~clip2video.drift_gate.GateOptions` of the parsed flags."""
+    from clip2video.drift_gate import GateOptions
+
+    if args.rerun and args.runs is not None:
+        raise ConfigError(
+            f"--runs-dir {args.runs} with --rerun: the rerun writes and reads its own runs folder "
+            f"(--rerun-dir, default {DEFAULT_RERUN_DIR}); --runs-dir names recorded runs to compare "
+            "without --rerun: drop one of them"
         )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip() or None
-
-
-def _command() -> str:
-    return shlex.join(["clip2video", *sys.argv[1:]]) if sys.argv[1:] else "clip2video drift"
-
-
-def _run_suite(
-    suite: str, runs: Path, args: argparse.Namespace, overrides: dict[str, Any] | None = None
-) -> None:
-    """Run the suite through the pipeline (the check before work first; records land in ``runs``),
-    CPU or ``--device``, without tracking or tables."""
-    from clip2video.pipeline import RunOptions
-
-    run_pipeline(
-        RunOptions(
-            suite=suite,
-            runs_dir=runs,
-            data_root=args.data_root,
-            device=args.device,
-            tracking=False,
-            overrides=overrides or {},
-            progress=False,
-            results_dir=None,
-        )
+    return GateOptions(
+        suite=args.suite,
+        overrides=overrides_of(args),
+        layer=args.layer,
+        baselines=args.baselines,
+        baseline=args.baseline,
+        runs_dir=args.runs if args.runs is not None else DEFAULT_RUNS_DIR,
+        rerun=args.rerun,
+        rerun_dir=args.rerun_dir,
+        mode=args.mode,
+        data_root=args.data_root,
+        device=args.device,
+        jobs=args.jobs,
+        update=args.update,
+        message=args.message,
+        argv=tuple(getattr(args, "argv", None) or sys.argv[1:]),
     )
-
-
-# ----------------------------------------------------------------------------- evaluation layer
-
-
-def eval_layer(args: argparse.Namespace, suite: Any) -> int:
-    """Run (and with --update lock) the evaluation-drift layer; returns the number of drifts."""
-    from clip2video.fingerprint import differences
-    from clip2video.report import eval_drift as ed
-
-    path = ed.eval_lock_path(args.baselines, suite.name)
-    if args.update:
-        run = ed.run_eval_layer(suite.settings.to_dict(), args.data_root)
-        ed.write_eval_lock(
-            path, run, message=args.message, suite=suite.name, command=_command(), commit=_git_commit()
-        )
-        print(f"drift[eval]: locked {len(run.models)} models of suite {suite.name!r} in {path}")
-        return 0
-    locked = ed.load_eval_lock(path)
-    seeds = (locked.get("settings") or {}).get("weights_seeds")
-    run = ed.run_eval_layer(
-        suite.settings.to_dict(), args.data_root, seeds=seeds if isinstance(seeds, dict) else None
-    )
-    fp = run.fingerprint
-    where = f"cpu_capability={fp['cpu_capability']}, threads={fp['threads']}"
-    drifts = ed.compare_eval(locked, run)
-    if drifts:
-        print(f"drift[eval]: {len(drifts)} change(s) of suite {suite.name!r} against {path} ({where}):")
-        for drift in drifts:
-            print(f"  {drift}")
-        platform = differences(locked.get("fingerprint"), fp)
-        print(f"  platform (locked -> now): {'; '.join(platform) if platform else 'identical'}")
-        return len(drifts)
-    checked = sum(len(m["metrics"]) for m in locked["models"].values())
-    print(
-        f"drift[eval]: suite {suite.name!r} matches {path}: {len(run.models)} models, {checked} metrics exact, "
-        f"similarities within {ed.SIM_RTOL:g} ({where})"
-    )
-    return 0
-
-
-# ----------------------------------------------------------------------------- training layer
-
-
-def _queries(record: Any) -> int:
-    ranks = getattr(record, "ranks_t2v", None)
-    if ranks is None and hasattr(record, "query_ranks"):
-        ranks = record.query_ranks().t2v_entries()
-    return len(ranks) if ranks is not None else 0
-
-
-def measure_tolerances(suite: Any, args: argparse.Namespace) -> dict[str, dict[str, float]]:
-    """Run the suite with seeds 0, 1, 2 (under ``<runs>/drift-seed-spread``) and derive the tolerances."""
-    from clip2video.engine.records import read_suite_records
-    from clip2video.report.drift import TOLERANCE_SEEDS, record_metrics, seed_tolerances
-
-    runs = Path(args.runs) / "drift-seed-spread"
-    _run_suite(args.suite, runs, args, overrides={"seeds": list(TOLERANCE_SEEDS)})
-    records = read_suite_records(runs, suite.name)
-    by_model: dict[str, list[dict[str, float]]] = {}
-    queries: dict[str, int] = {}
-    for rec in records:
-        model = str(rec.extra.get("model", rec.name))
-        by_model.setdefault(model, []).append(record_metrics(rec))
-        queries[model] = _queries(rec)
-    return seed_tolerances(by_model, queries)
-
-
-def train_layer(args: argparse.Namespace, suite: Any) -> int:
-    """Run (and with --update lock) the training-drift layer; returns the number of drifts."""
-    import torch
-
-    from clip2video.engine.records import read_suite_records
-    from clip2video.fingerprint import differences, platform_fingerprint
-    from clip2video.report import drift as rd
-    from clip2video.report.tables import resamples_of
-
-    baseline = args.baseline or Path(args.baselines) / f"{safe_name(suite.name, 'suite name')}.json"
-    if args.rerun:
-        _run_suite(args.suite, Path(args.runs), args)
-    records = read_suite_records(args.runs, suite.name)
-    platform = rd.record_platform(records) or platform_fingerprint(
-        args.device, threads=torch.get_num_threads()
-    )
-    n_boot = resamples_of(records)
-    new = rd.suite_metrics(records, n_boot=n_boot)
-    if args.update:
-        tolerances = measure_tolerances(suite, args)
-        path = rd.write_locked(
-            baseline,
-            new,
-            args.message,
-            suite=suite.name,
-            mode="auto",
-            command=_command(),
-            n_boot=n_boot,
-            fingerprint=platform,
-            tolerances=tolerances,
-            tolerance_rule=rd.tolerance_rule(),
-        )
-        print(
-            f"drift[train]: locked {len(new)} models of suite {suite.name!r} in {path} ({args.message.strip()})"
-        )
-        return 0
-    locked = rd.load_locked(baseline)
-    mode = args.mode if args.mode != "auto" else rd.default_mode(locked, platform)
-    drifts = rd.compare(locked, new, mode=mode)
-    checked = sum(len(m.get("metrics", {})) for m in locked["models"].values())
-    if drifts:
-        print(
-            f"drift[train]: {len(drifts)} metric(s) of suite {suite.name!r} moved from {baseline} ({mode} mode):"
-        )
-        for drift in drifts:
-            print(f"  {drift}")
-        print(f"  locked platform: {locked.get('fingerprint')}")
-        print(f"  this platform:   {platform}")
-        diff = differences(locked.get("fingerprint"), platform)
-        print(f"  platform differences: {'; '.join(diff) if diff else 'none'}")
-        return len(drifts)
-    print(
-        f"drift[train]: suite {suite.name!r} matches {baseline}: {len(new)} models, {checked} locked metrics, "
-        f"{mode} mode (locked {locked.get('date', '?')}: {locked.get('message', '')})"
-    )
-    return 0
-
-
-# ----------------------------------------------------------------------------- the verb
 
 
 def run_drift(args: argparse.Namespace) -> int:
-    """Run the chosen layers; exit 1 when any metric moved, naming each."""
-    from clip2video.experiments.suite import load_suite
+    """Run the chosen layers; exit 1 when any metric moved, naming each and how to relock."""
+    from clip2video.drift_gate import run_gate
+    from clip2video.pipeline import CheckFailed
 
-    if args.update and not (args.message and args.message.strip()):
-        raise Clip2VideoError('--update relocks the baseline: say why with --message "..."')
-    suite = load_suite(args.suite)
-    moved = 0
-    if args.layer in ("eval", "both"):
-        moved += eval_layer(args, suite)
-    if args.layer in ("train", "both"):
-        moved += train_layer(args, suite)
-    if moved:
-        print(
-            f"If the change is intended, relock: clip2video drift --suite {args.suite} --layer {args.layer} "
-            '--update --message "why"'
-        )
-        return 1
-    return 0
+    try:
+        result = run_gate(gate_options(args), echo=print)
+    except CheckFailed as exc:
+        if len(exc.problems) > 1:
+            print(exc.report(), file=sys.stderr, flush=True)
+        raise
+    if result.relock:
+        print(f"If the change is intended, relock: {result.relock}")
+    return result.exit_code
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -231,13 +101,39 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     d.add_argument("--suite", default="smoke", help="suite: a shipped name or a TOML path (default: smoke)")
     d.add_argument("--layer", choices=LAYERS, default="both", help="which layer(s) to run (default: both)")
     d.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="override a suite setting, e.g. train.epochs=1 (repeatable; as for ablation)",
+    )
+    d.add_argument(
         "--runs-dir",
         dest="runs",
+        metavar="RUNS_DIR",
         type=Path,
-        default=Path("runs"),
-        help="folder of recorded runs (default: runs)",
+        default=None,
+        help=f"recorded runs the training layer compares without --rerun (default: {DEFAULT_RUNS_DIR})",
     )
     hidden_alias(d, "--runs", "runs")
+    d.add_argument(
+        "--rerun",
+        action="store_true",
+        help="training layer: run the suite first (check before work, no tracking) into --rerun-dir",
+    )
+    d.add_argument(
+        "--rerun-dir",
+        metavar="DIR",
+        type=Path,
+        default=DEFAULT_RERUN_DIR,
+        help="the gate's own runs folder: --rerun's records and --update's seed runs, never your runs/ "
+        f"(default: {DEFAULT_RERUN_DIR})",
+    )
+    d.add_argument(
+        "--jobs",
+        type=int,
+        default=None,
+        help="rows run at once by --rerun and --update (default: the suite's run.jobs; 0: automatic)",
+    )
     d.add_argument(
         "--baselines",
         type=Path,
@@ -253,7 +149,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default="auto",
         help="training layer: auto = exact on the lock's platform, else the stored tolerances",
     )
-    d.add_argument("--rerun", action="store_true", help="training layer: run the suite first (no tracking)")
     d.add_argument("--data-root", type=Path, default=Path("data"), help="data folder (default: data)")
     d.add_argument("--device", default="cpu", help="device for --rerun (default: cpu)")
     d.add_argument("--update", action="store_true", help="relock the chosen layers with the current numbers")

@@ -15,9 +15,14 @@ The rule (``mode="auto"``, the default):
   bootstrap interval.
 A model or metric in the baseline that the new run lacks, or a model or metric the baseline lacks
 (a newly added metric: relock), is drift.
-A failure names each metric with its locked value, new value and tolerance, and both fingerprints.
+A failure names the settings that differ from the lock's (``train.batch_size: 16 -> 8``), then each
+metric with its locked value, new value and tolerance, and both fingerprints, and ends with the
+command that relocks: the command as it was typed, plus ``--update --message "why"``.
 Relocking is explicit: ``clip2video drift --update --message "why"`` stores the message, the date,
-the git commit, the command, the platform fingerprint and the tolerances in the baseline file.
+the git commit, the command, the platform fingerprint, the suite's resolved settings
+(``Settings.to_dict()``, lock version 3; older locks hold none) and the tolerances in the baseline
+file. The suite runs themselves (``--rerun``, the seed spread) are the experiments layer's
+(:mod:`clip2video.experiments.drift_runs`); this module only reads records.
 """
 
 from __future__ import annotations
@@ -25,30 +30,29 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import math
+import shlex
 import subprocess
 import sys
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from clip2video.engine.records import RunRecord
-from clip2video.errors import Clip2VideoError, OutputError
+from clip2video.errors import DriftError, OutputError
 from clip2video.fileio import atomic_write_text, safe_name
+from clip2video.fingerprint import differences
 from clip2video.metrics.bootstrap import bootstrap_ci
 from clip2video.metrics.definitions import find_metric
-from clip2video.report.groups import recall_ks_of
+from clip2video.report.groups import recall_ks_of, row_name
 
 EXACT_TOLERANCE = 1e-9
 MODES = ("exact", "tolerance", "interval")
-LOCK_VERSION = 2
+LOCK_VERSION = 3  # 3: the suite's resolved settings; 2 (still read): none
 TOLERANCE_K = 3.0
 TOLERANCE_SEEDS = (0, 1, 2)
 # Fingerprint keys that must agree for the exact rule (the CPU model, kernel set, versions, threads, device).
 PLATFORM_KEYS = ("cpu_model", "cpu_capability", "torch", "numpy", "open_clip", "python", "threads", "device")
-
-
-class DriftError(Clip2VideoError):
-    """A locked baseline is missing or malformed, or the gate was misused."""
 
 
 @dataclass(frozen=True)
@@ -235,7 +239,8 @@ def load_locked(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def _git_commit() -> str | None:
+def git_commit() -> str | None:
+    """The checked-out commit of the working directory's repository (None outside one)."""
     try:
         out = subprocess.run(
             ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, check=True
@@ -257,8 +262,10 @@ def write_locked(
     fingerprint: dict[str, Any] | None = None,
     tolerances: dict[str, dict[str, float]] | None = None,
     tolerance_rule: str | None = None,
+    settings: dict[str, Any] | None = None,
 ) -> Path:
-    """Lock ``metrics`` (``suite_metrics`` output) with the reason; stores date, commit and command."""
+    """Lock ``metrics`` (``suite_metrics`` output) with the reason; stores date, commit, command
+    and the suite's resolved ``settings`` (``Settings.to_dict()``)."""
     if not message or not message.strip():
         raise DriftError('relocking a baseline needs a message saying why (--message "...")')
     path = Path(path)
@@ -271,12 +278,13 @@ def write_locked(
         "suite": suite,
         "message": message.strip(),
         "date": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
-        "git_commit": _git_commit(),
+        "git_commit": git_commit(),
         "command": command if command is not None else " ".join(["clip2video", *sys.argv[1:]]),
         "mode": mode,
         "n_boot": n_boot,
         "fingerprint": fingerprint,
         "tolerance_rule": tolerance_rule,
+        "settings": settings,
         "models": models,
     }
     if suite:
@@ -286,3 +294,109 @@ def write_locked(
     except OutputError as exc:
         raise DriftError(f"cannot write the baseline {str(exc).removeprefix('cannot write ')}") from exc
     return path
+
+
+# ----------------------------------------------------------------------------- tolerances
+
+
+def record_queries(record: RunRecord) -> int:
+    """A record's number of t2v queries (captions)."""
+    return len(record.ranks_t2v)
+
+
+def _row_key(record: RunRecord) -> str:
+    """A row's seeds share this key: its name without seed, and its post-processing."""
+    post = getattr(record, "postprocess", None) or ""
+    return f"{row_name(record)}+{post}" if post else row_name(record)
+
+
+def lock_tolerances(records: list[RunRecord], spread: list[RunRecord]) -> dict[str, dict[str, float]]:
+    """``{locked entry: {metric: tolerance}}``: each record of ``records`` (the run being locked,
+    keyed by its record name) gets the tolerances of its row, from the spread of that row's
+    records in ``spread`` (one per seed; :func:`seed_tolerances`)."""
+    by_row: dict[str, list[dict[str, float]]] = {}
+    queries: dict[str, int] = {}
+    for rec in spread:
+        key = _row_key(rec)
+        by_row.setdefault(key, []).append(record_metrics(rec))
+        queries[key] = record_queries(rec)
+    tolerances = seed_tolerances(by_row, queries)
+    return {rec.name: tolerances[_row_key(rec)] for rec in records if _row_key(rec) in tolerances}
+
+
+# ----------------------------------------------------------------------------- messages
+
+
+def settings_line(locked: dict[str, Any], settings: dict[str, Any] | None) -> str:
+    """The settings that differ from the lock's (``train.batch_size: 16 -> 8``), in one line."""
+    old = locked.get("settings")
+    if not isinstance(old, dict):
+        return "  settings: the lock holds no settings (locked before version 3; relock to store them)"
+    if settings is None:
+        return "  settings: unknown for this run"
+    changed = differences(old, settings)
+    return f"  settings (locked -> now): {'; '.join(changed) if changed else 'identical'}"
+
+
+def locked_line(path: Path, metrics: dict[str, Any], suite: str, message: str) -> str:
+    """What ``--update`` prints after writing the lock."""
+    return f"drift[train]: locked {len(metrics)} models of suite {suite!r} in {path} ({message.strip()})"
+
+
+def report_lines(
+    path: Path,
+    locked: dict[str, Any],
+    new: dict[str, Any],
+    drifts: list[Drift],
+    *,
+    suite: str,
+    mode: str,
+    platform: dict[str, Any] | None,
+    settings: dict[str, Any] | None,
+) -> list[str]:
+    """The layer's verdict: one line when it matches; else a header, the settings that differ, every
+    moved metric and both platform fingerprints."""
+    if not drifts:
+        checked = sum(len(m.get("metrics", {})) for m in locked["models"].values())
+        return [
+            f"drift[train]: suite {suite!r} matches {path}: {len(new)} models, {checked} locked metrics, "
+            f"{mode} mode (locked {locked.get('date', '?')}: {locked.get('message', '')})"
+        ]
+    lines = [f"drift[train]: {len(drifts)} metric(s) of suite {suite!r} moved from {path} ({mode} mode):"]
+    lines.append(settings_line(locked, settings))
+    lines += [f"  {drift}" for drift in drifts]
+    lines.append(f"  locked platform: {locked.get('fingerprint')}")
+    lines.append(f"  this platform:   {platform}")
+    diff = differences(locked.get("fingerprint"), platform)
+    lines.append(f"  platform differences: {'; '.join(diff) if diff else 'none'}")
+    return lines
+
+
+# Flags of the drift verb that the relock command drops (it adds its own), with whether they take a value.
+_RELOCK_DROPS = {"--update": False, "--message": True}
+
+
+def relock_command(argv: Sequence[str], moved_layers: Iterable[str], layer: str = "both") -> str:
+    """The command that relocks what moved: ``argv`` (the command line as typed, after
+    ``clip2video``: ``--import``, ``--baselines``, ``--suite`` as a path, ``--set`` ... all kept)
+    less any ``--update`` / ``--message``, with ``--layer`` narrowed to the one layer that moved
+    when ``layer`` was both, plus ``--update --message "why"``."""
+    moved = list(dict.fromkeys(moved_layers))
+    narrow = layer == "both" and len(moved) == 1
+    drops = {**_RELOCK_DROPS, **({"--layer": True} if narrow else {})}
+    kept: list[str] = []
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+            continue
+        flag = arg.split("=", 1)[0]
+        if flag in drops:
+            skip = drops[flag] and "=" not in arg
+            continue
+        kept.append(arg)
+    if not kept:
+        kept = ["drift"]
+    if narrow:
+        kept += ["--layer", moved[0]]
+    return shlex.join(["clip2video", *kept]) + ' --update --message "why"'

@@ -1,20 +1,11 @@
-"""Evaluation drift: the strict layer of the drift gate.
+"""Evaluation drift, the strict layer of the drift gate: its lock, the comparison and the messages.
 
 What is locked (``baselines/locked/eval-<suite>.json``): for each registered model of the suite,
-a fixed tiny checkpoint is *regenerated from a seed* (never committed as a binary) and evaluated
-with the engine (:func:`clip2video.engine.evaluate.evaluate`) on fixed generated synthetic data.
-
-- Weights: every parameter is drawn with NumPy's ``Generator`` (PCG64, seeded from the lock seed
-  and a CRC-32 of the parameter's name), which is bit-identical on every CPU, and loaded into the
-  model; no torch RNG kernel enters. Parameters that models share (``clip.*``) get the same values
-  in every model.
-- Data: ``generate_synthetic`` with a small fixed size (the suite's synthetic seed); its videos
-  are lossless, so the decoded frames are exact.
-- Architecture and evaluation settings come from the suite (``[backbone.config]``, which must be a
-  tiny config, ``[model]``, ``[frames] max_frames`` and ``image_size``, ``[text]``,
-  ``eval.tie_policy``, ``eval.v2t``). Frames are extracted at the synthetic protocol's
-  ``extraction_fps`` and ``stride`` (its data is the synthetic protocol's); a suite that resolves
-  to others is refused, since the lock does not record them.
+the metrics and the similarity matrix of a fixed tiny checkpoint regenerated from a seed and
+evaluated on fixed generated synthetic data, with the layer's settings, each model's weight seed
+and the platform. The numbers are computed by the experiments layer
+(:func:`clip2video.experiments.drift_runs.run_eval_layer`: it builds and evaluates the models);
+this module never holds a live model. It reads and writes locks, compares and words the result.
 
 The rule. Each similarity matrix must match the lock entrywise within
 ``|new - locked| <= 1e-5 * max(|locked|, 1)`` (relative 1e-5; absolute 1e-5 for entries below 1),
@@ -27,304 +18,46 @@ when a model formula, the frame sampler, the tokenizer or the ranking core chang
 
 from __future__ import annotations
 
-import copy
 import datetime as _dt
 import json
 import math
 import re
-import zlib
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
-import torch
 
-from clip2video.errors import Clip2VideoError, OutputError
+from clip2video.errors import DriftError, OutputError
 from clip2video.fileio import atomic_write_text, safe_name
-from clip2video.fingerprint import differences, digest, platform_fingerprint
-from clip2video.report.drift import missing_lock_where
+from clip2video.fingerprint import differences, digest
+from clip2video.report.drift import git_commit, missing_lock_where
 
 EVAL_LOCK_VERSION = 1
-WEIGHTS_SEED = 20261203
 SIM_RTOL = 1e-5
-# A seeded checkpoint is kept only when its rankings are robust to rounding: every score a rank
-# compares with a query's ground-truth score differs from it by more than RANK_MARGIN (relative), or
-# equals it exactly (ties by construction, e.g. meanp and a reversed twin). Rounding across kernel
-# sets was measured at <= 1.5e-6 relative on these models.
-RANK_MARGIN = 5e-5
-ORDER_ATOL = 1e-4  # twin_order_accuracy's tie tolerance
-SEED_TRIES = 64
-FRAME_CACHE_BYTES = 256 * 2**20
-# The fixed synthetic test set: 8 clips and their 8 exact time reversals, 2 captions each.
-DATA_SIZE = {
-    "num_train": 0,
-    "num_val": 0,
-    "num_test_pairs": 8,
-    "captions_per_video": 2,
-    "height": 32,
-    "width": 32,
-}
-LOG_LOGIT_SCALE = math.log(1 / 0.07)  # CLIP's initial logit scale, fixed rather than drawn
 
 
 _ROW = re.compile(r"\[\s+([-+0-9.eE,\s]+?)\s+\]")  # a list of numbers: one line in the lock file
 
 
-class EvalDriftError(Clip2VideoError):
-    """The evaluation-drift layer cannot run (bad suite, missing or malformed lock)."""
+EvalDriftError = DriftError  # the evaluation layer's errors are the gate's (its old name)
 
 
-# ----------------------------------------------------------------------------- settings
-
-
-def eval_settings(suite_settings: dict[str, Any]) -> dict[str, Any]:
-    """The part of a resolved suite that decides the evaluation-drift numbers."""
-    backbone = suite_settings["backbone"]
-    if backbone.get("clip") != "tiny" or not backbone.get("config"):
-        raise EvalDriftError(
-            f"suite {suite_settings.get('name')!r}: the evaluation-drift layer needs a tiny backbone "
-            '(backbone.clip = "tiny" with a [backbone.config] table, as in the smoke suite); '
-            "use --layer train for this suite"
-        )
-    fixed = _synthetic_frames()
-    frames = suite_settings["frames"]
-    changed = [
-        f"frames.{k} = {frames[k]!r}"
-        for k in ("extraction_fps", "stride")
-        if frames.get(k, fixed[k]) != fixed[k]
-    ]
-    if changed:
-        raise EvalDriftError(
-            f"suite {suite_settings.get('name')!r}: {', '.join(changed)}, but the evaluation-drift layer "
-            f"samples its synthetic data at the synthetic protocol's {fixed['extraction_fps']:g} fps and "
-            f"stride {fixed['stride']}; use --layer train for this suite"
-        )
-    syn = suite_settings["synthetic"]
-    ks = list(suite_settings["eval"].get("recall_ks") or [1, 5, 10])
-    return {
-        **({"recall_ks": ks} if ks != [1, 5, 10] else {}),  # the default leaves the locks as they were
-        "models": list(suite_settings["models"]),
-        "clip_config": copy.deepcopy(dict(backbone["config"])),
-        "model": copy.deepcopy(dict(suite_settings["model"])),
-        "frames": {
-            "max_frames": suite_settings["frames"]["max_frames"],
-            "image_size": suite_settings["frames"]["image_size"],
-        },
-        "max_words": suite_settings["text"]["max_words"],
-        "tie_policy": suite_settings["eval"]["tie_policy"],
-        "v2t": suite_settings["eval"]["v2t"],
-        "data": {"seed": syn["seed"], **DATA_SIZE},
-    }
-
-
-def _synthetic_frames() -> dict[str, Any]:
-    """The synthetic protocol's frame settings (what a suite on it gets unless it sets its own)."""
-    from clip2video.data.protocols import get_protocol
-
-    return get_protocol("synthetic").settings()["frames"]
-
-
-# ----------------------------------------------------------------------------- weights
-
-
-def _draw(name: str, shape: tuple[int, ...], seed: int) -> np.ndarray:
-    """Deterministic float32 values for one parameter (see the module docstring)."""
-    rng = np.random.Generator(np.random.PCG64([seed, zlib.crc32(name.encode())]))
-    noise = rng.standard_normal(shape, dtype=np.float64)
-    leaf = name.rsplit(".", 1)[-1]
-    is_norm = any(part.startswith(("ln", "trans_layernorm")) or "norm" in part for part in name.split("."))
-    if name.endswith("logit_scale"):
-        return np.full(shape, LOG_LOGIT_SCALE, dtype=np.float32)
-    if len(shape) >= 2:
-        fan_in = int(np.prod(shape[1:]))
-        return (noise * fan_in**-0.5).astype(np.float32)
-    if is_norm and leaf == "weight":
-        return (1.0 + 0.1 * noise).astype(np.float32)
-    return (0.1 * noise).astype(np.float32)
-
-
-def seeded_weights_(model: torch.nn.Module, seed: int = WEIGHTS_SEED) -> torch.nn.Module:
-    """Overwrite every parameter of ``model`` with values drawn by NumPy from ``seed``; returns it."""
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            values = _draw(name, tuple(param.shape), seed)
-            param.copy_(torch.from_numpy(values).to(param.dtype))
-    return model.eval()
-
-
-def build_seeded_model(name: str, settings: dict[str, Any], seed: int) -> torch.nn.Module:
-    """Registered model ``name`` with the tiny CLIP of ``settings`` and weights drawn from ``seed``."""
-    from clip2video.models import create_model
-
-    options = {**settings["model"], "clip": settings["clip_config"], "clip_weights": None, "quick_gelu": True}
-    return seeded_weights_(create_model(name, **options), seed)
-
-
-def rank_margin(sim: np.ndarray, caption_video: np.ndarray, twins: np.ndarray) -> float:
-    """Smallest relative gap between a ground-truth score and a score it is ranked against.
-
-    Covers t2v (a caption's own video vs the other videos), v2t (a video's captions vs the other
-    captions) and the twin order test (``| |own - twin| - atol |``). Exact ties are skipped.
-    """
-    sim = sim.astype(np.float64)
-    cv = np.asarray(caption_video)
-    own = sim[np.arange(sim.shape[0]), cv]  # [N]
-    scale = np.maximum(np.abs(own), 1.0)
-    gaps = [np.abs(sim - own[:, None]) / scale[:, None]]  # t2v rows (own column gives 0: skipped)
-    for v in range(sim.shape[1]):
-        mine = cv == v
-        col = sim[:, v]
-        gaps.append(
-            (
-                np.abs(col[~mine][None, :] - col[mine][:, None]) / np.maximum(np.abs(col[mine]), 1.0)[:, None]
-            ).ravel()
-        )
-    tw = twins[cv]
-    has = tw >= 0
-    diff = np.abs(own[has] - sim[np.flatnonzero(has), tw[has]])
-    gaps.append(np.abs(diff[diff > 0] - ORDER_ATOL) / scale[has][diff > 0])
-    flat = np.concatenate([g.ravel() for g in gaps])
-    flat = flat[flat > 0]
-    return float(flat.min()) if flat.size else math.inf
-
-
-# ----------------------------------------------------------------------------- evaluation
-
-
-@dataclass
-class ModelEval:
-    """One model's evaluation-drift numbers."""
+class ModelNumbers(Protocol):
+    """One model's evaluation-drift numbers (``drift_runs.ModelEval``)."""
 
     metrics: dict[str, float]
     sim: np.ndarray
 
 
-@dataclass
-class EvalRun:
-    """The evaluation-drift numbers of every model, with the settings and platform they came from."""
+class EvalNumbers(Protocol):
+    """The evaluation-drift numbers of a suite (``drift_runs.EvalRun``): the layer's settings
+    (with each model's weight seed), each model's numbers and the platform they came from."""
 
     settings: dict[str, Any]
-    models: dict[str, ModelEval] = field(default_factory=dict)
-    fingerprint: dict[str, Any] = field(default_factory=dict)
-
-
-def data_folder(data_root: str | Path, settings: dict[str, Any]) -> Path:
-    """Where the fixed synthetic data of ``settings`` is generated (idempotent)."""
-    d = settings["data"]
-    return Path(data_root) / (
-        f"eval-drift-s{d['seed']}-p{d['num_test_pairs']}-c{d['captions_per_video']}-{d['height']}x{d['width']}"
-    )
-
-
-def run_eval_layer(
-    suite_settings: dict[str, Any], data_root: str | Path, seeds: dict[str, int] | None = None
-) -> EvalRun:
-    """Evaluate every model of the suite from its seeded tiny checkpoint on the fixed data.
-
-    ``seeds`` (the lock's ``settings.weights_seeds``) fixes each model's weight seed. Without it
-    (relocking) each model takes the first seed from ``WEIGHTS_SEED`` on whose rankings have a
-    rounding margin of at least ``RANK_MARGIN`` (see :func:`rank_margin`).
-    """
-    settings = eval_settings(suite_settings)
-    data = _fixed_data(settings, data_root)
-    run = EvalRun(settings=settings, fingerprint=platform_fingerprint("cpu"))
-    chosen: dict[str, int] = {}
-    for name in settings["models"]:
-        if seeds is not None and name in seeds:
-            chosen[name] = int(seeds[name])
-            run.models[name] = _evaluate_seeded(data, settings, name, chosen[name])
-        else:
-            chosen[name], run.models[name] = _first_clear_seed(data, settings, name)
-    settings["weights_seeds"] = chosen
-    return run
-
-
-@dataclass
-class _FixedData:
-    """The evaluation layer's generated test split with the sampler, tokenizer and twins it uses."""
-
-    videos: Path
-    protocol: Any
-    split: Any
-    sampler: Any
-    tokenizer: Any
-    twins: np.ndarray
-
-
-def _fixed_data(settings: dict[str, Any], data_root: str | Path) -> _FixedData:
-    """Generate (once) the fixed synthetic data and load its test split; one frame cache decodes
-    each test video once for all models."""
-    from clip2video.data.annotations import load_split
-    from clip2video.data.frame_cache import FrameCache
-    from clip2video.data.frames import FrameSampler
-    from clip2video.data.protocols import get_protocol
-    from clip2video.data.synthetic import generate_synthetic, load_twins
-    from clip2video.data.text import CaptionTokenizer
-    from clip2video.settings import FrameSettings, TextSettings, section_defaults
-
-    d = settings["data"]
-    root = generate_synthetic(
-        data_folder(data_root, settings),
-        seed=d["seed"],
-        num_train=d["num_train"],
-        num_val=d["num_val"],
-        num_test_pairs=d["num_test_pairs"],
-        captions_per_video=d["captions_per_video"],
-        size=(d["height"], d["width"]),
-    )
-    protocol = get_protocol("synthetic")
-    split = load_split(protocol, root / "annotations", "test")
-    frames = {**_synthetic_frames(), **settings["frames"]}  # fps and stride: checked by eval_settings
-    # Each test video is decoded once for all models.
-    sampler = FrameSampler.from_settings(
-        FrameSettings.from_dict({**section_defaults("frames"), **frames})
-    ).attach_cache(FrameCache(FRAME_CACHE_BYTES))
-    tokenizer = CaptionTokenizer.from_settings(TextSettings(max_words=settings["max_words"]))
-    twins = load_twins(root / "annotations", split.video_ids)
-    return _FixedData(root / "videos", protocol, split, sampler, tokenizer, twins)
-
-
-def _evaluate_seeded(data: _FixedData, settings: dict[str, Any], name: str, seed: int) -> ModelEval:
-    """Model ``name`` with weights from ``seed``, evaluated by the engine on the fixed data (CPU)."""
-    from clip2video.data.order import twin_order_accuracy
-    from clip2video.engine.evaluate import evaluate
-
-    result = evaluate(
-        build_seeded_model(name, settings, seed),
-        data.split,
-        data.videos,
-        data.sampler,
-        data.tokenizer,
-        protocol=data.protocol,
-        tie_policy=settings["tie_policy"],
-        v2t=settings["v2t"],
-        recall_ks=settings.get("recall_ks"),
-        keep_sim=True,
-        batch_size=8,
-        device="cpu",
-        progress=False,
-        distributed=False,
-    )
-    sim = result.sim.float().cpu().numpy()
-    metrics = {k: float(v) for k, v in result.metrics.items()}
-    metrics["order_acc"] = float(
-        twin_order_accuracy(sim, data.split.caption_video, data.twins, atol=ORDER_ATOL)["order_acc"]
-    )
-    return ModelEval(metrics=metrics, sim=sim)
-
-
-def _first_clear_seed(data: _FixedData, settings: dict[str, Any], name: str) -> tuple[int, ModelEval]:
-    """The first weight seed from ``WEIGHTS_SEED`` whose rankings have a rounding margin of at
-    least ``RANK_MARGIN`` (relocking), with its evaluation."""
-    for seed in range(WEIGHTS_SEED, WEIGHTS_SEED + SEED_TRIES):
-        candidate = _evaluate_seeded(data, settings, name, seed)
-        if rank_margin(candidate.sim, data.split.caption_video, data.twins) >= RANK_MARGIN:
-            return seed, candidate
-    raise EvalDriftError(
-        f"model {name!r}: no weight seed in {WEIGHTS_SEED}..{WEIGHTS_SEED + SEED_TRIES - 1} gives "
-        f"rankings with a rounding margin of {RANK_MARGIN:g}; its scores are degenerate"
-    )
+    models: Mapping[str, ModelNumbers]
+    fingerprint: dict[str, Any]
 
 
 # ----------------------------------------------------------------------------- compare
@@ -350,7 +83,7 @@ def _same(a: float, b: float) -> bool:
     return a == b or (math.isnan(a) and math.isnan(b))
 
 
-def compare_eval(locked: dict[str, Any], run: EvalRun) -> list[EvalDrift]:
+def compare_eval(locked: dict[str, Any], run: EvalNumbers) -> list[EvalDrift]:
     """Every locked metric that is not exactly equal, and every similarity matrix outside 1e-5."""
     drifts: list[EvalDrift] = []
     if locked.get("settings") != run.settings:
@@ -412,29 +145,28 @@ def load_eval_lock(path: str | Path) -> dict[str, Any]:
     """An evaluation-drift lock; a missing or malformed file is one clear error."""
     path = Path(path)
     if not path.is_file():
-        raise EvalDriftError(
+        raise DriftError(
             f"no evaluation-drift lock at {missing_lock_where(path)}: create it with "
             '`clip2video drift --layer eval --suite <name> --update --message "why"`'
         )
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise EvalDriftError(f"{path} is not a valid JSON lock ({exc}); relock it with --update") from exc
+        raise DriftError(f"{path} is not a valid JSON lock ({exc}); relock it with --update") from exc
     models = data.get("models") if isinstance(data, dict) else None
     if not isinstance(models, dict) or not all(
         isinstance(m, dict) and isinstance(m.get("metrics"), dict) and isinstance(m.get("sim"), list)
         for m in models.values()
     ):
-        raise EvalDriftError(
+        raise DriftError(
             f"{path} is not an evaluation-drift lock (models -> metrics, sim); relock with --update"
         )
     return data
 
 
-def write_eval_lock(
-    path: str | Path, run: EvalRun, *, message: str, suite: str, command: str, commit: str | None
-) -> Path:
-    """Lock ``run``: settings, platform fingerprint, metrics and similarity matrices (float32 values)."""
+def write_eval_lock(path: str | Path, run: EvalNumbers, *, message: str, suite: str, command: str) -> Path:
+    """Lock ``run``: settings, platform fingerprint, metrics and similarity matrices (float32 values),
+    with the message, the date, the git commit and the command."""
     path = Path(path)
     data = {
         "version": EVAL_LOCK_VERSION,
@@ -442,7 +174,7 @@ def write_eval_lock(
         "suite": suite,
         "message": message.strip(),
         "date": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
-        "git_commit": commit,
+        "git_commit": git_commit(),
         "command": command,
         "rule": f"metrics exact; similarity |new - locked| <= {SIM_RTOL:g} * max(|locked|, 1)",
         "settings": run.settings,
@@ -460,5 +192,36 @@ def write_eval_lock(
     try:
         atomic_write_text(path, text)  # the old lock survives a failed write
     except OutputError as exc:
-        raise EvalDriftError(f"cannot write the lock {str(exc).removeprefix('cannot write ')}") from exc
+        raise DriftError(f"cannot write the lock {str(exc).removeprefix('cannot write ')}") from exc
     return path
+
+
+# ----------------------------------------------------------------------------- messages
+
+
+def _where(fingerprint: Mapping[str, Any]) -> str:
+    return f"cpu_capability={fingerprint.get('cpu_capability')}, threads={fingerprint.get('threads')}"
+
+
+def locked_line(path: Path, run: EvalNumbers, suite: str) -> str:
+    """What ``--update`` prints after writing the lock."""
+    return f"drift[eval]: locked {len(run.models)} models of suite {suite!r} in {path}"
+
+
+def report_lines(
+    path: Path, locked: dict[str, Any], run: EvalNumbers, drifts: list[EvalDrift], suite: str
+) -> list[str]:
+    """The layer's verdict: one line when it matches; else a header, every drift (a settings
+    difference first) and the platform differences."""
+    where = _where(run.fingerprint)
+    if not drifts:
+        checked = sum(len(m["metrics"]) for m in locked["models"].values())
+        return [
+            f"drift[eval]: suite {suite!r} matches {path}: {len(run.models)} models, {checked} metrics exact, "
+            f"similarities within {SIM_RTOL:g} ({where})"
+        ]
+    lines = [f"drift[eval]: {len(drifts)} change(s) of suite {suite!r} against {path} ({where}):"]
+    lines += [f"  {drift}" for drift in drifts]
+    platform = differences(locked.get("fingerprint"), run.fingerprint)
+    lines.append(f"  platform (locked -> now): {'; '.join(platform) if platform else 'identical'}")
+    return lines
