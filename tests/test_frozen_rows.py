@@ -248,10 +248,12 @@ def test_resume_keeps_the_frozen_rows_and_computes_nothing(frozen_run, capsys):
     assert "0 row(s) to run, 3 kept (--resume)" in out
     assert {row: (folder / row / "metrics.json").read_bytes() for row in ROWS} == before
     # a changed head setting reruns the rows from the cached features (the backbone did not change)
-    assert frozen_run.run("--resume", "--set", "train.lr=0.002", "--models", "tdb") == 0
+    assert frozen_run.run("--resume", "--set", "train.lr=0.002", "--models", "clip2video") == 0
     assert frozen_run.computed == {}
-    assert "features of train, val, test read from the cache" in capsys.readouterr().out
-    assert frozen_run.record("tdb").config["train"]["lr"] == 0.002
+    out = capsys.readouterr().out
+    assert "--resume: recomputing clip2video (settings.train.lr" in out
+    assert "features of train, val, test read from the cache" in out and "1 row(s) to run" in out
+    assert frozen_run.record("clip2video").config["train"]["lr"] == 0.002
 
 
 # ----------------------------------------------------------------------------- checks before work
