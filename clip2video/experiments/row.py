@@ -5,7 +5,9 @@ its name, model, seed, checkpoint, device, thread count and its data: the folder
 check before work loaded and their videos' paths, so a worker reads no annotation file again.
 :func:`run_row_spec` runs it in a fresh process (see :mod:`clip2video.experiments.runner`): it
 seeds every generator from the row's seed, sets torch's thread count, then goes through named
-steps (context, model, training, encoding, scoring, record). Nothing a row computes depends on
+steps (context, model, training, encoding, scoring, record). A ``[train] backbone = "frozen"``
+row reads the features its suite computed once (:mod:`clip2video.experiments.frozen`), trains only
+its heads over them with the same trainer and encodes the test split from them. Nothing a row computes depends on
 which rows ran before it in the process, so a record is bitwise identical alone, after other rows,
 or with several rows at once.
 """
