@@ -1,25 +1,24 @@
 """Feasibility study for the offline ablation (issue 16 §4): power (MDE) and time of a configuration.
 
-For one candidate configuration it generates the synthetic data, loads (or pretrains) the
-backbone, computes the frozen-backbone features once, trains every row the ablation's tables need
-under S seeds in worker processes (``--jobs`` at a time, 1 torch thread each, a fresh process per
-row as the suite runner does), and computes with the project's own statistics
-(``clip2video.metrics.bootstrap``: two-level bootstrap over seeds and test-video clusters, paired
-differences, ``minimum_detectable_difference`` as ``report/tables.py`` does) the minimum
-detectable t2v R@1 difference of each comparison. Every stage is timed (wall and CPU seconds) and
-the machine's load is recorded beside it.
+For one candidate configuration it runs the ``ablation`` suite's rows and tables with the
+candidate's settings through the real pipeline (:func:`clip2video.pipeline.run`: data generation,
+the check before work, the frozen-backbone features once per suite, one worker process per row
+with one torch thread, the records), once per mode, then computes with the project's own
+statistics (``clip2video.metrics.bootstrap``: two-level bootstrap over seeds and test-video
+clusters, paired differences, ``minimum_detectable_difference`` as ``report/tables.py`` does) the
+minimum detectable t2v R@1 difference of each comparison. Every stage is timed (wall and CPU
+seconds) and the machine's load is recorded beside it.
 
-Rows (``--tables``):
-  components: meanp, tdb, tab, clip2video (each vs meanp; clip2video vs tdb)
-  tdb-proj:   tdb (selfattn), tdb-mlp, tdb-none (vs tdb)
-  k:          clip2video (K = 5), clip2video-K1, -K3, -K7, -K9 (vs clip2video)
+Tables (``--tables``): the ``ablation`` suite's row tables (``components``, ``tdb-projection``,
+``centers``), each with its rows, reference and ``compare`` pairs.
 
-Modes (``--modes``): ``frozen`` (backbone frozen, heads trained on cached features) and
-``finetuned`` (the paper's regime: the whole model trains, ``clip.*`` at ``lr * coef_lr``, frames
-decoded from the videos). With both, the components are compared across modes (same seeds).
+Modes (``--modes``): ``frozen`` (``[train] backbone = "frozen"``: backbone features computed once
+per suite, heads trained) and ``finetuned`` (``"finetune"``, the paper's regime: the whole model
+trains, ``clip.*`` at ``lr * coef_lr``, frames decoded from the videos). With both, the components
+are compared across modes (same seeds).
 
-Example (the defaults are the recommended configuration: the shipped backbone, 1000 test pairs,
-1000 train videos, 3 seeds, heads at batch 128 for 10 epochs, lr 1e-3)::
+Example (the defaults are the recommended configuration, i.e. the ``ablation`` suite: the shipped
+backbone, 1000 test pairs, 1000 train videos, 3 seeds, heads at batch 128 for 10 epochs, lr 1e-3)::
 
     PYTHONPATH=. OMP_NUM_THREADS=1 python benchmarks/ablation_design.py --out /tmp/design --json /tmp/design/result.json
     # the frozen-vs-fine-tuned comparison of the components (fine-tuned rows cost ~10x):
@@ -31,12 +30,9 @@ Writes a JSON summary (``--json``) and prints a table. Not a test; runs from a c
 from __future__ import annotations
 
 import argparse
-import concurrent.futures as cf
 import json
-import multiprocessing
 import os
 import resource
-import shutil
 import sys
 import time
 from dataclasses import dataclass, field
@@ -45,31 +41,7 @@ from typing import Any
 
 import numpy as np
 
-ROWS: dict[str, tuple[str, dict[str, Any]]] = {
-    "meanp": ("meanp", {}),
-    "tdb": ("tdb", {}),
-    "tab": ("tab", {}),
-    "clip2video": ("clip2video", {}),
-    "tdb-mlp": ("tdb", {"tdb_proj": "mlp"}),
-    "tdb-none": ("tdb", {"tdb_proj": "none"}),
-    "clip2video-K1": ("clip2video", {"center_k": 1}),
-    "clip2video-K3": ("clip2video", {"center_k": 3}),
-    "clip2video-K7": ("clip2video", {"center_k": 7}),
-    "clip2video-K9": ("clip2video", {"center_k": 9}),
-}
-TABLES: dict[str, dict[str, Any]] = {
-    "components": {
-        "rows": ["meanp", "tdb", "tab", "clip2video"],
-        "reference": "meanp",
-        "compare": [("clip2video", "tdb")],
-    },
-    "tdb-proj": {"rows": ["tdb", "tdb-mlp", "tdb-none"], "reference": "tdb", "compare": []},
-    "k": {
-        "rows": ["clip2video-K1", "clip2video-K3", "clip2video", "clip2video-K7", "clip2video-K9"],
-        "reference": "clip2video",
-        "compare": [],
-    },
-}
+MODES = {"frozen": "frozen", "finetuned": "finetune"}  # --modes -> [train] backbone
 KEYS = ("t2v_R1", "t2v_R5", "v2t_R1", "order_acc")
 
 
@@ -80,6 +52,11 @@ def load_avg() -> str:
 def cpu_seconds(who: int = resource.RUSAGE_SELF) -> float:
     usage = resource.getrusage(who)
     return usage.ru_utime + usage.ru_stime
+
+
+def all_cpu_seconds() -> float:
+    """This process and its finished children (the row workers)."""
+    return cpu_seconds() + cpu_seconds(resource.RUSAGE_CHILDREN)
 
 
 @dataclass
@@ -98,9 +75,9 @@ class Timer:
 
     def run(self, name: str, fn, *args, **kwargs):
         load = load_avg()
-        c0, w0 = cpu_seconds(), time.perf_counter()
+        c0, w0 = all_cpu_seconds(), time.perf_counter()
         out = fn(*args, **kwargs)
-        stage = Stage(name, time.perf_counter() - w0, cpu_seconds() - c0, load, load_avg())
+        stage = Stage(name, time.perf_counter() - w0, all_cpu_seconds() - c0, load, load_avg())
         self.stages.append(stage)
         print(
             f"[{name}] wall {stage.wall:.1f} s, cpu {stage.cpu:.1f} s (load {load} -> {stage.load_after})",
@@ -109,165 +86,101 @@ class Timer:
         return out
 
 
-# ----------------------------------------------------------------------------- the worker
+# ----------------------------------------------------------------------------- the suite
 
 
-def _task(spec: dict[str, Any]) -> dict[str, Any]:
-    """One row (model x seed x mode) in a fresh process with one torch thread."""
-    import torch
+def design_tables(names: list[str]) -> dict[str, dict[str, Any]]:
+    """The ``ablation`` suite's row tables named ``names``: rows, reference, compare pairs."""
+    from clip2video.experiments.suite import load_suite
 
-    torch.set_num_threads(spec["threads"])
-    wall0 = time.perf_counter()
-    from clip2video.data.annotations import load_split
-    from clip2video.data.order import twin_order_wins
-    from clip2video.data.protocols import get_protocol
-    from clip2video.data.synthetic import load_twins
-    from clip2video.engine.evaluate import evaluate_embeddings
-    from clip2video.engine.train import TrainConfig
-    from clip2video.models import create_model
-
-    random_seed(spec["seed"])
-    torch.manual_seed(spec["seed"])
-    options = {"clip": spec["clip"], "clip_weights": spec["clip_weights"], **spec["model_options"]}
-    options.update(ROWS[spec["row"]][1])
-    model = create_model(ROWS[spec["row"]][0], **options)
-    config = TrainConfig(seed=spec["seed"], device="cpu", progress=False, num_workers=0, **spec["train"])
-    out_dir = Path(spec["work"]) / "rows" / f"{spec['mode']}-{spec['row']}-s{spec['seed']}"
-    protocol = get_protocol("synthetic")
-    annotations = Path(spec["data"]) / "annotations"
-    test = load_split(protocol, annotations, "test")
-    info: dict[str, Any] = {}
-    if spec["mode"] == "frozen":
-        from clip2video.engine.features import (
-            FeatureBank,
-            FeatureModel,
-            SplitFeatures,
-            encode_features,
-            train_heads,
-        )
-
-        t0 = time.perf_counter()
-        stored = torch.load(spec["features"], map_location="cpu", weights_only=True)
-        bank = FeatureBank({k: SplitFeatures.from_value(v) for k, v in stored.items()})
-        info["load_features_s"] = time.perf_counter() - t0
-        fm = FeatureModel(model, bank)
-
-        def val_fn(m, epoch):
-            emb = encode_features(fm, "val")
-            return evaluate_embeddings(model, emb, tie_policy="mean", keep_sim=False).metrics
-
-        t0 = time.perf_counter()
-        heads = train_heads(fm, config, out_dir=out_dir, val_fn=val_fn if spec["validate"] else None)
-        info["train_s"] = time.perf_counter() - t0
-        info["trained"] = heads.trained
-        info["reason"] = heads.reason
-        info["losses"] = [h["loss"] for h in heads.result.history] if heads.result else []
-        t0 = time.perf_counter()
-        emb = encode_features(fm, "test")
-    else:
-        from clip2video.data.datasets import PairDataset
-        from clip2video.data.frame_cache import FrameCache
-        from clip2video.data.frames import FrameSampler
-        from clip2video.data.text import CaptionTokenizer
-        from clip2video.data.videos import find_videos
-        from clip2video.engine.evaluate import encode_split
-        from clip2video.engine.train import train
-
-        videos = Path(spec["data"]) / "videos"
-        cache = FrameCache(1024 * 2**20)
-        sampler = FrameSampler(extraction_fps=5.0, stride=1, max_frames=12, image_size=32).attach_cache(cache)
-        tokenizer = CaptionTokenizer(max_words=32)
-        split = load_split(protocol, annotations, "train")
-        pairs = [(int(v), c) for v, c in zip(split.caption_video, split.captions, strict=True)]
-        train_sampler = FrameSampler(extraction_fps=5.0, stride=1, max_frames=12, image_size=32, train=True)
-        train_sampler.attach_cache(cache)
-        dataset = PairDataset(
-            pairs,
-            find_videos(videos, split.video_ids),
-            split.video_ids,
-            train_sampler,
-            tokenizer,
-            spec["seed"],
-        )
-        val = load_split(protocol, annotations, "val")
-
-        def val_fn(m, epoch):
-            emb = encode_split(
-                m,
-                val,
-                protocol,
-                videos,
-                sampler=sampler,
-                tokenizer=tokenizer,
-                split_name="val",
-                batch_size=64,
-                progress=False,
-            )
-            return evaluate_embeddings(m, emb, tie_policy="mean", keep_sim=False).metrics
-
-        t0 = time.perf_counter()
-        result = train(model, dataset, config, out_dir=out_dir, val_fn=val_fn if spec["validate"] else None)
-        info["train_s"] = time.perf_counter() - t0
-        info["trained"] = True
-        info["losses"] = [h["loss"] for h in result.history]
-        t0 = time.perf_counter()
-        model.eval()
-        emb = encode_split(
-            model, test, protocol, videos, sampler=sampler, tokenizer=tokenizer, batch_size=64, progress=False
-        )
-    scored = evaluate_embeddings(model, emb, tie_policy="mean", keep_sim=True)
-    sim = scored.sim.float().numpy()
-    wins = twin_order_wins(sim, emb.caption_video, load_twins(annotations, test.video_ids))
-    info["eval_s"] = time.perf_counter() - t0
-    shutil.rmtree(out_dir, ignore_errors=True)
-    metrics = dict(scored.metrics)
-    metrics["order_acc"] = float(100.0 * np.nanmean(wins))
+    tables = {t.name: t for t in load_suite("ablation").settings.tables if t.kind == "rows"}
     return {
-        "row": spec["row"],
-        "seed": spec["seed"],
-        "mode": spec["mode"],
-        "metrics": metrics,
-        "ranks": scored.ranks,
-        "caption_video": np.asarray(emb.caption_video),
-        "order_wins": wins,
-        "wall_s": time.perf_counter() - wall0,
-        "process_cpu_s": cpu_seconds(),
-        **info,
+        n: {
+            "rows": list(tables[n].rows),
+            "reference": tables[n].reference,
+            "compare": list(tables[n].compare),
+        }
+        for n in names
     }
 
 
-def random_seed(seed: int) -> None:
-    import random
+def design_suite(args: argparse.Namespace, mode: str, tables: list[str], clip: str, clip_weights: str) -> Any:
+    """The ``ablation`` suite with the candidate's settings, the rows of ``tables`` and ``mode``."""
+    from clip2video.experiments.suite import load_suite, suite_file_settings, suite_from_settings
 
-    import torch
+    base = load_suite("ablation").settings
+    wanted = list(dict.fromkeys(r for t in design_tables(tables).values() for r in t["rows"]))
+    declared = suite_file_settings("ablation")
+    declared.pop("tables", None)
+    declared.update(
+        models=[m for m in base.models if m in wanted],
+        rows=[r.to_dict() for r in base.rows if r.name in wanted],
+        seeds=list(range(args.seeds)),
+    )
+    declared["synthetic"] = {
+        **declared.get("synthetic", {}),
+        "seed": args.data_seed,
+        "num_train": args.num_train,
+        "num_val": args.num_val,
+        "num_test_pairs": args.num_test_pairs,
+        "captions_per_video": args.captions_per_video,
+    }
+    declared["backbone"] = {"clip": clip, "clip_weights": clip_weights}
+    declared["model"] = {"temporal_layers": args.temporal_layers}
+    declared["train"] = {
+        **declared.get("train", {}),
+        "backbone": MODES[mode],
+        "epochs": args.epochs,
+        "batch_size": args.batch_size,
+        "lr": args.lr,
+        "coef_lr": args.coef_lr,
+    }
+    return suite_from_settings(f"design-{mode}", declared, f"ablation design ({mode})")
 
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
 
+def run_mode(
+    args: argparse.Namespace, suite: Any, data_root: Path, runs: Path, timer: Timer
+) -> list[dict[str, Any]]:
+    """The suite through the real pipeline (check, data, features, rows), then its records."""
+    from clip2video.engine.records import read_suite_records
+    from clip2video.pipeline import RunOptions, check, run
 
-def run_tasks(specs: list[dict[str, Any]], jobs: int) -> list[dict[str, Any]]:
-    ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(["torch", "clip2video.engine.features", "clip2video.models"])
-    out = []
-    with cf.ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, max_tasks_per_child=1) as pool:
-        futures = [pool.submit(_task, s) for s in specs]
-        for fut in cf.as_completed(futures):
-            res = fut.result()
-            print(
-                f"  {res['mode']:9s} {res['row']:14s} s{res['seed']}: t2v R@1 {res['metrics']['t2v_R1']:5.1f} "
-                f"order {res['metrics']['order_acc']:5.1f}  wall {res['wall_s']:.1f} s cpu {res['process_cpu_s']:.1f} s "
-                f"(train {res.get('train_s', 0):.1f}) load {load_avg()}",
-                flush=True,
-            )
-            out.append(res)
-    return out
+    options = RunOptions(
+        suite=suite,
+        data_root=data_root,
+        runs_dir=runs,
+        results_dir=None,
+        tracking=False,
+        progress=False,
+        jobs=args.jobs,
+        reference=None,
+    )
+    checked = timer.run(f"{suite.name}: check before work", check, options)
+    timer.run(f"{suite.name}: data, features and {len(checked.plan)} rows", run, options, checked)
+    results = []
+    for rec in read_suite_records(runs, suite.name):
+        results.append(
+            {
+                "row": rec.extra["row"],
+                "seed": rec.seed,
+                "mode": suite.name.removeprefix("design-"),
+                "metrics": {**rec.metrics, "order_acc": rec.extra["order_acc"]},
+                "ranks": rec.ranks,
+                "caption_video": rec.caption_video,
+                "order_wins": rec.arrays["order_wins"],
+                "trained": rec.extra.get("trained", True),
+                "reason": rec.extra.get("frozen_untrained", ""),
+            }
+        )
+    return results
 
 
 # ----------------------------------------------------------------------------- statistics
 
 
-def summarise(results: list[dict[str, Any]], mode: str, n_boot: int) -> dict[str, Any]:
+def summarise(
+    results: list[dict[str, Any]], mode: str, n_boot: int, tables_of: dict[str, dict[str, Any]]
+) -> dict[str, Any]:
     from clip2video.metrics.bootstrap import (
         SeedRun,
         holm,
@@ -295,7 +208,7 @@ def summarise(results: list[dict[str, Any]], mode: str, n_boot: int) -> dict[str
         rows_out[row]["trained"] = runs[0].get("trained", True)
         rows_out[row]["reason"] = runs[0].get("reason", "")
     tables = {}
-    for name, table in TABLES.items():
+    for name, table in tables_of.items():
         if not all(r in summaries for r in table["rows"]):
             continue
         ref = table["reference"]
@@ -334,7 +247,7 @@ def mode_difference(results: list[dict[str, Any]], n_boot: int) -> dict[str, Any
     from clip2video.metrics.bootstrap import SeedRun, paired_difference, two_level_bootstrap
 
     out = {}
-    for row in TABLES["components"]["rows"]:
+    for row in design_tables(["components"])["components"]["rows"]:
         sides = {}
         for mode in ("frozen", "finetuned"):
             runs = sorted(
@@ -369,10 +282,11 @@ def mode_difference(results: list[dict[str, Any]], n_boot: int) -> dict[str, Any
 
 
 def main(argv: list[str] | None = None) -> int:
+    table_names = ["components", "tdb-projection", "centers"]
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--out", type=Path, required=True, help="work folder (data, features, rows)")
+    parser.add_argument("--out", type=Path, required=True, help="work folder (data, runs, backbone)")
     parser.add_argument("--data-seed", type=int, default=0)
     parser.add_argument("--num-train", type=int, default=1000)
     parser.add_argument("--num-val", type=int, default=60)
@@ -388,10 +302,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--coef-lr", type=float, default=1e-3)
     parser.add_argument("--temporal-layers", type=int, default=2)
-    parser.add_argument("--no-validate", action="store_true", help="skip the per-epoch validation")
-    parser.add_argument("--modes", nargs="+", default=["frozen"], choices=["frozen", "finetuned"])
-    parser.add_argument("--tables", nargs="+", default=list(TABLES), choices=list(TABLES))
-    parser.add_argument("--finetuned-tables", nargs="+", default=["components"], choices=list(TABLES))
+    parser.add_argument("--modes", nargs="+", default=["frozen"], choices=list(MODES))
+    parser.add_argument("--tables", nargs="+", default=table_names, choices=table_names)
+    parser.add_argument("--finetuned-tables", nargs="+", default=["components"], choices=table_names)
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--n-boot", type=int, default=1000)
     parser.add_argument("--json", type=Path)
@@ -400,38 +313,10 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(1)
-    from clip2video.data.annotations import load_split
-    from clip2video.data.frames import FrameSampler, check_decodes
-    from clip2video.data.protocols import get_protocol
-    from clip2video.data.synthetic import generate_synthetic
-    from clip2video.data.text import CaptionTokenizer
-    from clip2video.data.videos import find_videos
-    from clip2video.engine.features import compute_split_features
-    from clip2video.models import create_model
-    from clip2video.models.shipped import TINY_SYNTHETIC_CONFIG
-
     timer = Timer()
-    total0, cpu0 = time.perf_counter(), cpu_seconds()
+    total0, cpu0 = time.perf_counter(), all_cpu_seconds()
     args.out.mkdir(parents=True, exist_ok=True)
-    data = args.out / (
-        f"synthetic-s{args.data_seed}-{args.num_train}-{args.num_val}-{args.num_test_pairs}-c{args.captions_per_video}"
-    )
-    timer.run(
-        "generate",
-        generate_synthetic,
-        data,
-        seed=args.data_seed,
-        num_train=args.num_train,
-        num_val=args.num_val,
-        num_test_pairs=args.num_test_pairs,
-        captions_per_video=args.captions_per_video,
-    )
-    protocol = get_protocol("synthetic")
-    splits = {s: load_split(protocol, data / "annotations", s) for s in ("train", "val", "test")}
-    test_paths = find_videos(data / "videos", splits["test"].video_ids)
-    timer.run("decode-check (test videos, as preflight)", lambda: [check_decodes(p) for p in test_paths])
-
-    clip_cfg = json.loads(json.dumps(TINY_SYNTHETIC_CONFIG))
+    clip, clip_weights = "tiny-synthetic", args.clip_weights
     if args.clip_weights == "pretrain":
         from clip2video.engine.pretrain import PretrainRecipe, pretrain, save_pretrained
 
@@ -443,74 +328,22 @@ def main(argv: list[str] | None = None) -> int:
         result = timer.run("pretrain", pretrain, recipe)
         weights, _ = save_pretrained(result, args.out / "backbone")
         clip_weights = str(weights)
-        clip = clip_cfg
-    elif args.clip_weights == "shipped":
-        clip, clip_weights = "tiny-synthetic", "shipped"
-    else:
-        clip, clip_weights = clip_cfg, args.clip_weights
-    backbone_model = timer.run("backbone", create_model, "meanp", clip=clip, clip_weights=clip_weights)
 
-    sampler = FrameSampler(extraction_fps=5.0, stride=1, max_frames=12, image_size=32)
-    tokenizer = CaptionTokenizer(max_words=32)
-    features_path = args.out / "features.pt"
-
-    def features():
-        feats = {
-            name: compute_split_features(
-                backbone_model, split, data / "videos", sampler, tokenizer, split_name=name
-            )
-            for name, split in splits.items()
-        }
-        torch.save({k: v.to_value() for k, v in feats.items()}, features_path)
-        return feats
-
-    if "frozen" in args.modes:
-        timer.run("features (train+val+test, 1 thread)", features)
-
-    train_settings = {
-        "epochs": args.epochs,
-        "batch_size": args.batch_size,
-        "lr": args.lr,
-        "coef_lr": args.coef_lr,
-        "weight_decay": 0.2,
-    }
-    specs = []
+    results: list[dict[str, Any]] = []
+    tables_of = {}
     for mode in args.modes:
         tables = args.tables if mode == "frozen" else args.finetuned_tables
-        rows = list(dict.fromkeys(r for t in tables for r in TABLES[t]["rows"]))
-        for seed in range(args.seeds):
-            for row in rows:
-                specs.append(
-                    {
-                        "row": row,
-                        "seed": seed,
-                        "mode": mode,
-                        "threads": 1,
-                        "clip": clip,
-                        "clip_weights": clip_weights,
-                        "model_options": {"temporal_layers": args.temporal_layers},
-                        "train": train_settings,
-                        "work": str(args.out),
-                        "data": str(data),
-                        "features": str(features_path),
-                        "validate": not args.no_validate,
-                    }
-                )
-    results = []
-    for mode in args.modes:
-        mode_specs = [s for s in specs if s["mode"] == mode]
-        results += timer.run(
-            f"rows {mode} ({len(mode_specs)} rows, {args.jobs} jobs x 1 thread)",
-            run_tasks,
-            mode_specs,
-            args.jobs,
-        )
+        tables_of[mode] = design_tables(tables)
+        suite = design_suite(args, mode, tables, clip, clip_weights)
+        results += run_mode(args, suite, args.out / "data", args.out / "runs", timer)
 
     report: dict[str, Any] = {
         "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
     }
     for mode in args.modes:
-        stats = timer.run(f"bootstrap {mode} (n_boot {args.n_boot})", summarise, results, mode, args.n_boot)
+        stats = timer.run(
+            f"bootstrap {mode} (n_boot {args.n_boot})", summarise, results, mode, args.n_boot, tables_of[mode]
+        )
         stats.pop("summaries")
         report[mode] = stats
     if len(args.modes) == 2:
@@ -518,17 +351,7 @@ def main(argv: list[str] | None = None) -> int:
 
     report["stages"] = [s.__dict__ for s in timer.stages]
     report["total_wall_s"] = time.perf_counter() - total0
-    report["parent_cpu_s"] = cpu_seconds() - cpu0
-    per_row = {}
-    for mode in args.modes:
-        rs = [r for r in results if r["mode"] == mode]
-        per_row[mode] = {
-            "rows": len(rs),
-            "sum_row_process_cpu_s": sum(r["process_cpu_s"] for r in rs),
-            "sum_row_wall_s": sum(r["wall_s"] for r in rs),
-            "mean_train_s": float(np.mean([r.get("train_s", 0.0) for r in rs])),
-        }
-    report["row_costs"] = per_row
+    report["cpu_s_with_workers"] = all_cpu_seconds() - cpu0
     report["platform"] = {
         "torch": torch.__version__,
         "kernel_set": torch.backends.cpu.get_cpu_capability(),
@@ -577,7 +400,9 @@ def print_report(report: dict[str, Any], modes: list[str]) -> None:
                 f"  {row:12s} t2v R@1 {t['frozen']:.1f} vs {t['finetuned']:.1f}: {t['delta']:+.2f} "
                 f"[{t['ci'][0]:+.2f}, {t['ci'][1]:+.2f}]; order {o['frozen']:.1f} vs {o['finetuned']:.1f}"
             )
-    print(f"\ntotal wall {report['total_wall_s']:.1f} s; row costs {json.dumps(report['row_costs'])}")
+    print(
+        f"\ntotal wall {report['total_wall_s']:.1f} s, cpu {report['cpu_s_with_workers']:.1f} s (with the row workers)"
+    )
 
 
 if __name__ == "__main__":

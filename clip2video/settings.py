@@ -252,7 +252,7 @@ class TextSettings(_Section):
 
 @dataclass(frozen=True)
 class TrainSettings(_Section):
-    """``[train]``: CLIP4Clip's recipe and model selection."""
+    """``[train]``: CLIP4Clip's recipe, model selection and whether the backbone trains."""
 
     SECTION: ClassVar[str] = "train"
     epochs: int
@@ -265,6 +265,7 @@ class TrainSettings(_Section):
     clip_grad: float
     select_on: str
     val_every: int
+    backbone: str  # "finetune" | "frozen" (features once per suite, heads only)
 
 
 @dataclass(frozen=True)

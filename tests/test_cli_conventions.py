@@ -79,9 +79,14 @@ def test_suites_lists_each_shipped_suite_with_protocol_rows_and_seeds(capsys):
         assert row["rows"][: len(settings["models"])] == settings["models"]
     assert main(["suites"]) == 0
     text = capsys.readouterr().out
-    assert (
-        "ablation" in text
-        and "protocol synthetic; rows meanp, seqtransf, tdb, tab, clip2video; seeds 0,1,2" in text
+    assert re.search(
+        r"ablation-scratch +[^\n]*\n +protocol synthetic; rows meanp, seqtransf, tdb, tab, clip2video; seeds 0,1,2",
+        text,
+    )
+    assert re.search(
+        r"(?m)^ablation +[^\n]*\n +protocol synthetic; rows meanp, tdb, tab, clip2video, tdb-mlp, tdb-none, clip2video-K1, "
+        r"clip2video-K3, clip2video-K7, clip2video-K9; seeds 0,1,2",
+        text,
     )
 
 

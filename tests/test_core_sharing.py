@@ -58,7 +58,7 @@ def test_real_suites_and_eval_use_automatic_threads_and_synthetic_suites_one():
     for name in REAL_SUITES:
         assert load_suite(name)["run"]["threads"] == 0, name
         assert load_suite(name)["data"]["num_workers"] == -1, name
-    for name in ("ablation", "smoke"):  # their rows run side by side and their locks use 1 thread
+    for name in ("ablation", "ablation-scratch", "smoke"):  # rows side by side; locks use 1 thread
         assert load_suite(name)["run"]["threads"] == 1, name
         assert load_suite(name)["data"]["num_workers"] == 0, name
     assert eval_suite_settings("msvd", "clip2video", zero_shot=False)["run"]["threads"] == 0

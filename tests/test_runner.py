@@ -237,7 +237,7 @@ def test_ctrl_c_stops_the_workers_and_resume_finishes_the_suite(tmp_path, smoke_
 def test_shipped_suites_run_three_seeds_and_smoke_one():
     from clip2video.experiments.suite import load_suite
 
-    for name in ("ablation", "msrvtt-1k-a", "msvd", "vatex-1k5", "vatex-hgr"):
+    for name in ("ablation", "ablation-scratch", "msrvtt-1k-a", "msvd", "vatex-1k5", "vatex-hgr"):
         assert load_suite(name)["seeds"] == [0, 1, 2], name
     assert load_suite("smoke")["seeds"] == [0]
 

@@ -11,7 +11,7 @@ PAPER_K = {"msrvtt-1k-a": 5, "msvd": 5, "vatex-1k5": 7, "vatex-hgr": 7}
 
 def test_every_shipped_suite_loads():
     names = shipped_suites()
-    for required in ("ablation", "smoke", *PAPER_K):
+    for required in ("ablation", "ablation-scratch", "smoke", *PAPER_K):
         assert required in names
     for name in names:
         suite = load_suite(name)
@@ -41,9 +41,106 @@ def test_paper_suites_use_the_paper_settings(name):
 
 
 def test_ablation_is_offline():
+    """``ablation``: the shipped pretrained tiny CLIP, frozen; ``ablation-scratch``: the first offline
+    ablation, a tiny CLIP from scratch (fine-tuned), unchanged."""
     s = load_suite("ablation")
     assert s.protocol == "synthetic"
-    assert s["backbone"]["clip_weights"] == "none"
+    assert (s["backbone"]["clip"], s["backbone"]["clip_weights"]) == ("tiny-synthetic", "shipped")
+    assert s["train"]["backbone"] == "frozen"
+    scratch = load_suite("ablation-scratch")
+    assert scratch.protocol == "synthetic" and scratch["backbone"]["clip_weights"] == "none"
+    assert scratch["train"]["backbone"] == "finetune"
+
+
+def test_the_ablation_answers_each_question_with_its_own_table():
+    """Components (with TAB on top of TDB), TDB's projection, K (the protocol's K = 5 is the plain
+    clip2video row) and w (from clip2video's stored similarity parts), each against its reference."""
+    from clip2video.data.protocols import get_protocol
+
+    s = load_suite("ablation")
+    assert s.settings.model.center_k == get_protocol("synthetic").settings()["model"]["center_k"] == 5
+    tables = {t.name: t for t in s.settings.tables}
+    assert list(tables) == ["components", "tdb-projection", "centers", "weights"]
+    components = tables["components"]
+    assert components.rows == ("meanp", "tdb", "tab", "clip2video") and components.reference == "meanp"
+    assert components.compare == (("clip2video", "tdb"),)
+    assert tables["tdb-projection"].rows == ("tdb", "tdb-mlp", "tdb-none")
+    assert tables["centers"].reference == "clip2video"
+    ks = [s.row_settings(r).model.center_k for r in s.rows if r.model == "clip2video"]
+    assert sorted(ks) == [1, 3, 5, 7, 9]
+    weights = tables["weights"]
+    assert (weights.kind, weights.row, weights.reference) == ("weights", "clip2video", 0.5)
+    assert weights.weights == (0.0, 0.25, 0.5, 0.75, 1.0)
+
+
+def test_the_scratch_ablation_keeps_every_setting_of_the_first_ablation():
+    """``ablation-scratch`` is the suite ``ablation`` was before the pretrained backbone (its records
+    and the committed tables stay comparable): every resolved setting but the name."""
+    scratch = load_suite("ablation-scratch").settings.to_dict()
+    assert scratch.pop("name") == "ablation-scratch"
+    assert scratch == FIRST_ABLATION
+
+
+FIRST_ABLATION = {
+    "description": "Temporal-module ablation on the offline synthetic protocol (tiny CLIP from scratch)",
+    "protocol": "synthetic",
+    "models": ["meanp", "seqtransf", "tdb", "tab", "clip2video"],
+    "seeds": [0, 1, 2],
+    "zero_shot": False,
+    "run": {"jobs": 0, "threads": 1},
+    "data": {
+        "annotations": "",
+        "videos": "",
+        "allow_missing": False,
+        "allow_outside_links": False,
+        "num_workers": 0,
+        "frame_cache_mb": 512,
+    },
+    "synthetic": {
+        "seed": 0,
+        "num_train": 600,
+        "num_val": 60,
+        "num_test_pairs": 60,
+        "captions_per_video": 2,
+        "height": 32,
+        "width": 32,
+    },
+    "backbone": {
+        "clip": "tiny",
+        "clip_weights": "none",
+        "config": {
+            "embed_dim": 64,
+            "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "patch_size": 8},
+            "text_cfg": {"context_length": 32, "vocab_size": 49408, "width": 64, "layers": 2},
+        },
+    },
+    "model": {"tdb_proj": "selfattn", "center_weight": 0.5, "temporal_layers": 2, "center_k": 5},
+    "frames": {"decode": "direct", "extraction_fps": 5.0, "stride": 1, "max_frames": 12, "image_size": 32},
+    "text": {"max_words": 32},
+    "train": {
+        "epochs": 6,
+        "batch_size": 32,
+        "grad_accum": 1,
+        "lr": 1e-3,
+        "coef_lr": 1.0,
+        "weight_decay": 0.2,
+        "warmup": 0.1,
+        "clip_grad": 1.0,
+        "select_on": "final",
+        "val_every": 1,
+        "backbone": "finetune",
+    },
+    "eval": {
+        "tie_policy": "mean",
+        "v2t": "official",
+        "recall_ks": [1, 5, 10],
+        "legacy": False,
+        "time_reversal": True,
+        "bootstrap": 1000,
+        "batch_size": 64,
+        "postprocess": [],
+    },
+}
 
 
 def test_unknown_key_is_named(tmp_path):
@@ -179,6 +276,7 @@ def test_shipped_suites_name_a_protocol_key_only_where_they_differ():
 # extraction_fps were then read from the protocol by the row): the numbers must not move.
 SHIPPED_PROTOCOL_VALUES = {
     "ablation": (5.0, 1, 12, 32, 32, 5),
+    "ablation-scratch": (5.0, 1, 12, 32, 32, 5),
     "smoke": (5.0, 1, 12, 32, 32, 5),
     "msrvtt-1k-a": (5.0, 2, 12, 224, 32, 5),
     "msrvtt-full": (5.0, 2, 12, 224, 32, 5),

@@ -136,3 +136,20 @@ def test_wheel_runs_the_smoke_ablation_from_an_empty_folder(tmp_path: Path) -> N
     )
     assert (empty / "results").is_dir() and any((empty / "results").rglob("*")), "no results/ written"
     assert not (venv / "runs").exists(), "runs/ landed in the venv instead of the working folder"
+    # `tox -e ablation` needs the shipped backbone's weights beside the suites: the installed wheel
+    # passes the ablation suite's check before work (shipped weights present, checksum right).
+    check = _run(
+        [
+            str(python),
+            "-c",
+            "from clip2video.pipeline import RunOptions, check; "
+            "c = check(RunOptions(suite='ablation', results_dir=None, tracking=False)); "
+            "print(len(c.plan), sorted({p.settings.train.backbone for p in c.plan}))",
+        ],
+        cwd=empty,
+        env=env,
+    )
+    assert check.returncode == 0, check.stderr
+    assert check.stdout.split() == ["30", "['frozen']"], check.stdout
+    suites = _run([str(script), "suites"], cwd=empty, env=env)
+    assert "ablation-scratch" in suites.stdout and "clip2video-K9" in suites.stdout, suites.stdout

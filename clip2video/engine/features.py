@@ -59,6 +59,7 @@ __all__ = [
     "HeadsResult",
     "SplitFeatures",
     "backbone_digest",
+    "cached_split_features",
     "compute_features",
     "compute_split_features",
     "encode_features",
@@ -260,24 +261,29 @@ def compute_split_features(
     text_batch_size: int = 256,
     num_workers: int = 0,
     progress: bool | str = False,
+    key_extra: Mapping[str, Any] | None = None,
 ) -> SplitFeatures:
     """A split's frozen-backbone features, from ``cache`` when it holds them (else computed once
     and stored). ``model`` is any retrieval model on the backbone (only its ``clip`` is used:
     ``frame_embeddings``, ``text_hidden``, ``pad_embedding``); ``split`` a ``SplitData``.
-    ``meta`` says ``cache`` (``hit`` / ``miss`` / ``off``) and the seconds spent."""
+    ``key_extra``: more parts of the cache key (e.g. the torch thread count and kernel set the
+    features were computed with: they change the floats). ``meta`` says ``cache`` (``hit`` /
+    ``miss`` / ``off``), the seconds spent and, with a cache, the entry's ``key``."""
     from clip2video.data.videos import find_videos
 
     start = time.perf_counter()
     paths = find_videos(videos_dir, split.video_ids)
-    key = (
-        feature_cache_key(model, split, split_name, paths, sampler, tokenizer) if cache is not None else None
-    )
+    key = None
     if cache is not None:
+        key = feature_cache_key(model, split, split_name, paths, sampler, tokenizer)
+        if key_extra:
+            key["run"] = dict(key_extra)
         entry = cache.get(key)
         if entry is not None:
             cache.hits += 1
             return SplitFeatures.from_value(
-                entry, {"split": split_name, "cache": "hit", "seconds": time.perf_counter() - start}
+                entry,
+                {"split": split_name, "cache": "hit", "seconds": time.perf_counter() - start, "key": key},
             )
         cache.misses += 1
     features = _compute(
@@ -298,7 +304,20 @@ def compute_split_features(
         "cache": "miss" if cache is not None else "off",
         "seconds": time.perf_counter() - start,
     }
+    if key is not None:
+        features.meta["key"] = key
     return features
+
+
+def cached_split_features(
+    cache: EmbeddingCache, key: Mapping[str, Any], split_name: str
+) -> SplitFeatures | None:
+    """The features stored under ``key`` (a ``meta["key"]`` of :func:`compute_split_features`), or
+    None when the cache does not hold them: how a row reads the features its suite computed."""
+    entry = cache.get(key)
+    if entry is None:
+        return None
+    return SplitFeatures.from_value(entry, {"split": split_name, "cache": "hit", "key": dict(key)})
 
 
 def compute_features(

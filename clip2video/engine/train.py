@@ -67,6 +67,8 @@ def without_wall_clock(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [{k: v for k, v in entry.items() if k != WALL_CLOCK} for entry in history]
 
 
+# [train] keys that a row reads, not the trainer (train.backbone: finetune or frozen).
+ROW_TRAIN_KEYS = ("backbone",)
 # The [train] defaults of defaults.toml (a suite's training settings): the one place they are written.
 _TRAIN = TrainSettings.defaults()
 
@@ -102,8 +104,10 @@ class TrainConfig:
     @classmethod
     def from_settings(cls, train: TrainSettings, **run: Any) -> TrainConfig:
         """A suite's ``[train]`` section plus the row's own values (``seed``, ``device``, ``progress``,
-        ``num_workers``)."""
-        return cls(**train.to_dict(), **run)
+        ``num_workers``). ``backbone`` is not the trainer's: it decides what the row feeds it
+        (the full model, or a frozen backbone's features)."""
+        values = {k: v for k, v in train.to_dict().items() if k not in ROW_TRAIN_KEYS}
+        return cls(**values, **run)
 
     def __post_init__(self) -> None:
         self.betas = tuple(self.betas)  # type: ignore[assignment]

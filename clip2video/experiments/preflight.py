@@ -136,7 +136,7 @@ def check(options: RunOptions) -> Checked:
     from clip2video.engine import distributed as ddp
 
     suite = resolve_suite(options)  # a suite that does not resolve is one error: nothing to plan
-    rank, _ = ddp.init_distributed_from_env()
+    rank, world = ddp.init_distributed_from_env()
     problems = Problems()
     plan = plan_rows(suite, options, problems)
     if options.tracking:
@@ -148,6 +148,7 @@ def check(options: RunOptions) -> Checked:
     check_models(plan, suite, problems)
     check_checkpoints(plan, problems)
     check_clip_weights(plan, options.clip_weights, problems)
+    check_frozen_rows(plan, options.clip_weights, world, problems)
     warn_untrained_backbones(plan, options.clip_weights)
     with outside_links(suite.settings.data.allow_outside_links):  # links out of the videos folder
         data = check_data(
@@ -471,7 +472,9 @@ def check_frame_size(model: Any, image_size: int, source: Any = None) -> None:
 
 def check_clip_weights(plan: Iterable[PlannedRow], clip_weights: str | None, problems: Problems) -> None:
     """The CLIP weights of every row that builds its model from settings (not from a checkpoint):
-    a local file exists; an open_clip tag (``openai``) is cached or can be downloaded now."""
+    a shipped backbone's file is there with its checksum (``shipped``, ``shipped:<name>``); a local
+    file exists; an open_clip tag (``openai``) is cached or can be downloaded now."""
+    from clip2video.models import shipped
     from clip2video.models.backbone import check_pretrained, is_url_or_tag, resolve_activation
 
     seen: set[tuple[str, str]] = set()
@@ -484,7 +487,15 @@ def check_clip_weights(plan: Iterable[PlannedRow], clip_weights: str | None, pro
             continue
         seen.add((backbone.clip, weights))
         flag = "--clip-weights" if clip_weights is not None else "backbone.clip_weights"
-        if not is_url_or_tag(weights):
+        try:
+            name = shipped.shipped_weights_name(backbone.clip, weights)
+        except WeightsError as exc:
+            problems.add(WeightsError(f"{flag}: {exc}"))
+            continue
+        if name is not None:
+            if _collect(problems, shipped.checked_weights_file, name) is None:
+                continue
+        elif not is_url_or_tag(weights):
             if not Path(weights).is_file():
                 problems.add(
                     WeightsError(
@@ -511,13 +522,52 @@ def check_clip_weights(plan: Iterable[PlannedRow], clip_weights: str | None, pro
         _collect(problems, resolve_activation, clip, weights)
 
 
+def check_frozen_rows(
+    plan: Iterable[PlannedRow], clip_weights: str | None, world: int, problems: Problems
+) -> None:
+    """Rows that train with ``train.backbone = "frozen"`` need pretrained backbone weights (a random
+    frozen backbone learns nothing), build their model from settings (not from a ``--checkpoint``)
+    and run one process per row (not under torchrun)."""
+    frozen = [r for r in plan if r.trained and r.settings.train.backbone == "frozen"]
+    weights = {
+        r.row: clip_weights if clip_weights is not None else r.settings.backbone.clip_weights for r in frozen
+    }
+    random = sorted({r.row for r in frozen if weights[r.row] in ("", "none")})
+    if random:
+        problems.add(
+            PreflightError(
+                f"train.backbone = 'frozen' with backbone.clip_weights = 'none' (row(s) {', '.join(random)}): a "
+                "random frozen backbone learns nothing; name pretrained weights (e.g. backbone.clip = "
+                "'tiny-synthetic' with clip_weights = 'shipped', a weights file, or 'openai'; --clip-weights FILE) "
+                "or use train.backbone = 'finetune'"
+            )
+        )
+    from_checkpoint = sorted({r.row for r in frozen if r.checkpoint is not None})
+    if from_checkpoint:
+        problems.add(
+            PreflightError(
+                f"train.backbone = 'frozen' does not train from a --checkpoint (row(s) {', '.join(from_checkpoint)}): "
+                "the suite's features come from its [backbone] settings; drop --checkpoint for these rows "
+                "or use train.backbone = 'finetune'"
+            )
+        )
+    if frozen and world > 1:
+        problems.add(
+            PreflightError(
+                "train.backbone = 'frozen' rows run one process per row on the features computed once per "
+                "suite, not under torchrun; run the suite without torchrun (rows at once: --jobs N)"
+            )
+        )
+
+
 def warn_untrained_backbones(plan: Iterable[PlannedRow], clip_weights: str | None) -> None:
     """Warn when a randomly initialised backbone trains at ``lr * coef_lr`` with ``coef_lr < 1``:
     the paper's small backbone rate is for pretrained weights; from scratch it barely trains."""
     for row in plan:
         weights = clip_weights if clip_weights is not None else row.settings.backbone.clip_weights
         coef = row.settings.train.coef_lr
-        if row.trained and row.checkpoint is None and weights in ("", "none") and coef < 1:
+        frozen = row.settings.train.backbone == "frozen"  # refused by check_frozen_rows instead
+        if row.trained and row.checkpoint is None and weights in ("", "none") and coef < 1 and not frozen:
             warnings.warn(
                 f"row {row.row!r} trains a backbone without pretrained weights at lr x coef_lr = "
                 f"{row.settings.train.lr:g} x {coef:g}: from scratch it barely trains; pass --set "

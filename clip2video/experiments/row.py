@@ -5,7 +5,9 @@ its name, model, seed, checkpoint, device, thread count and its data: the folder
 check before work loaded and their videos' paths, so a worker reads no annotation file again.
 :func:`run_row_spec` runs it in a fresh process (see :mod:`clip2video.experiments.runner`): it
 seeds every generator from the row's seed, sets torch's thread count, then goes through named
-steps (context, model, training, encoding, scoring, record). Nothing a row computes depends on
+steps (context, model, training, encoding, scoring, record). A ``[train] backbone = "frozen"``
+row reads the features its suite computed once (:mod:`clip2video.experiments.frozen`), trains only
+its heads over them with the same trainer and encodes the test split from them. Nothing a row computes depends on
 which rows ran before it in the process, so a record is bitwise identical alone, after other rows,
 or with several rows at once.
 """
@@ -41,10 +43,12 @@ from clip2video.engine.evaluate import (
     evaluate_embeddings,
     time_reversal_diagnostic,
 )
+from clip2video.engine.features import FeatureModel, encode_features, train_heads
 from clip2video.engine.postprocess import build_postprocessors
 from clip2video.engine.scoring import similarity_part_matrices
 from clip2video.engine.train import WALL_CLOCK, TrainConfig, TrainResult, train
 from clip2video.errors import Clip2VideoError
+from clip2video.experiments.frozen import FROZEN_UNTRAINED, FrozenFeatures, is_frozen, load_feature_bank
 from clip2video.experiments.preflight import check_frame_size, model_kwargs
 from clip2video.metrics import retrieval_metrics
 from clip2video.settings import Settings
@@ -98,6 +102,7 @@ class RowSpec:
     resume: bool = False  # continue this row's last.pt (the parent checked that its settings match)
     fingerprint: dict[str, Any] = field(default_factory=dict)
     imports: tuple[str, ...] = ()  # the command's --import modules (plugins), loaded first in a worker
+    features: FrozenFeatures | None = None  # train.backbone = "frozen": the suite's features (not a setting)
 
     @property
     def row_dir(self) -> Path:
@@ -193,10 +198,13 @@ def run_row_spec(spec: RowSpec) -> str:
         "trained": spec.trained,
         "threads": spec.threads,
     }
-    if spec.trained:
+    features = None
+    if is_frozen(spec):
+        features = train_frozen_row(ctx, model, extra)
+    elif spec.trained:
         result = train_row(ctx, model)
         extra.update(training_extra(result))
-    scored = score_test_split(ctx, model, extra)
+    scored = score_test_split(ctx, model, extra, features=features)
     extra[WALL_CLOCK] = {"start": started, "end": time.time()}  # the row's real start and end (Unix s)
     if ddp.rank_and_world()[0] == 0:  # under torchrun every rank encodes, rank 0 writes
         write_row_records(ctx, model, scored, extra)
@@ -320,8 +328,9 @@ def train_config(ctx: RowContext) -> TrainConfig:
     )
 
 
-def make_val_fn(ctx: RowContext) -> Any:
-    """Validation after each epoch: the protocol's val split, or test if asked (marked)."""
+def make_val_fn(ctx: RowContext, features: FeatureModel | None = None) -> Any:
+    """Validation after each epoch: the protocol's val split, or test if asked (marked); from the
+    frozen backbone's ``features`` (heads only) when the row has them."""
     select_on = ctx.settings.train.select_on
     split_name = "test" if select_on == "test" else "val"
     if split_name not in ctx.splits:
@@ -332,6 +341,21 @@ def make_val_fn(ctx: RowContext) -> Any:
         return None
     split = ctx.splits[split_name]
     e = ctx.settings.eval
+    if features is not None:
+
+        def features_val_fn(model: torch.nn.Module, epoch: int) -> dict[str, float]:
+            emb = encode_features(features, split_name)
+            result = evaluate_embeddings(
+                features.model,
+                emb,
+                tie_policy=e.tie_policy,
+                v2t=e.v2t,
+                recall_ks=list(e.recall_ks),
+                keep_sim=False,
+            )
+            return dict(result.metrics)
+
+        return features_val_fn
 
     def val_fn(model: torch.nn.Module, epoch: int) -> dict[str, float]:
         result = evaluate(
@@ -376,6 +400,33 @@ def train_row(ctx: RowContext, model: torch.nn.Module) -> TrainResult:
     )
 
 
+def train_frozen_row(ctx: RowContext, model: torch.nn.Module, extra: dict[str, Any]) -> FeatureModel:
+    """Train the row's heads over its suite's frozen-backbone features with the unchanged trainer
+    (heads at ``lr``; the backbone has no trainable parameter); returns the feature model the test
+    split is encoded with. Training sees the evaluation sampler's frames (the features are computed
+    once): the official loader's jitter of interior frame picks is not applied (zero on the synthetic
+    protocol, whose clips are short). A model with no head parameters (meanp) is not trained and its
+    record says so (``trained`` False, ``frozen_untrained``)."""
+    features = FeatureModel(model, load_feature_bank(ctx.spec, model))
+    ckpt_dir = ctx.spec.row_dir / "checkpoints"
+    config = dataclasses.replace(train_config(ctx), num_workers=0)  # bank rows: nothing to decode
+    heads = train_heads(
+        features,
+        config,
+        out_dir=ckpt_dir,
+        val_fn=make_val_fn(ctx, features),
+        resume=ctx.spec.resume and (ckpt_dir / "last.pt").is_file(),
+        meta={"row_settings": ctx.spec.row_settings},
+    )
+    extra["backbone"] = "frozen"
+    if heads.trained and heads.result is not None:
+        extra.update(training_extra(heads.result))
+    else:
+        extra["trained"] = False
+        extra["frozen_untrained"] = FROZEN_UNTRAINED
+    return features
+
+
 def training_extra(result: TrainResult) -> dict[str, Any]:
     """What a record keeps of the training: selection and the per-epoch history (with steps)."""
     return {
@@ -398,21 +449,29 @@ class Scored:
     parts: dict[str, np.ndarray] = field(default_factory=dict)  # TAB: sim_global, sim_aligned
 
 
-def score_test_split(ctx: RowContext, model: torch.nn.Module, extra: dict[str, Any]) -> Scored:
-    """Encode the test split (and its reversal), rank, and fill ``extra`` with the diagnostics."""
+def score_test_split(
+    ctx: RowContext, model: torch.nn.Module, extra: dict[str, Any], *, features: FeatureModel | None = None
+) -> Scored:
+    """Encode the test split (and its reversal), rank, and fill ``extra`` with the diagnostics.
+    With a frozen backbone's ``features`` the embeddings come from them (heads only; the reversal
+    reverses each video's frame features, which equals encoding the reversed frames)."""
     e, test = ctx.settings.eval, ctx.splits["test"]
 
-    emb, rev_emb = encode_split_pair(  # each test video decoded once for both passes
-        model,
-        test,
-        ctx.paths.protocol,
-        ctx.paths.videos,
-        sampler=ctx.sampler,
-        tokenizer=ctx.tokenizer,
-        cache=ctx.cache,
-        time_reversal=bool(e.time_reversal),
-        **encode_kwargs(ctx, "test"),
-    )
+    if features is not None:
+        emb = encode_features(features, "test")
+        rev_emb = encode_features(features, "test", reverse=True) if e.time_reversal else None
+    else:
+        emb, rev_emb = encode_split_pair(  # each test video decoded once for both passes
+            model,
+            test,
+            ctx.paths.protocol,
+            ctx.paths.videos,
+            sampler=ctx.sampler,
+            tokenizer=ctx.tokenizer,
+            cache=ctx.cache,
+            time_reversal=bool(e.time_reversal),
+            **encode_kwargs(ctx, "test"),
+        )
     ks = list(e.recall_ks)
     plain = evaluate_embeddings(model, emb, tie_policy=e.tie_policy, v2t=e.v2t, keep_sim=True, recall_ks=ks)
     sim = plain.sim.float().cpu().numpy()

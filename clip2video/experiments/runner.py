@@ -2,8 +2,10 @@
 
 The parent process gets a :class:`~clip2video.experiments.preflight.Checked` (the suite, the data
 and its splits, the row plan), writes generated data when it is not there yet (then checks it),
-fingerprints the data once, decides which rows ``--resume`` keeps, then runs each row in its own
-worker (:mod:`clip2video.experiments.row`), ``jobs`` at a time. Everything lands on disk first
+fingerprints the data once, decides which rows ``--resume`` keeps, computes the frozen-backbone
+features of the ``train.backbone = "frozen"`` rows left to run once per distinct backbone
+(:mod:`clip2video.experiments.frozen`), then runs each row in its own worker
+(:mod:`clip2video.experiments.row`), ``jobs`` at a time. Everything lands on disk first
 (``runs/<suite>/<row>/``: metrics, per-query ranks, the similarity matrix, config, fingerprint,
 checkpoints); the parent logs MLflow from those records (:mod:`clip2video.experiments.sync`).
 The whole run, check and tables included, is :func:`clip2video.pipeline.run`.
@@ -15,6 +17,7 @@ import os
 import sys
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -23,6 +26,7 @@ from clip2video import fingerprint as fp
 from clip2video.data.videos import outside_links
 from clip2video.engine import distributed as ddp
 from clip2video.errors import Clip2VideoError
+from clip2video.experiments.frozen import FEATURE_CACHE, FrozenFeatures, backbone_group, is_frozen, run_key
 from clip2video.experiments.generation import suite_generation
 from clip2video.experiments.options import RunOptions
 from clip2video.experiments.preflight import (
@@ -36,10 +40,11 @@ from clip2video.experiments.preflight import (
     data_check_options,
     resolve_threads,
 )
-from clip2video.experiments.row import RowData, RowSpec
+from clip2video.experiments.row import RowData, RowSpec, build_row_model
 from clip2video.experiments.suite import ZERO_SHOT_ROW, Suite
 from clip2video.experiments.workers import RowFailed, run_rows, run_rows_in_process
 from clip2video.plugins import imported_modules
+from clip2video.settings import FrozenMapping
 
 # Headline columns of the summary, labelled as in the results tables.
 SUMMARY_COLUMNS = {
@@ -267,6 +272,94 @@ def resume_plan(specs: list[RowSpec]) -> tuple[list[RowSpec], dict[str, Any]]:
     return to_run, kept
 
 
+# ----------------------------------------------------------------------------- frozen-backbone features
+
+
+def prepare_features(
+    specs: list[RowSpec], threads: int, *, echo: Callable[[str], None] = print
+) -> list[RowSpec]:
+    """Compute (or read from the cache) the features of the frozen rows among ``specs``
+    (``train.backbone = "frozen"``), once per distinct backbone, and return the specs with each
+    frozen row's :class:`~clip2video.experiments.frozen.FrozenFeatures`.
+
+    Runs in the parent after the data is prepared and before any row starts, on the CPU, with
+    torch's thread count set to ``threads`` (the rows' resolved ``run.threads``, restored after), so
+    the features do not depend on the machine's core count; cached in ``<runs>/.feature-cache/``
+    under the backbone, the data, the frame and text settings, the thread count, the kernel set and
+    torch's version (:mod:`clip2video.experiments.frozen`). Rows that are not frozen pass through."""
+    import torch
+
+    groups: dict[str, list[int]] = {}
+    for i, spec in enumerate(specs):
+        if is_frozen(spec):
+            groups.setdefault(backbone_group(spec), []).append(i)
+    if not groups:
+        return specs
+    out = list(specs)
+    before = torch.get_num_threads()
+    torch.set_num_threads(max(1, int(threads)))
+    try:
+        for members in groups.values():
+            start = time.perf_counter()
+            features, computed = _compute_group(specs[members[0]], threads)
+            for i in members:
+                out[i] = replace(specs[i], features=features)
+            seconds = time.perf_counter() - start
+            echo(_features_line(specs[members[0]], features, computed, seconds, len(members), threads))
+    finally:
+        torch.set_num_threads(before)
+    return out
+
+
+def _compute_group(spec: RowSpec, threads: int) -> tuple[FrozenFeatures, list[str]]:
+    """One backbone's features of every split ``spec`` reads, through the cache; the splits that
+    were computed (not read from the cache)."""
+    from clip2video.data.datasets import resolve_num_workers
+    from clip2video.data.frames import FrameSampler
+    from clip2video.data.text import CaptionTokenizer
+    from clip2video.engine.cache import EmbeddingCache
+    from clip2video.engine.features import compute_features
+
+    model = build_row_model(spec)  # the row's own model: its backbone is what the features need
+    cache = EmbeddingCache(Path(spec.runs_dir) / FEATURE_CACHE)
+    settings = spec.settings
+    feats = compute_features(
+        model,
+        dict(spec.data.splits),
+        spec.data.videos,
+        FrameSampler.from_settings(settings.frames),
+        CaptionTokenizer.from_settings(settings.text),
+        cache=cache,
+        batch_size=settings.eval.batch_size,
+        num_workers=resolve_num_workers(settings.data.num_workers, "cpu", phased=True),
+        progress=f"{spec.row_name} backbone" if spec.progress else False,
+        key_extra=run_key(threads),
+    )
+    keys = {name: f.meta["key"] for name, f in feats.items()}
+    computed = [name for name, f in feats.items() if f.meta.get("cache") == "miss"]
+    return FrozenFeatures(cache=str(cache.root), keys=FrozenMapping(keys)), computed
+
+
+def _features_line(
+    spec: RowSpec, features: FrozenFeatures, computed: list[str], seconds: float, rows: int, threads: int
+) -> str:
+    splits = ", ".join(features.keys)
+    if not computed or len(computed) == len(features.keys):
+        how = "computed" if computed else "read from the cache"
+    else:
+        how = f"computed ({', '.join(computed)}; the rest read from the cache)"
+    return (
+        f"clip2video: frozen backbone ({_backbone_label(spec)}): features of {splits} {how} in {seconds:.0f} s "
+        f"with {threads} torch thread(s), for {rows} row(s); cache {features.cache}"
+    )
+
+
+def _backbone_label(spec: RowSpec) -> str:
+    b = spec.settings.backbone
+    weights = spec.clip_weights if spec.clip_weights is not None else b.clip_weights
+    return f"{b.clip}, {weights}"
+
+
 # ----------------------------------------------------------------------------- execution
 
 
@@ -309,6 +402,8 @@ def _execute(checked: Checked, specs: list[RowSpec], rank: int, world: int, star
 
     suite, options, runs = checked.suite, checked.options, checked.options.runs_dir
     to_run, kept = resume_plan(specs) if options.resume else (specs, {})
+    # Frozen-backbone rows: their features, once per distinct backbone, before any row starts.
+    to_run = prepare_features(to_run, checked.threads, echo=lambda line: print(line, flush=True))
     distributed = _under_torchrun(world)
     n_jobs = suite.settings.run.jobs if options.jobs is None else int(options.jobs)
     n_jobs = auto_jobs(options.device, checked.threads, len(to_run)) if n_jobs <= 0 else n_jobs
@@ -433,6 +528,7 @@ __all__ = [
     "build_specs",
     "data_fingerprint",
     "prepare_data",
+    "prepare_features",
     "resolve_threads",
     "run_checked",
     "run_suite",

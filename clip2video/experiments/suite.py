@@ -40,6 +40,8 @@ from clip2video.settings import (
 )
 
 SELECT_ON = ("final", "val", "test")
+# [train] backbone: the whole model trains (the paper), or only the heads over features computed once.
+TRAIN_BACKBONE = ("finetune", "frozen")
 TDB_PROJECTIONS = ("selfattn", "mlp", "none")
 # Built-in post-processors (engine.postprocess implements them; its registry, when present, wins).
 POSTPROCESSORS = ("dsl", "qbnorm")
@@ -265,6 +267,7 @@ def _enums() -> dict[tuple[str, str], tuple[str, ...]]:
 
     return {
         ("train", "select_on"): SELECT_ON,
+        ("train", "backbone"): TRAIN_BACKBONE,
         ("eval", "tie_policy"): TIE_POLICIES,
         ("eval", "v2t"): V2T_CONVENTIONS,
         ("model", "tdb_proj"): TDB_PROJECTIONS,

@@ -131,6 +131,13 @@ def file_sha256(path: str | Path) -> str:
 def shipped_state_dict(name: str, *, path: str | Path | None = None) -> dict[str, torch.Tensor]:
     """The checked float32 state dict of shipped backbone ``name`` (``path`` overrides its file,
     e.g. a rebuilt copy; the checksum is then not compared with the registry's)."""
+    return read_npz(checked_weights_file(name, path=path))
+
+
+def checked_weights_file(name: str, *, path: str | Path | None = None) -> Path:
+    """The weights file of shipped backbone ``name``, present and with the registry's sha256
+    (``path`` overrides the file and skips the checksum); WeightsError in one line otherwise.
+    Reads no array (the check before work calls this)."""
     entry = get_shipped(name)
     file = Path(path) if path is not None else entry.path
     rebuild = (
@@ -146,7 +153,7 @@ def shipped_state_dict(name: str, *, path: str | Path | None = None) -> dict[str
                 f"shipped backbone {name!r}: {file} has sha256 {digest[:16]}..., expected "
                 f"{entry.sha256[:16]}... (corrupt or modified); {rebuild}"
             )
-    return read_npz(file)
+    return file
 
 
 def read_npz(path: str | Path) -> dict[str, torch.Tensor]:

@@ -416,6 +416,21 @@ def _row_mark_notes(groups: list[ModelGroup]) -> list[str]:
         )
     if any(r.extra.get("selected_on_test") for r in records):
         notes.append(f"{TEST_SELECTED_MARK} the epoch was selected on the test split (optimistic).")
+    frozen = [g.label for g in groups if any(r.extra.get("backbone") == "frozen" for r in g.records)]
+    if frozen:
+        untrained = [g.label for g in groups if any(r.extra.get("frozen_untrained") for r in g.records)]
+        trained = [g for g in frozen if g not in untrained]
+        text = (
+            f"Frozen backbone (train.backbone = frozen) in {', '.join(f'`{g}`' for g in frozen)}: the pretrained "
+            "backbone does not train; its frame and caption features are computed once per suite"
+        )
+        text += f"; {', '.join(f'`{g}`' for g in trained)} train only their heads." if trained else "."
+        if untrained:
+            text += (
+                f" {', '.join(f'`{g}`' for g in untrained)}: no trainable parameters with a frozen backbone, "
+                "evaluated as is (not trained; every seed gives the same numbers)."
+            )
+        notes.append(text)
     for rec in records:
         dropped = rec.extra.get("dropped")
         if dropped:
