@@ -280,6 +280,7 @@ class EvalSettings(_Section):
     time_reversal: bool
     bootstrap: int
     batch_size: int
+    save_sim: bool
     postprocess: tuple[str, ...]
 
 

@@ -216,6 +216,49 @@ def test_a_variant_rows_record_equals_the_same_model_run_with_set(tmp_path):
     assert "tdb-mlp" in table  # tables group by the row name
 
 
+SIMS_READ_BY_A_WEIGHTS_TABLE = """
+base = "smoke"
+models = ["meanp", "clip2video"]
+
+[eval]
+save_sim = false
+
+[[tables]]
+name = "weights"
+kind = "weights"
+row = "clip2video"
+weights = [0.0, 0.5, 1.0]
+reference = 0.5
+"""
+
+
+@pytest.mark.slow
+def test_without_save_sim_only_the_row_a_weights_table_reads_keeps_its_similarities(tmp_path):
+    suite = tmp_path / "lean.toml"
+    suite.write_text(SIMS_READ_BY_A_WEIGHTS_TABLE)
+    argv = [
+        "ablation",
+        "--suite",
+        str(suite),
+        "--no-tracking",
+        "--no-progress",
+        "--data-root",
+        str(tmp_path / "data"),
+    ]
+    for section, values in SMOKE_SETTINGS.items():
+        for key, value in values.items():
+            argv += ["--set", f"{section}.{key}={json.dumps(value)}"]
+    argv += ["--runs-dir", str(tmp_path / "runs"), "--results-dir", str(tmp_path / "results")]
+    assert main(argv) == 0
+    runs = tmp_path / "runs" / "lean"
+    assert not (runs / "meanp" / "sim.npz").exists()
+    with np.load(runs / "clip2video" / "sim.npz") as kept:
+        assert {"sim", "sim_global", "sim_aligned"} <= set(kept.files)
+    assert "w = 0.5" in (tmp_path / "results" / "lean" / "weights.md").read_text()
+    # save_sim changes no number: it is not part of a row's settings (nor of its fingerprint)
+    assert "save_sim" not in json.loads((runs / "meanp" / "config.json").read_text())["eval"]
+
+
 # ----------------------------------------------------------------------------- one report before work
 
 

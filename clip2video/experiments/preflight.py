@@ -202,6 +202,9 @@ def plan_rows(suite: Suite, options: RunOptions, problems: Problems | None = Non
             )
         )
     settings_of = {r.name: _row_settings(suite, r, problems) for r in rows}
+    for name in _rows_whose_sims_are_read(suite):  # a weights table reads them: kept whatever eval.save_sim says
+        if settings_of.get(name) is not None:
+            settings_of[name] = settings_of[name].replace(eval=settings_of[name].eval.replace(save_sim=True))
     seeds = list(suite.settings.seeds)
     plan: list[PlannedRow] = []
     for seed in seeds:
@@ -235,6 +238,11 @@ def plan_rows(suite: Suite, options: RunOptions, problems: Problems | None = Non
             )
         )
     return plan
+
+
+def _rows_whose_sims_are_read(suite: Suite) -> set[str]:
+    """The rows a ``kind = "weights"`` table recomputes from their stored similarity parts."""
+    return {t.row for t in suite.settings.tables if t.kind == "weights" and t.row}
 
 
 def _row_settings(suite: Suite, row: RowDecl, problems: Problems) -> Settings | None:

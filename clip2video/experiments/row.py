@@ -56,7 +56,11 @@ from clip2video.settings import Settings
 # Settings that decide how a suite is scheduled, not what a row computes.
 SCHEDULING_KEYS = ("name", "description", "models", "seeds", "zero_shot", "rows", "tables")
 # Settings that change speed only, never a number (left out of the row settings and their digest).
-SPEED_ONLY = {"run": ("jobs",), "data": ("num_workers", "frame_cache_mb", "allow_outside_links")}
+SPEED_ONLY = {
+    "run": ("jobs",),
+    "data": ("num_workers", "frame_cache_mb", "allow_outside_links"),
+    "eval": ("save_sim",),
+}
 
 
 @dataclass
@@ -524,8 +528,8 @@ def write_row_records(ctx: RowContext, model: torch.nn.Module, scored: Scored, e
         metrics=scored.metrics,
         ranks=scored.plain.ranks,
         extra=extra,
-        sim=scored.sim,
-        sim_parts=scored.parts or None,
+        sim=scored.sim if e.save_sim else None,
+        sim_parts=(scored.parts or None) if e.save_sim else None,
         **common,
         **record_kwargs(spec.fingerprint, scored.arrays, scored.emb.caption_video, extra),
     )
