@@ -138,6 +138,7 @@ FIRST_ABLATION = {
         "time_reversal": True,
         "bootstrap": 1000,
         "batch_size": 64,
+        "save_sim": True,  # (added later: it kept its similarity matrices, as every suite did)
         "postprocess": [],
     },
 }
