@@ -87,13 +87,18 @@ def digest(value: Any) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def file_digest(path: str | Path, chunk: int = 1 << 20) -> str:
-    """SHA-256 (first 16 hex digits) of a file's content."""
+def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
+    """SHA-256 of a file's bytes, as ``sha256sum`` prints it."""
     h = hashlib.sha256()
     with open(path, "rb") as handle:
         while block := handle.read(chunk):
             h.update(block)
-    return h.hexdigest()[:16]
+    return h.hexdigest()
+
+
+def file_digest(path: str | Path) -> str:
+    """SHA-256 (first 16 hex digits) of a file's content."""
+    return file_sha256(path)[:16]
 
 
 def file_identity(path: str | Path) -> str:

@@ -17,8 +17,9 @@ import torch
 from clip2video.engine.cache import state_dict_hash
 from clip2video.engine.pretrain import PretrainRecipe, make_pretrain_data, pretrain, save_pretrained
 from clip2video.errors import WeightsError
+from clip2video.fingerprint import file_sha256
 from clip2video.models import build_clip, create_model, shipped
-from clip2video.models.shipped import ShippedBackbone, file_sha256, read_npz
+from clip2video.models.shipped import ShippedBackbone, read_npz
 
 TINY = {
     "embed_dim": 64,

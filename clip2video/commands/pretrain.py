@@ -32,7 +32,8 @@ def parse_settings(items: list[str]) -> dict[str, Any]:
 def run_pretrain(args: argparse.Namespace) -> int:
     from clip2video.engine.pretrain import PretrainRecipe, pretrain, save_pretrained
     from clip2video.errors import check_writable_dir
-    from clip2video.models.shipped import SHIPPED_BACKBONES, file_sha256
+    from clip2video.fingerprint import file_sha256
+    from clip2video.models.shipped import SHIPPED_BACKBONES
 
     check_writable_dir(args.out, "output folder", "--out")
     try:

@@ -47,15 +47,6 @@ def _show(ids: Sequence[str]) -> str:
 # Checksums and file lookup
 
 
-def file_sha256(path: str | Path) -> str:
-    """SHA-256 of the file's bytes (what ``sha256sum`` prints)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def content_sha256(path: str | Path) -> str:
     """SHA-256 of the file's text with lines right-stripped, blank lines dropped, "\\n"-joined.
 

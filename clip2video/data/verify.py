@@ -17,7 +17,6 @@ from clip2video.data.annotations import (
     SplitData,
     content_sha256,
     default_split_ids,
-    file_sha256,
     find_annotation,
     load_split,
     read_split_file,
@@ -25,6 +24,7 @@ from clip2video.data.annotations import (
 from clip2video.data.protocols import SPLITS, Protocol, get_protocol, list_protocols
 from clip2video.data.videos import lookup_videos, outside_links, probe_video
 from clip2video.errors import ProtocolError, VideoReadError
+from clip2video.fingerprint import file_sha256
 
 
 @dataclass(frozen=True)

@@ -53,7 +53,8 @@ from clip2video.data.synthetic import EVENTS, TEMPLATES, draw_clip
 from clip2video.data.text import CaptionTokenizer
 from clip2video.engine.train import TrainConfig, TrainResult, train
 from clip2video.fileio import atomic_write_text
-from clip2video.models.shipped import TINY_SYNTHETIC_CONFIG, file_sha256, write_npz
+from clip2video.fingerprint import cpu_model, file_sha256
+from clip2video.models.shipped import TINY_SYNTHETIC_CONFIG, write_npz
 
 RECIPE_FORMAT = 1
 _CLIP_STREAM = 0  # the generator's per-clip stream (clip2video.data.synthetic)
@@ -240,19 +241,9 @@ def platform_info() -> dict[str, Any]:
         "numpy": np.__version__,
         "kernel_set": torch.backends.cpu.get_cpu_capability(),
         "machine": platform.machine(),
-        "processor": _cpu_model(),
+        "processor": cpu_model(),
         "python": platform.python_version(),
     }
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def save_pretrained(

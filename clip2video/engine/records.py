@@ -35,7 +35,6 @@ Known extra keys in ``metrics.json`` (all optional): ``model``, ``seed``, ``orde
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
 import json
 import math
 import os
@@ -55,6 +54,7 @@ import numpy as np
 
 from clip2video.errors import Clip2VideoError, ConfigError
 from clip2video.fileio import SAFE_NAME, atomic_path, atomic_write_text, fsync_dir, safe_name
+from clip2video.fingerprint import file_sha256
 from clip2video.metrics import QueryRanks, metrics_from_ranks, recall_at
 
 SUITE_FILE = "suite.json"
@@ -266,15 +266,6 @@ def _load(path: Path) -> Any:
         return json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise RecordError(f"{path} is not valid JSON ({exc}); rerun the suite to rewrite it") from exc
-
-
-def file_sha256(path: str | Path) -> str:
-    """SHA-256 of a file's bytes (what ``sha256sum`` prints)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _now() -> str:

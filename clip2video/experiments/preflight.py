@@ -202,7 +202,9 @@ def plan_rows(suite: Suite, options: RunOptions, problems: Problems | None = Non
             )
         )
     settings_of = {r.name: _row_settings(suite, r, problems) for r in rows}
-    for name in _rows_whose_sims_are_read(suite):  # a weights table reads them: kept whatever eval.save_sim says
+    for name in _rows_whose_sims_are_read(
+        suite
+    ):  # a weights table reads them: kept whatever eval.save_sim says
         if settings_of.get(name) is not None:
             settings_of[name] = settings_of[name].replace(eval=settings_of[name].eval.replace(save_sim=True))
     seeds = list(suite.settings.seeds)

@@ -18,7 +18,6 @@ missing, modified or corrupt.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import zipfile
@@ -32,6 +31,7 @@ import torch
 
 from clip2video.errors import WeightsError
 from clip2video.fileio import atomic_write_bytes
+from clip2video.fingerprint import file_sha256
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 SHIPPED_TAG = "shipped"  # clip_weights = "shipped" (with clip = a shipped name) or "shipped:<name>"
@@ -117,15 +117,6 @@ def get_shipped(name: str) -> ShippedBackbone:
         return SHIPPED_BACKBONES[name]
     except KeyError:
         raise WeightsError(f"no shipped backbone {name!r}; shipped: {', '.join(SHIPPED_BACKBONES)}") from None
-
-
-def file_sha256(path: str | Path) -> str:
-    """sha256 of a file's bytes (what ``sha256sum`` prints)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def shipped_state_dict(name: str, *, path: str | Path | None = None) -> dict[str, torch.Tensor]:
