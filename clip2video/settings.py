@@ -328,6 +328,11 @@ class TableDecl:
     row: str | None = None
     weights: tuple[float, ...] = ()
 
+    @property
+    def caption(self) -> str:
+        """The title, or the name where the suite gave none."""
+        return self.title or self.name
+
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"name": self.name, "title": self.title, "kind": self.kind}
         if self.kind == "weights":
@@ -701,6 +706,11 @@ _TABLE_KEYS = {
 }
 
 
+RESERVED_TABLE_NAMES = frozenset(
+    {"table", "values", "verdict"}
+)  # the all-rows table's and the verdict's files
+
+
 def table_decl(entry: Any, index: int, source: str) -> TableDecl:
     """A ``[[tables]]`` entry (its schema; the rows it names are checked against the suite's)."""
     where = f"{source}: tables[{index}]"
@@ -717,6 +727,11 @@ def table_decl(entry: Any, index: int, source: str) -> TableDecl:
             f"{where}: unknown key {unknown[0]!r} for a {kind!r} table; it takes {', '.join(sorted(_TABLE_KEYS[kind]))}"
         )
     name = safe_name(entry.get("name"), "table name", where)
+    if name in RESERVED_TABLE_NAMES:
+        raise SettingsError(
+            f"{where}: table name {name!r} is taken by the suite's own files "
+            f"(results/<suite>/<name>.*): not one of {', '.join(sorted(RESERVED_TABLE_NAMES))}"
+        )
     title = entry.get("title", "")
     if not isinstance(title, str):
         raise SettingsError(f"{where} ({name}): 'title' must be a string")

@@ -24,11 +24,12 @@ from clip2video.metrics import metrics_from_ranks
 from clip2video.metrics.bootstrap import holm, minimum_detectable_difference, paired_difference
 from clip2video.report.groups import group_records, summarise
 from clip2video.report.platforms import describe_platform, platform_note
-from clip2video.report.questions import TableSpec, table_specs
+from clip2video.report.questions import table_specs
 from clip2video.report.results import build_question_tables, regenerate
 from clip2video.report.tables import TableError, build_suite_table
 from clip2video.report.tables import regenerate as regenerate_tables
 from clip2video.report.weights import combine_parts, weight_row
+from clip2video.settings import SettingsError, table_decl
 from tests.support.question_records import COMPONENTS, N_BOOT, OTHER, PLATFORM, PROJECTION, hand_suite
 from tests.support.tiny_clip import tiny_model, tiny_text, tiny_video
 from tests.test_tables import LOG_PROBLEMS, compile_paper, needs_pdflatex
@@ -106,10 +107,10 @@ def test_declared_tables_are_read_from_suite_json_and_checked(tmp_path):
     assert [s.name for s in table_specs(info)] == ["components"]
     assert table_specs(info)[0].compare == (("clip2video", "tdb"),)
     assert table_specs(info, []) == []  # an explicit list overrides suite.json
-    with pytest.raises(TableError, match="'nosuch' is not one of the table's rows"):
-        TableSpec.parse({"name": "x", "rows": ["meanp"], "compare": [["meanp", "nosuch"]]})
-    with pytest.raises(TableError, match="name 'table'"):
-        TableSpec.parse({"name": "table", "rows": ["meanp"]})
+    with pytest.raises(SettingsError, match="'nosuch' is not one of the table's rows"):
+        table_decl({"name": "x", "rows": ["meanp"], "compare": [["meanp", "nosuch"]]}, 0, "tables")
+    with pytest.raises(SettingsError, match="table name 'table' is taken"):
+        table_decl({"name": "table", "rows": ["meanp"]}, 0, "tables")
     with pytest.raises(TableError, match="used twice"):
         table_specs(info, [COMPONENTS, COMPONENTS])
     # a partial run (e.g. --models): the recorded rows, and a note naming the others

@@ -32,7 +32,6 @@ MDE). ``report.results`` writes them beside the all-rows table.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,7 +46,6 @@ from clip2video.metrics import metric_label
 from clip2video.metrics.bootstrap import PairedDiff, minimum_detectable_difference
 from clip2video.report.groups import ORDER_KEY, ModelGroup
 from clip2video.report.platforms import platform_note
-from clip2video.report.result_file import runs_label
 from clip2video.report.tables import (
     _LATEX_HEADER,
     ALPHA,
@@ -55,90 +53,22 @@ from clip2video.report.tables import (
     SIG_MARK,
     LatexTable,
     TableError,
-    _cell,
     _coverage_notes,
     _frame,
-    _label,
     _row_mark_notes,
     _significance_rows,
     _Tests,
     _tests,
-    _ties,
     fmt,
     latex_float,
     latex_label,
+    row_cells,
     table_keys,
 )
-
-TABLE_KINDS = ("rows", "weights")
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
-_RESERVED = {"table", "values", "verdict"}  # the all-rows table's and the verdict's file names
+from clip2video.settings import TableDecl, table_decl
 
 
-@dataclass(frozen=True)
-class TableSpec:
-    """One ``[[tables]]`` declaration. ``kind = "rows"``: ``rows`` against ``reference`` (a row
-    name) plus ``compare`` pairs ``(a, b)`` (a minus b). ``kind = "weights"``: ``row``'s similarity
-    parts re-weighted with each of ``weights``; ``reference`` is one of them."""
-
-    name: str
-    title: str = ""
-    kind: str = "rows"
-    rows: tuple[str, ...] = ()
-    reference: str | float | None = None
-    compare: tuple[tuple[str, str], ...] = ()
-    row: str | None = None
-    weights: tuple[float, ...] = ()
-
-    @property
-    def caption(self) -> str:
-        """The title, or the name where the suite gave none."""
-        return self.title or self.name
-
-    @classmethod
-    def parse(cls, entry: Any, where: str = "tables") -> TableSpec:
-        """A declaration from a ``[[tables]]`` entry (a mapping, or an object with these
-        attributes, e.g. the settings' ``TableDecl``); raises TableError naming ``where``."""
-        if isinstance(entry, TableSpec):
-            return entry
-        get = (
-            entry.get
-            if isinstance(entry, Mapping)
-            else lambda key, default=None: getattr(entry, key, default)
-        )
-        name = get("name")
-        if not isinstance(name, str) or not _NAME.match(name) or name in _RESERVED:
-            raise TableError(
-                f"{where}: name {name!r} must be letters, digits and . _ + - (it names results/<suite>/<name>.*)"
-                f" and not one of {', '.join(sorted(_RESERVED))}"
-            )
-        where = f"{where} ({name})"
-        kind = get("kind") or "rows"
-        if kind not in TABLE_KINDS:
-            raise TableError(f"{where}: kind {kind!r}: choose one of {', '.join(TABLE_KINDS)}")
-        title = str(get("title") or "")
-        if kind == "weights":
-            row, weights = get("row"), get("weights")
-            if not isinstance(row, str) or not row or not weights:
-                raise TableError(f"{where}: a weights table names its 'row' and lists its 'weights'")
-            values = tuple(float(w) for w in weights)
-            reference = get("reference")
-            reference = (0.5 if 0.5 in values else values[0]) if reference is None else float(reference)
-            if reference not in values:
-                raise TableError(f"{where}: reference {reference!r} is not one of its weights {list(values)}")
-            return cls(name=name, title=title, kind=kind, row=row, weights=values, reference=reference)
-        rows = tuple(str(r) for r in (get("rows") or ()))
-        if not rows:
-            raise TableError(f"{where}: 'rows' must list the row names the table compares")
-        reference = get("reference") or rows[0]
-        compare = tuple((str(a), str(b)) for a, b in (get("compare") or ()))
-        absent = [r for r in (reference, *(x for pair in compare for x in pair)) if r not in rows]
-        if absent:
-            raise TableError(f"{where}: {absent[0]!r} is not one of the table's rows ({', '.join(rows)})")
-        return cls(name=name, title=title, kind=kind, rows=rows, reference=str(reference), compare=compare)
-
-
-def table_specs(info: SuiteInfo | None, tables: Sequence[Any] | None = None) -> list[TableSpec]:
+def table_specs(info: SuiteInfo | None, tables: Sequence[Any] | None = None) -> list[TableDecl]:
     """The suite's declared tables: ``tables`` when given, else ``suite.json``'s
     ``settings["tables"]`` (empty when the suite declares none)."""
     source = "tables"
@@ -146,7 +76,7 @@ def table_specs(info: SuiteInfo | None, tables: Sequence[Any] | None = None) -> 
         settings = (info.extra.get("settings") if info is not None else None) or {}
         tables = settings.get("tables") if isinstance(settings, Mapping) else None
         source = f"runs/{info.suite if info else '?'}/suite.json: settings.tables"
-    specs = [TableSpec.parse(entry, f"{source}[{i}]") for i, entry in enumerate(tables or ())]
+    specs = [table_decl(entry, i, source) for i, entry in enumerate(tables or ())]
     names = [s.name for s in specs]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
@@ -182,7 +112,7 @@ class Comparison:
 class QuestionTable:
     """One declared table: its rows' summaries, comparisons, display frames and footnotes."""
 
-    spec: TableSpec
+    spec: TableDecl
     suite: str
     protocol: str
     groups: list[ModelGroup]
@@ -213,7 +143,7 @@ def _rows_by_name(groups: Sequence[ModelGroup]) -> dict[str, ModelGroup]:
 
 
 def build_question_table(
-    spec: TableSpec,
+    spec: TableDecl,
     groups: Sequence[ModelGroup],
     *,
     suite: str,
@@ -240,7 +170,7 @@ def build_question_table(
 
 
 def assemble(
-    spec: TableSpec,
+    spec: TableDecl,
     groups: list[ModelGroup],
     reference: str,
     compare: Sequence[tuple[str, str]],
@@ -278,20 +208,13 @@ def assemble(
 
 def _main_rows(groups: list[ModelGroup], tests: _Tests, keys: tuple[str, ...]) -> list[dict[str, Any]]:
     has_order = any(g.has(ORDER_KEY) for g in groups)
-    rows = []
-    for group in groups:
-        row: dict[str, Any] = {"row": _label(group)}
-        for key in keys:
-            mark = SIG_MARK if tests.significant(group.label, key) else ""
-            row[metric_label(key)] = _cell(group, key, mark)
-        row["ties t2v/v2t"] = _ties(group)
-        if has_order:
-            mark = SIG_MARK if tests.significant(group.label, ORDER_KEY) else ""
-            row["order acc"] = _cell(group, ORDER_KEY, mark) if group.has(ORDER_KEY) else "n/a"
-        row["seeds"] = runs_label(group)
-        row["note"] = "reference" if tests.reference is group else ""
-        rows.append(row)
-    return rows
+    return [
+        {
+            **row_cells(g, tests, keys, has_order=has_order),
+            "note": "reference" if tests.reference is g else "",
+        }
+        for g in groups
+    ]
 
 
 def _significance_frame(table: QuestionTable, tests: _Tests) -> pd.DataFrame:
@@ -493,10 +416,8 @@ def write_question_table(table: QuestionTable, out_dir: str | Path) -> list[Path
 
 
 __all__ = [
-    "TABLE_KINDS",
     "Comparison",
     "QuestionTable",
-    "TableSpec",
     "assemble",
     "build_question_table",
     "table_specs",

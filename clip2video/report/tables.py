@@ -254,6 +254,28 @@ def _cell(group: ModelGroup, key: str, mark: str = "") -> str:
     return fmt_cell(s.point(key), interval, mark, std=s.std(key) if len(group.records) > 1 else None)
 
 
+def row_cells(
+    group: ModelGroup, tests: _Tests, keys: tuple[str, ...], *, has_order: bool, has_reversal: bool = False
+) -> dict[str, Any]:
+    """One table row: its label, each metric's cell (marked where it differs from the table's
+    reference after Holm), the tie counts, order accuracy and the reversal share where the table has
+    those columns, and how many runs it averages."""
+    row: dict[str, Any] = {"row": _label(group)}
+    for key in keys:
+        mark = SIG_MARK if tests.significant(group.label, key) else ""
+        row[metric_label(key)] = _cell(group, key, mark)
+    row["ties t2v/v2t"] = _ties(group)
+    if has_order:
+        mark = SIG_MARK if tests.significant(group.label, ORDER_KEY) else ""
+        row["order acc"] = _cell(group, ORDER_KEY, mark) if group.has(ORDER_KEY) else "n/a"
+    if has_reversal:
+        row["reversal changes %"] = (
+            _cell(group, "order_changed_share") if group.has("order_changed_share") else "n/a"
+        )
+    row["seeds"] = runs_label(group)
+    return row
+
+
 def build_suite_table(
     records: list[RunRecord],
     info: SuiteInfo | None = None,
@@ -283,22 +305,7 @@ def build_suite_table(
     any_published = False
 
     for group in groups:
-        row: dict[str, Any] = {"row": _label(group)}
-        for key in keys:
-            mark = SIG_MARK if tests.significant(group.label, key) else ""
-            row[metric_label(key)] = _cell(group, key, mark)
-        row["ties t2v/v2t"] = _ties(group)
-        if has_order:
-            mark = SIG_MARK if tests.significant(group.label, ORDER_KEY) else ""
-            if not group.has(ORDER_KEY):
-                row["order acc"] = "n/a"
-            else:
-                row["order acc"] = _cell(group, ORDER_KEY, mark)
-        if has_reversal:
-            row["reversal changes %"] = (
-                _cell(group, "order_changed_share") if group.has("order_changed_share") else "n/a"
-            )
-        row["seeds"] = runs_label(group)
+        row = row_cells(group, tests, keys, has_order=has_order, has_reversal=has_reversal)
         if group.postprocess:
             row["note"] = f"post-processed: {group.postprocess}"
             post_rows.append(row)

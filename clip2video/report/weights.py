@@ -31,8 +31,9 @@ from clip2video.engine.records import RunRecord
 from clip2video.fingerprint import file_digest
 from clip2video.metrics import metrics_from_ranks, query_ranks
 from clip2video.report.groups import ORDER_KEY, ORDER_WINS, group_records, recall_ks_of, row_name, summarise
-from clip2video.report.questions import QuestionTable, TableSpec, assemble
+from clip2video.report.questions import QuestionTable, assemble
 from clip2video.report.tables import TableError
+from clip2video.settings import TableDecl
 
 # (sim, caption_video) -> the protocol's extra metrics: order_acc & co. and arrays.order_wins.
 OrderHook = Callable[[np.ndarray, np.ndarray], Mapping[str, Any]]
@@ -92,7 +93,7 @@ def _dropped(rec: RunRecord) -> bool:
 
 
 def weights_records(
-    spec: TableSpec, records: Sequence[RunRecord], *, order_hook: OrderHook | None = None
+    spec: TableDecl, records: Sequence[RunRecord], *, order_hook: OrderHook | None = None
 ) -> tuple[list[RunRecord], list[str]]:
     """One in-memory record per (w, seed) of ``spec.row``, and what the footnotes must say."""
     source = source_records(records, str(spec.row))
@@ -193,7 +194,7 @@ def _check_trained(
 
 
 def build_weights_table(
-    spec: TableSpec,
+    spec: TableDecl,
     records: Sequence[RunRecord],
     *,
     suite: str,
