@@ -274,6 +274,24 @@ def test_summary_and_progress_bars_use_readable_names():
     assert progress_desc(True, "encode videos") == "encode videos"
 
 
+def test_summary_gives_one_line_per_row_the_mean_over_its_seeds():
+    from clip2video.experiments.suite import load_suite
+
+    rows = {
+        "meanp-s0": {"t2v_R1": 6.0},
+        "meanp-s1": {"t2v_R1": 8.0},
+        "tdb-s0": {"t2v_R1": 12.0},
+        "tdb-s1": {"t2v_R1": 13.0},
+    }
+    result = runner.SuiteResult(
+        suite=load_suite("smoke"), runs_dir=Path("runs"), rows=rows, row_of={k: k.split("-")[0] for k in rows}
+    )
+    text = result.summary()
+    assert "mean over 2 seeds" in text.splitlines()[0]
+    body = [line for line in text.splitlines() if line.startswith("| meanp") or line.startswith("| tdb")]
+    assert [line.split("|")[2].strip() for line in body] == ["7.0", "12.5"]
+
+
 def test_untrained_rows_run_once_whatever_the_seeds():
     """Zero-shot and --eval-only rows depend on no seed: one row each, for the first seed only."""
     from clip2video.experiments.suite import load_suite

@@ -68,19 +68,27 @@ class SuiteResult:
     elapsed_s: float = 0.0
     jobs: int = 1
     verdict: Any = None  # report.verdict.Verdict against the shipped reference, where there is one
+    row_of: dict[str, str] = field(default_factory=dict)  # record folder -> its row (name without seed)
 
     def summary(self) -> str:
-        """A short text table of the headline metrics, with the results tables' column names."""
+        """A short text table of the headline metrics, with the results tables' column names: one
+        line per row, the mean over its seeds (the tables give the spread and the intervals)."""
         import pandas as pd
         from tabulate import tabulate
 
         frame = pd.DataFrame(
             [
-                {"row": name, **{label: m[k] for k, label in SUMMARY_COLUMNS.items() if k in m}}
+                {
+                    "row": self.row_of.get(name, name),
+                    **{label: m[k] for k, label in SUMMARY_COLUMNS.items() if k in m},
+                }
                 for name, m in self.rows.items()
             ]
         )
-        head = f"suite {self.suite.name!r} ({self.suite.protocol}) finished in {self.elapsed_s:.0f} s"
+        seeds = frame.groupby("row", sort=False).size().max() if len(frame) else 0
+        frame = frame.groupby("row", sort=False).mean().reset_index()
+        over = f", mean over {seeds} seeds" if seeds > 1 else ""
+        head = f"suite {self.suite.name!r} ({self.suite.protocol}) finished in {self.elapsed_s:.0f} s{over}"
         table = tabulate(frame, headers="keys", tablefmt="github", showindex=False, floatfmt=".1f")
         files = f"records: {self.runs_dir / self.suite.name}"
         if self.results_files:
@@ -424,6 +432,7 @@ def _execute(checked: Checked, specs: list[RowSpec], rank: int, world: int, star
         if rank == 0:
             notes = _suite_notes(suite, checked.data) + list(checked.data.notes)
             result.rows = _write_suite_summary(suite, runs, specs, checked.data, notes)
+            result.row_of = {s.row: s.row_name for s in specs}
     return result
 
 
