@@ -163,7 +163,7 @@ def prepare(options: GateOptions) -> _Prepared:
     suite = rerun.suite if rerun is not None else resolve_suite(run_options)
     prepared = _Prepared(suite=suite, rerun=rerun)
     if "eval" in options.layers:
-        drift_runs.eval_settings(suite.settings.to_dict())  # a suite the layer cannot run: refused now
+        drift_runs.eval_settings(suite.settings)  # a suite the layer cannot run: refused now
         if not options.update:
             prepared.eval_lock = ed.load_eval_lock(ed.eval_lock_path(options.baselines, suite.name))
     if "train" in options.layers:
@@ -196,7 +196,7 @@ def eval_layer(options: GateOptions, prepared: _Prepared, echo: Callable[[str], 
 
     suite = prepared.suite
     path = ed.eval_lock_path(options.baselines, suite.name)
-    settings = suite.settings.to_dict()
+    settings = suite.settings
     if options.update:
         run = drift_runs.run_eval_layer(settings, options.data_root)
         ed.write_eval_lock(

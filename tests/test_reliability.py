@@ -95,7 +95,7 @@ def smoke_data(tmp_path_factory) -> Path:
     from clip2video.experiments.suite import load_suite
 
     root = tmp_path_factory.mktemp("smoke-data")
-    prepare_data(load_suite("smoke", smoke_overrides(["meanp"])).settings.to_dict(), root)
+    prepare_data(load_suite("smoke", smoke_overrides(["meanp"])).settings, root)
     return root
 
 

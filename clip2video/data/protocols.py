@@ -145,8 +145,9 @@ class Protocol:
     split_counts: MappingProxyType = field(default_factory=lambda: _frozen({}), hash=False)
     subfolder: str | None = None
     description: str = ""
-    # Module holding the protocol's optional hooks: ``prepare_data(settings, root) -> folder``,
-    # ``extra_metrics(sim, caption_video, annotations_dir, split) -> dict`` and ``notes()``.
+    # Module holding the protocol's optional hooks: ``prepare_data(settings, root) -> folder`` (settings:
+    # the typed clip2video.settings.Settings, also a read-only mapping), ``data_folder`` and
+    # ``data_ready`` (same arguments), ``extra_metrics(sim, caption_video, annotations_dir, split) -> dict`` and ``notes()``.
     hooks: str | None = None
 
     def __post_init__(self) -> None:

@@ -25,13 +25,16 @@ import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from tqdm import tqdm
 
 from clip2video.data.video_writer import write_video
 from clip2video.errors import Clip2VideoError, ConfigError, ProtocolError
+
+if TYPE_CHECKING:
+    from clip2video.settings import Settings
 
 GENERATOR_VERSION = 1
 FPS = 5
@@ -559,42 +562,41 @@ def generate_synthetic(
 # (``Protocol.hooks = "clip2video.data.synthetic"``: the runner calls these, with no branch of its own)
 
 
-def data_folder(settings: dict[str, Any], root: str | Path) -> Path:
+def data_folder(settings: Settings, root: str | Path) -> Path:
     """Where :func:`prepare_data` keeps the suite's ``[synthetic]`` data under ``root``."""
-    syn = settings["synthetic"]
+    syn = settings.synthetic
     return Path(root) / (
-        f"synthetic-s{syn['seed']}-{syn['num_train']}-{syn['num_val']}-{syn['num_test_pairs']}"
-        f"-c{syn['captions_per_video']}-{syn['height']}x{syn['width']}"
+        f"synthetic-s{syn.seed}-{syn.num_train}-{syn.num_val}-{syn.num_test_pairs}"
+        f"-c{syn.captions_per_video}-{syn.height}x{syn.width}"
     )
 
 
-def data_ready(settings: dict[str, Any], root: str | Path) -> bool:
+def _wanted(settings: Settings) -> SyntheticSettings:
+    syn = settings.synthetic
+    return SyntheticSettings(
+        syn.num_train, syn.num_val, syn.num_test_pairs, syn.captions_per_video, (syn.height, syn.width)
+    )
+
+
+def data_ready(settings: Settings, root: str | Path) -> bool:
     """Whether :func:`prepare_data` would write nothing (the data is there, complete); raises
     Clip2VideoError when its folder holds something it would refuse to replace. Reads only."""
-    syn = settings["synthetic"]
-    wanted = SyntheticSettings(
-        syn["num_train"],
-        syn["num_val"],
-        syn["num_test_pairs"],
-        syn["captions_per_video"],
-        (syn["height"], syn["width"]),
-    )
+    wanted = _wanted(settings)
     wanted.validate()
-    return _complete_or_refuse(data_folder(settings, root), syn["seed"], wanted, overwrite=False)
+    return _complete_or_refuse(data_folder(settings, root), settings.synthetic.seed, wanted, overwrite=False)
 
 
-def prepare_data(settings: dict[str, Any], root: str | Path) -> Path:
+def prepare_data(settings: Settings, root: str | Path) -> Path:
     """Generate (once) the suite's ``[synthetic]`` data under ``root``; returns its folder."""
-    syn = settings["synthetic"]
-    folder = data_folder(settings, root)
+    wanted, folder = _wanted(settings), data_folder(settings, root)
     generate_synthetic(
         folder,
-        seed=syn["seed"],
-        num_train=syn["num_train"],
-        num_val=syn["num_val"],
-        num_test_pairs=syn["num_test_pairs"],
-        captions_per_video=syn["captions_per_video"],
-        size=(syn["height"], syn["width"]),
+        seed=settings.synthetic.seed,
+        num_train=wanted.num_train,
+        num_val=wanted.num_val,
+        num_test_pairs=wanted.num_test_pairs,
+        captions_per_video=wanted.captions_per_video,
+        size=wanted.size,
     )
     return folder
 

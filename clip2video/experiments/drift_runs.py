@@ -28,10 +28,9 @@ is run once), and the locked run's own records stand for the others. The suite r
 
 from __future__ import annotations
 
-import copy
 import math
 import zlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,6 +43,7 @@ from clip2video.errors import DriftError
 from clip2video.experiments.options import RunOptions
 from clip2video.experiments.suite import Suite
 from clip2video.fingerprint import platform_fingerprint
+from clip2video.settings import Settings, thaw
 
 WEIGHTS_SEED = 20261203
 # A seeded checkpoint is kept only when its rankings are robust to rounding: every score a rank
@@ -71,43 +71,39 @@ SEED_SPREAD_DIR = "seed-spread"
 # ----------------------------------------------------------------------------- settings
 
 
-def eval_settings(suite_settings: dict[str, Any]) -> dict[str, Any]:
-    """The part of a resolved suite that decides the evaluation-drift numbers."""
-    backbone = suite_settings["backbone"]
-    if backbone.get("clip") != "tiny" or not backbone.get("config"):
+def eval_settings(suite_settings: Settings | Mapping[str, Any]) -> dict[str, Any]:
+    """The part of a resolved suite (its settings, or their plain dict) that decides the
+    evaluation-drift numbers: the plain dict the lock stores."""
+    s = suite_settings if isinstance(suite_settings, Settings) else Settings.from_dict(suite_settings)
+    if s.backbone.clip != "tiny" or not s.backbone.config:
         raise DriftError(
-            f"suite {suite_settings.get('name')!r}: the evaluation-drift layer needs a tiny backbone "
+            f"suite {s.name!r}: the evaluation-drift layer needs a tiny backbone "
             '(backbone.clip = "tiny" with a [backbone.config] table, as in the smoke suite); '
             "use --layer train for this suite"
         )
     fixed = _synthetic_frames()
-    frames = suite_settings["frames"]
     changed = [
-        f"frames.{k} = {frames[k]!r}"
+        f"frames.{k} = {getattr(s.frames, k)!r}"
         for k in ("extraction_fps", "stride")
-        if frames.get(k, fixed[k]) != fixed[k]
+        if getattr(s.frames, k) != fixed[k]
     ]
     if changed:
         raise DriftError(
-            f"suite {suite_settings.get('name')!r}: {', '.join(changed)}, but the evaluation-drift layer "
+            f"suite {s.name!r}: {', '.join(changed)}, but the evaluation-drift layer "
             f"samples its synthetic data at the synthetic protocol's {fixed['extraction_fps']:g} fps and "
             f"stride {fixed['stride']}; use --layer train for this suite"
         )
-    syn = suite_settings["synthetic"]
-    ks = list(suite_settings["eval"].get("recall_ks") or [1, 5, 10])
+    ks = list(s.eval.recall_ks or (1, 5, 10))
     return {
         **({"recall_ks": ks} if ks != [1, 5, 10] else {}),  # the default leaves the locks as they were
-        "models": list(suite_settings["models"]),
-        "clip_config": copy.deepcopy(dict(backbone["config"])),
-        "model": copy.deepcopy(dict(suite_settings["model"])),
-        "frames": {
-            "max_frames": suite_settings["frames"]["max_frames"],
-            "image_size": suite_settings["frames"]["image_size"],
-        },
-        "max_words": suite_settings["text"]["max_words"],
-        "tie_policy": suite_settings["eval"]["tie_policy"],
-        "v2t": suite_settings["eval"]["v2t"],
-        "data": {"seed": syn["seed"], **DATA_SIZE},
+        "models": list(s.models),
+        "clip_config": thaw(s.backbone.config),
+        "model": s.model.to_dict(),
+        "frames": {"max_frames": s.frames.max_frames, "image_size": s.frames.image_size},
+        "max_words": s.text.max_words,
+        "tie_policy": s.eval.tie_policy,
+        "v2t": s.eval.v2t,
+        "data": {"seed": s.synthetic.seed, **DATA_SIZE},
     }
 
 
@@ -211,7 +207,7 @@ def data_folder(data_root: str | Path, settings: dict[str, Any]) -> Path:
 
 
 def run_eval_layer(
-    suite_settings: dict[str, Any], data_root: str | Path, seeds: dict[str, int] | None = None
+    suite_settings: Settings | Mapping[str, Any], data_root: str | Path, seeds: dict[str, int] | None = None
 ) -> EvalRun:
     """Evaluate every model of the suite from its seeded tiny checkpoint on the fixed data.
 

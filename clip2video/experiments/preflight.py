@@ -613,7 +613,7 @@ def data_location(suite: Suite, data_root: str | Path) -> tuple[Protocol, Path |
     folder_hook, ready_hook = protocol.hook("data_folder"), protocol.hook("data_ready")
     if folder_hook is None or ready_hook is None:  # a plugin's generator: the runner will run it
         return protocol, None, False
-    settings = suite.settings.to_dict()
+    settings = suite.settings  # typed; a plugin's hooks may read it as the plain mapping too
     return protocol, Path(folder_hook(settings, data_root)), bool(ready_hook(settings, data_root))
 
 

@@ -107,7 +107,7 @@ def prepare_data(checked: Checked) -> Checked:
     suite, options = checked.suite, checked.options
     rank, _ = ddp.rank_and_world()
     prepare = checked.data.protocol.hook("prepare_data")
-    folder = prepare(suite.settings.to_dict(), options.data_root) if rank == 0 else None
+    folder = prepare(suite.settings, options.data_root) if rank == 0 else None
     ddp.broadcast_object(str(folder) if folder is not None else None)
     problems = Problems()
     data = check_data(

@@ -92,7 +92,7 @@ def _no_shared_locks() -> None:
 
 
 def _allows_outside_links(spec: RowSpec) -> bool:
-    return bool((spec.settings.get("data") or {}).get("allow_outside_links", False))
+    return spec.settings.data.allow_outside_links
 
 
 def _portable(exc: BaseException) -> BaseException:
