@@ -4,6 +4,7 @@ significant (or inconclusive, missing)."""
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import pytest
@@ -127,7 +128,9 @@ def test_verdict_through_the_cli(tmp_path, reference, capsys):
     assert verdict.total == sum(c.total for c in verdict.coverage) and verdict.inside < verdict.total
     assert not verdict.holds
     text = (tmp_path / "results" / "q" / "verdict.md").read_text()
-    assert text == verdict.markdown() and text in out
+    assert text == verdict.markdown() and verdict.terminal() in out  # printed: the compact form
+    assert "  FLIPS            tdb vs meanp, t2v R@1 higher (components: delta -" in out
+    assert "  outside: table tdb t2v R@1 0.0 (reference [" in out and "  ... and 34 more (verdict.md" in out
     assert "FLIPS: tdb vs meanp, t2v R@1 higher: \u201cTDB alone beats mean pooling.\u201d" in text
     assert "Run platform: Test CPU, CPU kernels AVX512, 2 threads, torch 9.9" in text
     assert f"{verdict.inside}/{verdict.total} row means inside" in out.splitlines()[-2]
@@ -140,6 +143,16 @@ def test_the_reference_is_chosen_by_kernel_set(tmp_path, reference):
     assert choose_reference("q", reference / "q")[0] == reference / "q"  # a suite's folder itself
     monkeypatched = choose_reference("q", reference, kernels=None)[1]
     assert "detected" in monkeypatched
+    # a run's verdict takes the kernel set its rows recorded (result.json), not this process's
+    hand_suite(tmp_path / "runs", tables=[COMPONENTS])
+    assert tables(tmp_path / "runs", tmp_path / "results") == 0
+    result = tmp_path / "results" / "q" / "result.json"
+    data = json.loads(result.read_text())
+    for row in data["rows"]:
+        row["fingerprint"]["platform"]["cpu_capability"] = "AVX2"
+    result.write_text(json.dumps(data))
+    recorded = suite_verdict(tmp_path / "results", "q", reference)
+    assert recorded.reference_dir == reference / "q-avx2" and "avx2 (the run's records)" in recorded.reason
     with pytest.raises(VerdictError, match="holds no reference for suite 'nosuch'"):
         choose_reference("nosuch", reference)
     # readings of the avx2 folder fall back to the base folder's
@@ -201,5 +214,7 @@ def test_what_the_pipeline_calls_after_the_tables(tmp_path, reference):
     lines.clear()
     verdict = verdict_after_tables(tmp_path / "results", "q", reference, kernels="avx512", echo=lines.append)
     assert verdict is not None and verdict.inside == verdict.total
-    assert (tmp_path / "results" / "q" / "verdict.md").read_text() == lines[0]
-    assert lines[1].startswith("verdict for suite 'q' against") and lines[1].endswith("q/verdict.md")
+    assert (tmp_path / "results" / "q" / "verdict.md").read_text() == verdict.markdown()
+    printed = lines[0].splitlines()
+    assert printed[:-1] == verdict.terminal().splitlines() and printed[-1].endswith("q/verdict.md")
+    assert printed[-2].startswith("verdict for suite 'q' against")

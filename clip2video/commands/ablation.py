@@ -47,8 +47,8 @@ def run_ablation(args: argparse.Namespace) -> int:
     if int(os.environ.get("RANK", "0")) == 0:
         print(result.summary())
         if result.verdict is not None:
-            print(result.verdict.markdown())
-            print(result.verdict.summary())
+            print(result.verdict.terminal())
+            print(f"verdict: {result.verdict.run_dir / 'verdict.md'}")
     return 0
 
 

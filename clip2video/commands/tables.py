@@ -47,8 +47,7 @@ def run_tables(args: argparse.Namespace) -> int:
         for suite in written:
             verdict = suite_verdict(args.results_dir, suite, args.reference, kernels=args.reference_kernels)
             path = write_verdict(verdict)
-            print(verdict.markdown())
-            print(f"{verdict.summary()}\nverdict: {path}")
+            print(f"{verdict.terminal()}\nverdict: {path}")
     return 0
 
 

@@ -25,8 +25,8 @@ compares the two folders' files (nothing is recomputed):
   (higher/lower), **INCONCLUSIVE** (no-difference: not significant but |delta| at or above the MDE)
   or **MISSING** (the run has no such comparison). The same is said of the reference.
 
-The reference is chosen by the CPU kernel set (``ATEN_CPU_CAPABILITY``, else
-``torch.backends.cpu.get_cpu_capability()``): ``avx2`` -> ``<suite>-avx2`` when it exists, else
+The reference is chosen by the CPU kernel set the run's rows recorded (``result.json``; else this
+process's: ``torch.backends.cpu.get_cpu_capability()``, which honours ``ATEN_CPU_CAPABILITY``): ``avx2`` -> ``<suite>-avx2`` when it exists, else
 ``<suite>``; ``kernels=`` overrides the detection and a folder holding the tables overrides the choice.
 The verdict names the reference used and both platforms (the rows' fingerprints in ``result.json``).
 """
@@ -165,6 +165,37 @@ class Verdict:
             f"inside the reference's 95% intervals; readings: {readings}"
         )
 
+    def terminal(self, max_outside: int = 10) -> str:
+        """What the commands print: the platforms, the means outside the reference's intervals (at
+        most ``max_outside``), one line per reading and the summary; ``verdict.md`` has it all."""
+        lines = [
+            f"Reproduction verdict: suite {self.suite!r} against {self.reference_dir} ({self.reason})",
+            *(line.removeprefix("- ") for line in _platform_lines("Run platform", self.run_platforms)),
+            *(
+                line.removeprefix("- ")
+                for line in _platform_lines("Reference platform", self.reference_platforms)
+            ),
+            f"Row means inside the reference's 95% intervals: {self.inside}/{self.total}",
+        ]
+        outside = [(c, o) for c in self.coverage for o in c.outside]
+        lines += [
+            f"  outside: {c.table} {o.row} {_metric_name(c.metric)} {_num(o.value)} "
+            f"(reference [{_num(o.lo)}, {_num(o.hi)}])"
+            for c, o in outside[:max_outside]
+        ]
+        if len(outside) > max_outside:
+            lines.append(f"  ... and {len(outside) - max_outside} more (verdict.md lists them)")
+        if self.missing_tables:
+            lines.append(f"Tables of the reference the run lacks: {', '.join(self.missing_tables)}")
+        width = max((len(o.status) for o in self.readings), default=0)
+        lines += [
+            f"  {o.status:<{width}}  {o.reading.label} ({o.reading.table}: delta {_signed(o.delta)}, "
+            f"Holm p {_p(o.p_holm)}, MDE {_num(o.mde)}; reference {o.reference_status})"
+            for o in self.readings
+        ]
+        lines.append(self.summary())
+        return "\n".join(lines)
+
     def markdown(self) -> str:
         """The verdict as Markdown (``verdict.md``, and what the commands print)."""
         lines = [
@@ -287,7 +318,11 @@ def _holds_tables(folder: Path) -> bool:
 
 
 def choose_reference(
-    suite: str, reference: str | Path = "reference", *, kernels: str | None = None
+    suite: str,
+    reference: str | Path = "reference",
+    *,
+    kernels: str | None = None,
+    kernels_from: str = "as asked",
 ) -> tuple[Path, str]:
     """The reference folder for ``suite`` and why: ``reference`` is a root of references
     (``<root>/<suite>``, ``<root>/<suite>-avx2``) or one suite's reference folder itself."""
@@ -304,7 +339,7 @@ def choose_reference(
         )
     detected = kernels is None
     kernels = (kernels or kernel_set()).lower()
-    how = f"CPU kernel set {kernels} ({'detected' if detected else 'as asked'})"
+    how = f"CPU kernel set {kernels} ({'detected' if detected else kernels_from})"
     if kernels == "avx2" and avx2.is_dir():
         return avx2, f"chosen for {how}"
     if base.is_dir():
@@ -565,9 +600,29 @@ def suite_verdict(
 ) -> Verdict:
     """``results_dir/<suite>`` against the reference chosen for this machine's kernel set (readings:
     the chosen folder's ``readings.toml``, else ``<root>/<suite>/readings.toml``)."""
-    chosen, reason = choose_reference(suite, reference, kernels=kernels)
+    recorded = None if kernels else _recorded_kernel_set(Path(results_dir) / suite)
+    chosen, reason = choose_reference(
+        suite,
+        reference,
+        kernels=kernels or recorded,
+        kernels_from="the run's records" if recorded else "as asked",
+    )
     readings = load_readings(_readings_path(chosen, reference, suite))
     return compare_folders(Path(results_dir) / suite, chosen, suite=suite, reason=reason, readings=readings)
+
+
+def _recorded_kernel_set(run_dir: Path) -> str | None:
+    """The CPU kernel set the run's rows recorded (``result.json``), when they agree; else None."""
+    try:
+        rows = json.loads((run_dir / RESULT_FILE).read_text()).get("rows") or []
+        found = {
+            str(row["fingerprint"]["platform"]["cpu_capability"]).lower()
+            for row in rows
+            if row.get("fingerprint", {}).get("platform", {}).get("device", "cpu") == "cpu"
+        }
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+    return found.pop() if len(found) == 1 else None
 
 
 def _readings_path(chosen: Path, reference: str | Path, suite: str) -> Path:
@@ -614,8 +669,7 @@ def verdict_after_tables(
         return None
     verdict = suite_verdict(results_dir, suite, reference, kernels=kernels)
     path = write_verdict(verdict)
-    echo(verdict.markdown())
-    echo(f"{verdict.summary()}\nverdict: {path}")
+    echo(f"{verdict.terminal()}\nverdict: {path}")
     return verdict
 
 
