@@ -135,6 +135,7 @@ def check(options: RunOptions) -> Checked:
     """Check everything the run needs; CheckFailed listing every problem, or what was resolved."""
     from clip2video.engine import distributed as ddp
 
+    refuse_inside_a_starting_worker()
     suite = resolve_suite(options)  # a suite that does not resolve is one error: nothing to plan
     rank, world = ddp.init_distributed_from_env()
     problems = Problems()
@@ -312,6 +313,18 @@ def resolve_threads(threads: int, jobs: int, device: str, rows: int) -> int:
 
 
 # ----------------------------------------------------------------------------- outputs and device
+
+
+def refuse_inside_a_starting_worker() -> None:
+    """A row worker re-imports the script that started the suite (Python's ``spawn``/``forkserver``
+    semantics); a script that runs a suite at import time would run it again in every worker."""
+    import multiprocessing
+
+    if getattr(multiprocessing.current_process(), "_inheriting", False):
+        raise Clip2VideoError(
+            "a row worker is importing the script that started this suite, and the script starts the suite "
+            'again at import time; put the call under `if __name__ == "__main__":` (a notebook needs nothing)'
+        )
 
 
 def check_tracking_uri(uri: str | None) -> None:

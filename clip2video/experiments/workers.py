@@ -182,6 +182,17 @@ def run_rows(specs: list[RowSpec], jobs: int, on_done: OnDone) -> None:
     """
     if not specs:
         return
+    here = [spec for spec in specs if defined_in_this_session(spec)]
+    if here:
+        names = sorted({spec.model for spec in here})
+        print(
+            f"clip2video: model(s) {', '.join(names)} are defined in this session (a notebook or an interactive "
+            "interpreter), which worker processes cannot import: their rows run in this process, one after "
+            "another, after the others",
+            flush=True,
+        )
+        specs = [spec for spec in specs if all(spec is not h for h in here)]
+    specs = [_with_defining_modules(spec) for spec in specs]
     ctx = _mp_context()
     jobs = max(1, int(jobs))
     pending = list(specs)
@@ -208,8 +219,73 @@ def run_rows(specs: list[RowSpec], jobs: int, on_done: OnDone) -> None:
     except BaseException:
         _stop_workers(list(running.values()))
         raise
+    for spec in here:
+        error = _run_here(spec)
+        on_done(spec, error)
+        if error is not None:
+            failed.append((spec, error))
     if failed:
-        raise _row_failure(failed, len(specs))
+        raise _row_failure(failed, len(specs) + len(here))
+
+
+def _defining_objects(spec: RowSpec) -> list[Any]:
+    """The row's model factory and its protocol's annotation reader (what a worker must find)."""
+    from clip2video.data.protocols import get_protocol, get_reader
+    from clip2video.models.registry import MODELS
+
+    objects = [MODELS.get(spec.model, None)]
+    try:
+        objects.append(get_reader(get_protocol(spec.protocol).layout))
+    except Clip2VideoError:
+        pass
+    return [obj for obj in objects if obj is not None]
+
+
+def _with_defining_modules(spec: RowSpec) -> RowSpec:
+    """``spec`` with the modules that define its model and reader added to its imports, so that a
+    worker finds what this process registered by a plain ``import my_models`` (a notebook, a script)."""
+    import sys
+
+    modules = [getattr(obj, "__module__", None) for obj in _defining_objects(spec)]
+    extra = [
+        name
+        for name in modules
+        if name
+        and name not in ("__main__", "__mp_main__")
+        and not name.startswith("clip2video.")
+        and name not in spec.imports
+        and getattr(sys.modules.get(name), "__spec__", None) is not None
+    ]
+    return replace(spec, imports=(*spec.imports, *dict.fromkeys(extra))) if extra else spec
+
+
+def defined_in_this_session(spec: RowSpec) -> bool:
+    """Whether the row's model factory (or its protocol's annotation reader) lives in an
+    interactive ``__main__`` (no file: a notebook, ``python -i``), which no worker can import."""
+    import sys
+
+    if hasattr(sys.modules.get("__main__"), "__file__"):
+        return False
+    return any(getattr(obj, "__module__", None) == "__main__" for obj in _defining_objects(spec))
+
+
+def _run_here(spec: RowSpec) -> BaseException | None:
+    """One row in this process (its torch thread count restored afterwards); its error or None."""
+    import torch
+
+    from clip2video.data.videos import outside_links
+
+    threads = torch.get_num_threads()
+    try:
+        with outside_links(_allows_outside_links(spec)):  # the generation: this process's already
+            run_row_spec(spec)
+    except Clip2VideoError as exc:
+        return Clip2VideoError(f"row {spec.row!r}: {exc}")
+    except Exception as exc:  # noqa: BLE001 - a row's failure is its own, as in a worker
+        return exc
+    finally:
+        torch.set_num_threads(threads)
+    return None
 
 
 def _row_failure(failed: list[tuple[RowSpec, BaseException]], total: int) -> Clip2VideoError:
