@@ -137,6 +137,19 @@ def test_sync_is_idempotent_and_relogs_what_mlflow_lost(tracked, tmp_path):
     assert sync_records(root / "runs", tracking_uri=uri)["logged"] == 0
 
 
+def test_sync_logs_every_readable_record_and_names_the_unreadable_one(tracked, tmp_path, capsys):
+    root, _ = tracked
+    runs = tmp_path / "runs"
+    shutil.copytree(root / "runs", runs)
+    (runs / "smoke" / "clip2video" / "ranks.npz").write_bytes(b"not the recorded ranks")
+    uri = f"sqlite:///{tmp_path / 'empty.db'}"  # a store that has none of the records
+    assert main(["sync", "--runs-dir", str(runs), "--tracking-uri", uri, "--suite", "smoke"]) == 1
+    err = capsys.readouterr().err
+    assert "not logged:" in err and str(runs / "smoke" / "clip2video") in err
+    assert err.strip().splitlines()[-1].startswith("clip2video: error: 1 record(s) could not be read")
+    assert sorted(row_runs(uri)) == sorted(m for m in SMOKE_MODELS if m != "clip2video")
+
+
 def test_sync_fails_runs_left_running_by_a_dead_process(tracked, tmp_path):
     root, _ = tracked
     db = tmp_path / "mlruns.db"

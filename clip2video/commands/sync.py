@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 
@@ -15,6 +16,16 @@ def run_sync(args: argparse.Namespace) -> int:
         f"clip2video sync: logged {counts['logged']} record(s); marked {counts['failed_dead']} "
         "run(s) of dead processes FAILED"
     )
+    unreadable = counts["unreadable"]
+    for reason in unreadable:
+        print(f"clip2video sync: not logged: {reason}", file=sys.stderr)
+    if unreadable:
+        print(
+            f"clip2video: error: {len(unreadable)} record(s) could not be read and were not logged (listed above); "
+            "`clip2video ablation --suite SUITE --resume` recomputes a row whose record is incomplete",
+            file=sys.stderr,
+        )
+        return 1
     return 0
 
 

@@ -221,23 +221,32 @@ def sync_records(
 ) -> dict[str, int]:
     """Re-log every on-disk record MLflow is missing, and fail runs left RUNNING by dead processes.
 
-    Returns ``{"logged": n, "failed_dead": m}``. Idempotent: a record already logged is skipped.
+    Returns ``{"logged": n, "failed_dead": m, "unreadable": [...]}``: a record that is incomplete or
+    does not match its manifest is not logged, and its one-line reason is listed, while every other
+    record is still logged. Idempotent: a record already logged is skipped.
     """
     runs = Path(runs_dir)
     names = suites or sorted(p.parent.name for p in runs.glob("*/suite.json"))
     tracker = create_tracker(tracking_uri, enabled=True)
-    counts = {"logged": 0, "failed_dead": 0}
+    counts: dict[str, Any] = {"logged": 0, "failed_dead": 0, "unreadable": []}
     for name in names:
         try:
             info = read_suite_info(runs, name)
-        except RecordError:
+        except RecordError as exc:
+            counts["unreadable"].append(str(exc))
             continue
         tracker.open_experiment(name)
         counts["failed_dead"] += len(tracker.fail_dead_runs())
         for row in info.rows:
             row_dir = runs / name / row
-            if (row_dir / METRICS_FILE).is_file() and log_row(tracker, name, row_dir) is not None:
-                counts["logged"] += 1
+            if not (row_dir / METRICS_FILE).is_file():
+                continue
+            try:
+                logged = log_row(tracker, name, row_dir)
+            except RecordError as exc:
+                counts["unreadable"].append(str(exc))
+                continue
+            counts["logged"] += logged is not None
     return counts
 
 
