@@ -9,21 +9,20 @@ from typing import Any
 
 def suite_rows() -> list[dict[str, Any]]:
     """One dict per shipped suite: name, description, protocol, rows (plain model rows, then the
-    names of ``[[rows]]`` variant rows) and seeds, as its file says them (before defaults)."""
-    from clip2video.experiments.suite import shipped_suites, suite_file_settings
+    names of ``[[rows]]`` variant rows), seeds and whether it adds a zero-shot row (its settings)."""
+    from clip2video.experiments.suite import load_suite, shipped_suites
 
     rows = []
     for name in shipped_suites():
-        settings = suite_file_settings(name)
-        variants = [str(r.get("name", "?")) for r in settings.get("rows", []) if isinstance(r, dict)]
+        settings = load_suite(name).settings
         rows.append(
             {
                 "name": name,
-                "description": str(settings.get("description", "")),
-                "protocol": str(settings.get("protocol", "")),
-                "rows": [*settings.get("models", []), *variants],
-                "seeds": list(settings.get("seeds", [])),
-                "zero_shot": bool(settings.get("zero_shot", False)),
+                "description": settings.description,
+                "protocol": settings.protocol,
+                "rows": [*settings.models, *(row.name for row in settings.rows)],
+                "seeds": list(settings.seeds),
+                "zero_shot": bool(settings.zero_shot),
             }
         )
     return rows
