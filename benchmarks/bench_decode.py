@@ -141,7 +141,7 @@ def official_parallel(videos, sampler: FrameSampler, work: Path, jobs: int) -> f
 def loader_throughput(paths: list[Path], sampler: FrameSampler, workers: list[int]) -> list[dict]:
     out = []
     for num_workers in workers:
-        num_workers = resolve_num_workers(num_workers)
+        num_workers = resolve_num_workers(num_workers, phased=True)  # as evaluation runs it on a CPU
         dataset = VideoDataset(paths, sampler)
         loader = DataLoader(dataset, batch_size=2, num_workers=num_workers)
         t0 = time.perf_counter()
@@ -192,7 +192,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "perf_decode.json")
     args = parser.parse_args(argv)
     cores = available_cores()
-    workers = args.workers or sorted({0, 1, 2, resolve_num_workers(-1)})
+    workers = args.workers or sorted({0, 1, 2, resolve_num_workers(-1, phased=True)})
     width, height = (int(v) for v in args.size.lower().split("x"))
     sampler = FrameSampler(stride=args.stride, image_size=args.image_size)
     with tempfile.TemporaryDirectory(prefix="bench_decode_") as tmp:

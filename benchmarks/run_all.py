@@ -278,6 +278,21 @@ def decode_rows(data: dict[str, Any] | None) -> list[dict[str, Any]]:
             per_core,
         )
     )
+    if "official_jpeg_mode_cost_vs_direct_per_core" in s:
+        cost, diff = (
+            s["official_jpeg_mode_cost_vs_direct_per_core"],
+            s["official_jpeg_mode_max_abs_diff_vs_ffmpeg"],
+        )
+        rows.append(
+            _row(
+                "decode: frames.decode = official-jpeg vs the ffmpeg -q 0 JPEG folders (pixels), and its CPU vs direct",
+                f"largest pixel difference {diff:g}; {s['official_jpeg_mode_cpu_s_per_video'] * 1e3:.0f} CPU ms/video, "
+                f"{cost:.2f}x the direct mode's {cpu_a * 1e3:.0f}",
+                "bit-identical (0)",
+                diff == 0,
+                cost,
+            )
+        )
     return rows
 
 

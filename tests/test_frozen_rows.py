@@ -303,3 +303,25 @@ def test_shipped_weights_pass_the_check_before_work(tmp_path):
     with pytest.raises(CheckFailed, match=r"no shipped backbone 'nope'"):
         check(options(tmp_path, "smoke", backbone={"clip_weights": "shipped:nope"}, models=["meanp"]))
     assert not (tmp_path / "runs").exists()
+
+
+def test_a_model_without_the_clip_backbone_is_refused_frozen_and_runs_fine_tuned(tmp_path):
+    """A plugin model has no ``clip`` module to compute frozen features from: the check names the
+    row and the fix before work; the same model as a fine-tuned variant row passes the check."""
+    import tests.support.toys.toy_model  # noqa: F401  (registers toy_mean_colour, as --import would)
+
+    with pytest.raises(CheckFailed) as info:
+        check(options(tmp_path, "ablation", models=["meanp", "toy_mean_colour"]))
+    (problem,) = [p for p in info.value.problems if "toy_mean_colour" in p]
+    assert "row 'toy_mean_colour': train.backbone = 'frozen'" in problem
+    assert "no `clip` module" in problem and '"train.backbone" = "finetune"' in problem
+    suite = tmp_path / "mine.toml"
+    suite.write_text(
+        'base = "ablation"\n[[rows]]\nname = "mine"\nmodel = "toy_mean_colour"\n'
+        'set = { "train.backbone" = "finetune" }\n'
+    )
+    checked = check(options(tmp_path, str(suite)))
+    mine = [p for p in checked.plan if p.name.startswith("mine-")]
+    assert [p.name for p in mine] == ["mine-s0", "mine-s1", "mine-s2"]
+    assert {p.settings.train.backbone for p in mine} == {"finetune"}
+    assert not (tmp_path / "runs").exists()

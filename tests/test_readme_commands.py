@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import re
 import shlex
+import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -50,8 +52,28 @@ def test_the_readme_has_commands() -> None:
     ]
 
 
+TOY_MODEL = README.parent / "tests" / "support" / "toys" / "toy_model.py"
+
+
+@pytest.fixture
+def in_a_user_folder(tmp_path, monkeypatch):
+    """A folder holding what the README's "your own model" journey copies there (my_models.py)."""
+    from clip2video.models.registry import MODELS
+
+    shutil.copy(TOY_MODEL, tmp_path / "my_models.py")
+    monkeypatch.chdir(tmp_path)
+    # the same toy may be registered by other tests under its test module's name: set it aside
+    before = MODELS.info("toy_mean_colour") if "toy_mean_colour" in MODELS else None
+    entry = MODELS.unregister("toy_mean_colour")
+    yield tmp_path
+    MODELS.unregister("toy_mean_colour")
+    if entry is not None:  # leave the registry as the other tests expect it
+        MODELS.register(entry, name="toy_mean_colour", **(before or {}))
+    sys.modules.pop("my_models", None)
+
+
 @pytest.mark.parametrize("command", COMMANDS)
-def test_readme_command_has_help(command: str, capsys: pytest.CaptureFixture[str]) -> None:
+def test_readme_command_has_help(command: str, capsys: pytest.CaptureFixture[str], in_a_user_folder) -> None:
     """``<command> --help`` exits 0: the verb (and sub-verb) exists."""
     with pytest.raises(SystemExit) as exit_info:
         main([*_argv(command), "--help"])
@@ -103,3 +125,21 @@ def test_a_wrong_verb_or_flag_is_caught(command: str, capsys: pytest.CaptureFixt
         build_parser().parse_args(_argv(command))
     assert exit_info.value.code != 0
     capsys.readouterr()
+
+
+def test_the_own_model_journey_passes_the_check_with_only_the_files_it_names(in_a_user_folder) -> None:
+    """README journey 4: my_models.py (the toy model) and the my_ablation.toml block of the README;
+    the suite resolves (the base's rows and tables plus the user's) and passes the check before work."""
+    from clip2video.pipeline import RunOptions, check
+    from clip2video.plugins import import_modules
+
+    text = README.read_text(encoding="utf-8")
+    block = text[text.index("with `my_ablation.toml` beside it:") :]
+    toml = FENCE.search(block).group(1)
+    (in_a_user_folder / "my_ablation.toml").write_text(toml)
+    import_modules(["my_models"], export=False)
+    checked = check(RunOptions(suite="my_ablation.toml", tracking=False, results_dir=None))
+    names = {p.name for p in checked.plan}
+    assert {"mine-s0", "mine-s1", "mine-s2", "tdb-mlp-s0", "clip2video-K9-s2"} <= names
+    assert [t.name for t in checked.suite.settings.tables][-1] == "mine"
+    assert not (in_a_user_folder / "runs").exists()  # the check writes nothing

@@ -165,6 +165,41 @@ def test_a_suite_file_inherits_a_shipped_suite_with_base(tmp_path):
     )
 
 
+def test_a_child_suite_adds_rows_and_tables_to_its_bases_by_name(tmp_path):
+    """``base = "ablation"`` plus a row and a table: the base's variant rows and tables stay, an
+    entry with a base entry's name replaces it in place, the others are added."""
+    path = tmp_path / "mine.toml"
+    path.write_text(
+        'base = "ablation"\n'
+        '[[rows]]\nname = "mine"\nmodel = "tdb"\nset = { "train.backbone" = "finetune" }\n'
+        '[[rows]]\nname = "tdb-mlp"\nmodel = "tdb"\nset = { "model.tdb_proj" = "none" }\n'
+        '[[tables]]\nname = "mine"\nrows = ["meanp", "mine"]\n'
+    )
+    base, mine = load_suite("ablation").settings, load_suite(path).settings
+    assert [r.name for r in mine.rows] == [r.name for r in base.rows] + ["mine"]
+    assert mine.for_row(next(r for r in mine.rows if r.name == "tdb-mlp")).model.tdb_proj == "none"
+    assert [t.name for t in mine.tables] == [t.name for t in base.tables] + ["mine"]
+    assert mine.for_row(mine.rows[-1]).train.backbone == "finetune"
+
+
+def test_models_on_the_command_line_fit_the_declared_tables(tmp_path):
+    """``--models`` keeps the variant rows of the chosen models; a table keeps the rows that run and
+    is left out (with a warning naming it) when its reference or all but one of its rows do not."""
+    with pytest.warns(UserWarning) as caught:
+        suite = load_suite("ablation", {"models": ["meanp", "tdb"]})
+    settings = suite.settings
+    assert [r.name for r in settings.rows] == ["tdb-mlp", "tdb-none"]
+    tables = {t.name: t for t in settings.tables}
+    assert set(tables) == {"components", "tdb-projection"}
+    assert tables["components"].rows == ("meanp", "tdb") and tables["components"].compare == ()
+    text = " | ".join(str(w.message) for w in caught)
+    assert "table 'components' without its row(s) tab, clip2video" in text
+    assert "table 'centers' left out" in text and "table 'weights' left out" in text
+    assert (
+        load_suite("ablation").settings.tables == load_suite("ablation", {}).settings.tables
+    )  # no --models: as declared
+
+
 def test_base_errors_name_the_file(tmp_path):
     loop = tmp_path / "loop.toml"
     loop.write_text('base = "loop.toml"\n')

@@ -410,6 +410,14 @@ def check_models(plan: Iterable[PlannedRow], suite: Suite, problems: Problems) -
                     )
                 )
         model = built[key]
+        if model is not None and row.settings.train.backbone == "frozen" and not _has_clip_backbone(model):
+            problems.add(
+                PreflightError(
+                    f"row {row.row!r}: train.backbone = 'frozen' trains heads on the features of the harness's "
+                    f"CLIP backbone, but model {row.model!r} has none (no `clip` module); run it fine-tuned: "
+                    'a variant row with set = {"train.backbone" = "finetune"}, or --set train.backbone=finetune'
+                )
+            )
         if model is not None and row.row in tab_rows and getattr(model, "tab", None) is None:
             problems.add(
                 PreflightError(
@@ -418,6 +426,13 @@ def check_models(plan: Iterable[PlannedRow], suite: Suite, problems: Problems) -
                 )
             )
             tab_rows.discard(row.row)
+
+
+def _has_clip_backbone(model: Any) -> bool:
+    """Whether ``model`` holds the harness's CLIP backbone (what frozen-backbone features come from)."""
+    import torch
+
+    return isinstance(getattr(model, "clip", None), torch.nn.Module)
 
 
 def check_checkpoints(plan: Iterable[PlannedRow], problems: Problems) -> None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import copy
 import difflib
 import tomllib
+import warnings
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from importlib import resources
@@ -155,10 +156,61 @@ def resolve_settings(
             raise SuiteError(f"{source}: {key!r} must be an array of tables ([[{key}]])")
         if value:
             settings[key] = value
+    if "models" in overrides and isinstance(settings.get("models"), list):
+        for note in fit_to_models(settings):
+            warnings.warn(f"{source}: {note}", stacklevel=2)
     check_values(settings, source)
     resolved = Settings.from_dict(settings, source)
     validate_settings(resolved, source)
     return resolved
+
+
+def fit_to_models(settings: dict[str, Any]) -> list[str]:
+    """Fit a suite's variant rows and declared tables to the models chosen on the command line
+    (``--models``, ``--set models=[...]``), in place; returns what was left out, one note each.
+
+    A variant row runs when its model is chosen. A declared table keeps the rows that run (and the
+    ``compare`` pairs of rows that run); it is left out when its reference row does not run or fewer
+    than two of its rows do; a weights table when its trained row does not run.
+    """
+    models = [str(m) for m in settings["models"]]
+    notes: list[str] = []
+    variants = [r for r in settings.get("rows") or [] if isinstance(r, Mapping)]
+    kept = [r for r in variants if r.get("model") in models]
+    if variants:
+        settings["rows"] = kept
+    running = set(models) | {str(r.get("name")) for r in kept}
+    if settings.get("zero_shot"):
+        running.add(ZERO_SHOT_ROW)
+    tables = []
+    for table in settings.get("tables") or []:
+        if not isinstance(table, Mapping):
+            tables.append(table)
+            continue
+        name = table.get("name")
+        if table.get("kind", "rows") == "weights":
+            if table.get("row") in running:
+                tables.append(table)
+            else:
+                notes.append(f"table {name!r} left out: its row {table.get('row')!r} is not among --models")
+            continue
+        rows = [r for r in table.get("rows") or [] if r in running]
+        missing = [r for r in table.get("rows") or [] if r not in running]
+        reference = table.get("reference", (table.get("rows") or [None])[0])
+        if reference not in running or len(rows) < 2:
+            notes.append(
+                f"table {name!r} left out: its row(s) {', '.join(map(str, missing))} are not among --models"
+            )
+            continue
+        if missing:
+            notes.append(
+                f"table {name!r} without its row(s) {', '.join(map(str, missing))} (not among --models)"
+            )
+        compare = [pair for pair in table.get("compare") or [] if all(p in running for p in pair)]
+        tables.append({**table, "rows": rows, **({"compare": compare} if "compare" in table else {})})
+    if "tables" in settings:
+        settings["tables"] = tables
+    return notes
 
 
 def resolve_suite_path(name_or_path: str | Path) -> Path | Traversable:
@@ -211,7 +263,28 @@ def _declared(path: Path | Traversable, seen: tuple[str, ...]) -> dict[str, Any]
         raise SuiteError(f"{path}: base {base!r} inherits from itself ({' -> '.join((*seen, key))})")
     inherited = _declared(base_path, (*seen, str(path)))
     inherited.pop("name", None)  # the child is its own suite: its file name unless it says one
-    return deep_update(inherited, declared)
+    merged = deep_update(inherited, {k: v for k, v in declared.items() if k not in ("rows", "tables")})
+    for key in ("rows", "tables"):  # by name: the child's entries replace the base's, or are added
+        if key in declared:
+            merged[key] = _merge_named(inherited.get(key), declared[key])
+    return merged
+
+
+def _merge_named(base: Any, child: Any) -> Any:
+    """``[[rows]]`` / ``[[tables]]`` of a suite over its base's: an entry of the child with the name
+    of a base entry replaces it in place, the others follow (anything else: the child's, as is)."""
+    if not isinstance(base, list) or not isinstance(child, list):
+        return child
+    merged = list(base)
+    names = [e.get("name") if isinstance(e, Mapping) else None for e in merged]
+    for entry in child:
+        name = entry.get("name") if isinstance(entry, Mapping) else None
+        if name is not None and name in names:
+            merged[names.index(name)] = entry
+        else:
+            merged.append(entry)
+            names.append(name)
+    return merged
 
 
 def _read_toml(path: Path | Traversable) -> dict[str, Any]:
