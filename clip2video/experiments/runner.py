@@ -86,7 +86,8 @@ class SuiteResult:
             ]
         )
         seeds = frame.groupby("row", sort=False).size().max() if len(frame) else 0
-        frame = frame.groupby("row", sort=False).mean().reset_index()
+        if len(frame):
+            frame = frame.groupby("row", sort=False).mean().reset_index()
         over = f", mean over {seeds} seeds" if seeds > 1 else ""
         head = f"suite {self.suite.name!r} ({self.suite.protocol}) finished in {self.elapsed_s:.0f} s{over}"
         table = tabulate(frame, headers="keys", tablefmt="github", showindex=False, floatfmt=".1f")
