@@ -5,6 +5,7 @@ The uninterrupted reference run is ``protocol_fixtures.smoke_reference`` (shared
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 from pathlib import Path
@@ -219,10 +220,19 @@ def test_ctrl_c_stops_the_workers_and_resume_finishes_the_suite(tmp_path, smoke_
     while not first_epoch and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.2)
         first_epoch = list((tmp_path / "runs" / "smoke").glob("*/checkpoints/last.pt"))
-    assert proc.poll() is None, proc.communicate()[0]
     workers = _descendants(proc.pid)
+    # Freeze the workers mid-row so that the suite cannot finish between the first checkpoint and
+    # the Ctrl-C (a smoke row takes seconds); they get the parent's stop once they run again.
+    for pid in workers:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGSTOP)
+    assert proc.poll() is None, proc.communicate()[0]
     assert workers
     proc.send_signal(signal.SIGINT)  # the parent only, as a terminal would plus nothing else
+    time.sleep(0.5)
+    for pid in workers:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGCONT)
     out, _ = proc.communicate(timeout=60)
     assert proc.returncode != 0, out
     time.sleep(1)

@@ -17,11 +17,9 @@ def run_sync(args: argparse.Namespace) -> int:
         "run(s) of dead processes FAILED"
     )
     unreadable = counts["unreadable"]
-    for reason in unreadable:
-        print(f"clip2video sync: not logged: {reason}", file=sys.stderr)
-    if unreadable:
+    if unreadable:  # every other record was logged; one error line names each one that was not
         print(
-            f"clip2video: error: {len(unreadable)} record(s) could not be read and were not logged (listed above); "
+            f"clip2video: error: {len(unreadable)} record(s) not logged: {'; '.join(unreadable)}; "
             "`clip2video ablation --suite SUITE --resume` recomputes a row whose record is incomplete",
             file=sys.stderr,
         )
