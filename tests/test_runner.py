@@ -214,7 +214,15 @@ def test_ctrl_c_stops_the_workers_and_resume_finishes_the_suite(tmp_path, smoke_
     import time
 
     cmd = [sys.executable, "-m", "clip2video", "ablation", *smoke_cli_args(root=tmp_path), "--no-tracking"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    # A shell starts background jobs with SIGINT ignored, and Python keeps an ignored SIGINT (so
+    # would clip2video): give the command the default disposition a terminal's foreground job has.
+    proc = subprocess.Popen(
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     first_epoch = list((tmp_path / "runs" / "smoke").glob("*/checkpoints/last.pt"))
     deadline = time.monotonic() + 240
     while not first_epoch and proc.poll() is None and time.monotonic() < deadline:
