@@ -16,6 +16,7 @@ from clip2video.experiments.suite import load_suite, shipped_suites
 from tests.support.protocol_fixtures import (
     TINY_BACKBONE,
     build_protocol_data,
+    tiny_cli_sets,
 )
 from tests.support.tiny_clip import tiny_official_checkpoint
 
@@ -82,19 +83,6 @@ def test_parser_has_every_verb():
 # ----------------------------------------------------------------------------- eval and data folders
 
 
-def tiny_sets() -> list[str]:
-    sets = {
-        "backbone.clip": "tiny",
-        "backbone.clip_weights": "none",
-        "backbone.config": json.dumps(TINY_BACKBONE),
-        "model.temporal_layers": "1",
-        "frames.image_size": "32",
-        "eval.bootstrap": "20",
-        "eval.time_reversal": "false",
-    }
-    return [arg for key, value in sets.items() for arg in ("--set", f"{key}={value}")]
-
-
 def test_eval_verb_one_row_from_a_shared_dataset_folder(tmp_path, capsys, synthetic_source):
     """``clip2video eval`` evaluates one checkpoint without a suite file, reading DATA/vatex/ (the
     folder vatex-1k5 and vatex-hgr share), and writes one JSON result plus the table."""
@@ -105,7 +93,13 @@ def test_eval_verb_one_row_from_a_shared_dataset_folder(tmp_path, capsys, synthe
     )
     argv = ["eval", "--protocol", "vatex-1k5", "--model", "clip2video", "--checkpoint", str(ckpt)]
     argv += ["--data-root", str(data.data_root), "--no-tracking", "--no-progress"]
-    argv += ["--runs-dir", str(tmp_path / "runs"), "--results-dir", str(tmp_path / "results"), *tiny_sets()]
+    argv += [
+        "--runs-dir",
+        str(tmp_path / "runs"),
+        "--results-dir",
+        str(tmp_path / "results"),
+        *tiny_cli_sets(),
+    ]
     code = main(argv)
     captured = capsys.readouterr()
     assert code == 0, captured.err

@@ -22,8 +22,9 @@ import torch
 
 from clip2video.cli import main
 from tests.support.protocol_fixtures import (
-    TINY_BACKBONE,
     build_protocol_data,
+    tiny_vatex_argv,
+    verify_argv,
 )
 
 SMOKE = ["--suite", "smoke", "--models", "meanp", "--no-tracking", "--no-progress"]
@@ -201,59 +202,18 @@ def vatex(tmp_path, synthetic_source):
     return data
 
 
-def tiny_vatex(data, root: Path, *extra: str) -> list[str]:
-    """``ablation --suite vatex-1k5`` with the tiny backbone; ``--eval-only`` runs its zero-shot row only."""
-    sets = {
-        "backbone.clip": "tiny",
-        "backbone.clip_weights": "none",
-        "backbone.config": json.dumps(TINY_BACKBONE),
-        "model.temporal_layers": "1",
-        "frames.image_size": "32",
-        "train.epochs": "1",
-        "train.batch_size": "8",
-        "eval.bootstrap": "20",
-        "eval.time_reversal": "false",
-    }
-    argv = [
-        "ablation",
-        "--suite",
-        "vatex-1k5",
-        "--data-root",
-        data.data_root,
-        "--no-tracking",
-        "--no-progress",
-    ]
-    argv += ["--runs-dir", root / "runs", "--results-dir", root / "results", "--models", "meanp"]
-    for key, value in sets.items():
-        argv += ["--set", f"{key}={value}"]
-    return [*argv, *extra]
-
-
-def verify(data) -> list[str]:
-    return [
-        "data",
-        "verify",
-        "--protocol",
-        "vatex-1k5",
-        "--annotations",
-        data.annotations,
-        "--videos",
-        data.videos,
-    ]
-
-
 @pytest.mark.parametrize("name", ["train_list.txt", "test1k5_sec_list.txt", "vatex_data.json"])
 def test_annotation_file_that_is_not_utf8(vatex, tmp_path, capsys, name):
     path = vatex.annotations / "vatex" / name
     path.write_bytes(path.read_bytes()[:20] + b"\xff\xfe caf\xe9 \n" + path.read_bytes()[20:])
-    code, err = cli(capsys, *verify(vatex), "--no-progress")
+    code, err = cli(capsys, *verify_argv(vatex))
     error_line(code, err, str(path), "not UTF-8", "offset 20")
     if name == "train_list.txt":  # an evaluation reads only the test split's files; training reads it
-        code, err = cli(capsys, *tiny_vatex(vatex, tmp_path / "eval", "--eval-only"))
+        code, err = cli(capsys, *tiny_vatex_argv(vatex, tmp_path / "eval", "--eval-only"))
         assert code == 0, err
-        code, err = cli(capsys, *tiny_vatex(vatex, tmp_path / "out", "--models", "meanp"))
+        code, err = cli(capsys, *tiny_vatex_argv(vatex, tmp_path / "out"))
     else:
-        code, err = cli(capsys, *tiny_vatex(vatex, tmp_path / "out", "--eval-only"))
+        code, err = cli(capsys, *tiny_vatex_argv(vatex, tmp_path / "out", "--eval-only"))
     error_line(code, err, str(path), "not UTF-8")
     assert outputs(tmp_path / "out") == []
 
@@ -265,7 +225,7 @@ def test_duplicated_key_in_a_captions_json_is_an_error_naming_it(vatex, tmp_path
     path.write_text(
         text.rstrip()[:-1] + f', "{first}": {{"enCap": ["a later duplicate"]}}}}', encoding="utf-8"
     )
-    code, err = cli(capsys, *verify(vatex), "--no-progress")
+    code, err = cli(capsys, *verify_argv(vatex))
     error_line(code, err, str(path), f"key {first!r} appears more than once")
 
 
@@ -293,7 +253,7 @@ def test_convert_msvd_writes_the_file_the_protocol_reads_by_default(tmp_path, ca
 def test_missing_train_video_is_reported_as_train_before_training(vatex, tmp_path, capsys):
     gone = vatex.train_ids[3]
     next(vatex.videos.glob(f"{gone}.*")).unlink()
-    code, err = cli(capsys, *tiny_vatex(vatex, tmp_path / "out"))
+    code, err = cli(capsys, *tiny_vatex_argv(vatex, tmp_path / "out"))
     line = error_line(code, err, gone, "train video")
     assert "test video" not in line
     assert outputs(tmp_path / "out") == []
@@ -302,7 +262,7 @@ def test_missing_train_video_is_reported_as_train_before_training(vatex, tmp_pat
 def test_missing_test_video_hint_names_the_setting_that_exists(vatex, tmp_path, capsys):
     gone = vatex.test_ids[2]
     next(vatex.videos.glob(f"{gone}.*")).unlink()
-    code, err = cli(capsys, *tiny_vatex(vatex, tmp_path / "out", "--eval-only"))
+    code, err = cli(capsys, *tiny_vatex_argv(vatex, tmp_path / "out", "--eval-only"))
     error_line(code, err, gone, "--set data.allow_missing=true")
     assert outputs(tmp_path / "out") == []
 
@@ -312,10 +272,10 @@ def test_allow_missing_drops_an_unreadable_test_video_like_verify(vatex, tmp_pat
 
     broken = vatex.test_ids[1]
     next(vatex.videos.glob(f"{broken}.*")).write_bytes(b"\x00not a video" * 100)
-    main([str(a) for a in verify(vatex)] + ["--no-progress", "--allow-missing"])
+    main([str(a) for a in verify_argv(vatex, "--allow-missing")])
     shown = capsys.readouterr()
     assert "DROPPED" in shown.out and broken in shown.out and "Traceback" not in shown.err
-    argv = tiny_vatex(vatex, tmp_path / "out", "--eval-only", "--set", "data.allow_missing=true")
+    argv = tiny_vatex_argv(vatex, tmp_path / "out", "--eval-only", "--set", "data.allow_missing=true")
     code, err = cli(capsys, *argv)
     assert code == 0, err
     record = read_run_record(tmp_path / "out" / "runs" / "vatex-1k5" / "meanp-zeroshot")

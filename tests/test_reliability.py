@@ -36,10 +36,11 @@ from clip2video.engine.records import (
 )
 from clip2video.metrics import metrics_from_ranks, query_ranks
 from tests.support.protocol_fixtures import (
-    TINY_BACKBONE,
     build_protocol_data,
     smoke_cli_args,
     smoke_overrides,
+    tiny_vatex_argv,
+    verify_argv,
 )
 
 REPO = Path(__file__).resolve().parents[1]
@@ -530,48 +531,6 @@ def vatex(tmp_path, synthetic_source):
     return build_protocol_data("vatex-1k5", tmp_path / "datasets", synthetic_source)
 
 
-def tiny_vatex(data, root: Path, *extra: object) -> list:
-    """``ablation --suite vatex-1k5 --eval-only``: the tiny backbone's zero-shot row only."""
-    sets = {
-        "backbone.clip": "tiny",
-        "backbone.clip_weights": "none",
-        "backbone.config": json.dumps(TINY_BACKBONE),
-        "model.temporal_layers": "1",
-        "frames.image_size": "32",
-        "eval.bootstrap": "20",
-        "eval.time_reversal": "false",
-    }
-    argv = [
-        "ablation",
-        "--suite",
-        "vatex-1k5",
-        "--models",
-        "meanp",
-        "--eval-only",
-        "--data-root",
-        data.data_root,
-    ]
-    argv += ["--runs-dir", root / "runs", "--results-dir", root / "results", "--no-tracking", "--no-progress"]
-    for key, value in sets.items():
-        argv += ["--set", f"{key}={value}"]
-    return [*argv, *extra]
-
-
-def verify_args(data, *extra: object) -> list:
-    return [
-        "data",
-        "verify",
-        "--protocol",
-        "vatex-1k5",
-        "--annotations",
-        data.annotations,
-        "--videos",
-        data.videos,
-        "--no-progress",
-        *extra,
-    ]
-
-
 @pytest.mark.parametrize("escape", ["../../outside/secret", "ABSOLUTE"])
 def test_a_video_id_that_leaves_the_videos_folder_is_refused(vatex, tmp_path, capsys, escape):
     """Item 5: a split id ``../../outside/secret`` (or an absolute path) was found, decoded and
@@ -588,10 +547,10 @@ def test_a_video_id_that_leaves_the_videos_folder_is_refused(vatex, tmp_path, ca
     data = json.loads(captions.read_text())
     data[vid] = data.pop(vatex.test_ids[0])
     captions.write_text(json.dumps(data))
-    code, out, err = in_process(capsys, *verify_args(vatex))
+    code, out, err = in_process(capsys, *verify_argv(vatex))
     one_error(code, err, repr(vid), "not plain names", "test1k5_sec_list.txt")
     assert "found and opened" not in out
-    code, _, err = in_process(capsys, *tiny_vatex(vatex, tmp_path / "out"))
+    code, _, err = in_process(capsys, *tiny_vatex_argv(vatex, tmp_path / "out", "--eval-only"))
     one_error(code, err, repr(vid), "not plain names")
     assert not (tmp_path / "out" / "runs").exists()
 
@@ -604,7 +563,7 @@ def test_a_link_that_leaves_the_videos_folder_is_refused_unless_allowed(vatex, t
     video = vatex.videos / f"{vatex.test_ids[3]}.mp4"
     shutil.move(video, elsewhere)
     video.symlink_to(elsewhere)
-    code, out, err = in_process(capsys, *verify_args(vatex))
+    code, out, err = in_process(capsys, *verify_argv(vatex))
     one_error(
         code,
         err,
@@ -614,9 +573,11 @@ def test_a_link_that_leaves_the_videos_folder_is_refused_unless_allowed(vatex, t
         "--allow-outside-links",
         "data.allow_outside_links=true",
     )
-    code, out, err = in_process(capsys, *verify_args(vatex, "--allow-outside-links"))
+    code, out, err = in_process(capsys, *verify_argv(vatex, "--allow-outside-links"))
     assert "test videos: 8 of 8 found and opened" in out and "outside" not in err
-    code, _, err = in_process(capsys, *tiny_vatex(vatex, tmp_path / "out", "--no-decode-check"))
+    code, _, err = in_process(
+        capsys, *tiny_vatex_argv(vatex, tmp_path / "out", "--eval-only", "--no-decode-check")
+    )
     one_error(code, err, str(video), "data.allow_outside_links=true")
 
 
@@ -629,7 +590,7 @@ def test_links_out_of_the_videos_folder_run_when_the_suite_allows_them(vatex, tm
     video = vatex.videos / f"{vatex.test_ids[3]}.mp4"
     shutil.move(video, elsewhere)
     video.symlink_to(elsewhere)
-    argv = tiny_vatex(vatex, tmp_path / "out", "--set", "data.allow_outside_links=true")
+    argv = tiny_vatex_argv(vatex, tmp_path / "out", "--eval-only", "--set", "data.allow_outside_links=true")
     code, _, err = in_process(capsys, *argv)
     assert code == 0, err
     assert read_run_record(tmp_path / "out" / "runs" / "vatex-1k5" / "meanp-zeroshot").metrics
@@ -772,7 +733,7 @@ def test_an_unreadable_video_error_says_why(vatex, tmp_path, capsys):
     folder.mkdir()
     for k in (1, 2, 4, 5):  # 00000003.jpg is missing
         Image.new("RGB", (32, 32)).save(folder / f"{k:08d}.jpg")
-    code, _, err = in_process(capsys, *tiny_vatex(vatex, tmp_path / "out"))
+    code, _, err = in_process(capsys, *tiny_vatex_argv(vatex, tmp_path / "out", "--eval-only"))
     one_error(
         code,
         err,

@@ -296,6 +296,39 @@ def smoke_cli_args(models: list[str] | None = None, root: Path | None = None) ->
 # ----------------------------------------------------------------------------- independent metrics
 
 
+# The tiny backbone on a real protocol from the command line (vatex-1k5 stand-ins).
+TINY_CLI_SETS: dict[str, str] = {
+    "backbone.clip": "tiny",
+    "backbone.clip_weights": "none",
+    "backbone.config": json.dumps(TINY_BACKBONE),
+    "model.temporal_layers": "1",
+    "frames.image_size": "32",
+    "eval.bootstrap": "20",
+    "eval.time_reversal": "false",
+}
+
+
+def tiny_cli_sets(**more: str) -> list[str]:
+    """``--set KEY=VALUE`` arguments of :data:`TINY_CLI_SETS` (plus ``more``, dotted keys as
+    ``train__epochs``)."""
+    sets = {**TINY_CLI_SETS, **{key.replace("__", "."): value for key, value in more.items()}}
+    return [arg for key, value in sets.items() for arg in ("--set", f"{key}={value}")]
+
+
+def tiny_vatex_argv(data: Any, root: Path, *extra: object) -> list:
+    """``ablation --suite vatex-1k5 --models meanp`` with the tiny backbone on ``data`` (a
+    ``build_protocol_data`` result), records and results under ``root``; ``extra`` appended."""
+    argv: list = ["ablation", "--suite", "vatex-1k5", "--models", "meanp", "--data-root", data.data_root]
+    argv += ["--runs-dir", root / "runs", "--results-dir", root / "results", "--no-tracking", "--no-progress"]
+    return [*argv, *tiny_cli_sets(train__epochs="1", train__batch_size="8"), *extra]
+
+
+def verify_argv(data: Any, *extra: object) -> list:
+    """``data verify --protocol vatex-1k5`` of ``data``'s annotations and videos; ``extra`` appended."""
+    argv: list = ["data", "verify", "--protocol", "vatex-1k5", "--annotations", data.annotations]
+    return [*argv, "--videos", data.videos, "--no-progress", *extra]
+
+
 def brute_force_ranks(sim: np.ndarray, caption_video: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Pessimistic ranks by the spec's formulas, one query at a time.
 
